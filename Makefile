@@ -1,0 +1,41 @@
+# The README's two commands are `make demo` and `make test`; everything else here serves them.
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test lint typecheck unit bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+## Create the virtual environment with the pinned dependencies.
+setup: $(STAMP)
+
+## Set up, pull the embedded S&P 500 / NASDAQ data into a snapshot and summarise its features.
+demo: setup
+	$(BIN)/mlops data pull --source embedded
+	$(BIN)/mlops features --snapshot latest
+
+## Set up and run the whole suite: lint, format check, type check, tests.
+test: setup lint typecheck unit
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: setup
+	$(BIN)/mypy
+
+unit: setup
+	$(BIN)/pytest
+
+## Rerun the benchmarks and rewrite their recorded figures under benchmarks/results/.
+bench: setup
+	$(BIN)/python benchmarks/bench_features.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis

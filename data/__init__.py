@@ -1,0 +1,1 @@
+"""Market data: sources, validation at the edge and the immutable snapshot store."""

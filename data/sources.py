@@ -1,0 +1,250 @@
+"""Market data sources. Each returns a long frame of raw daily bars: symbol, date, open, high, low, close, volume.
+
+Sources only fetch and rename; validation against the OHLCV contract happens once, in :func:`data.pull.pull`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import pandas as pd
+
+from features.ohlcv import OHLCV_COLUMNS, SYMBOL_COLUMN
+
+LONG_COLUMNS: tuple[str, ...] = (SYMBOL_COLUMN, *OHLCV_COLUMNS)
+EMBEDDED_SYMBOLS: tuple[str, ...] = ("^GSPC", "^IXIC")
+
+
+class SourceError(RuntimeError):
+    """A source could not deliver the bars asked for; the message says which and why."""
+
+
+class Source(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    def fetch(self, on_symbol: Callable[[str], None] | None = None) -> pd.DataFrame: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+
+def _normalise(frame: pd.DataFrame, symbol: str) -> pd.DataFrame:
+    """Lower-case the columns, move the date index into a column and add the symbol."""
+    frame = frame.copy()
+    if "date" not in {str(c).lower() for c in frame.columns}:
+        frame = frame.rename_axis("date").reset_index()
+    frame.columns = [str(c).strip().lower().replace(" ", "_") for c in frame.columns]
+    frame.insert(0, SYMBOL_COLUMN, symbol)
+    missing = [c for c in OHLCV_COLUMNS if c not in frame.columns]
+    if missing:
+        raise SourceError(f"data for {symbol} lacks the column(s) {', '.join(missing)}")
+    return frame[list(LONG_COLUMNS)]
+
+
+@dataclass(frozen=True)
+class EmbeddedSource:
+    """Real daily bars bundled with the ``arch`` package: S&P 500 and NASDAQ Composite, 1999-2018."""
+
+    symbols: tuple[str, ...] = EMBEDDED_SYMBOLS
+    name: str = "embedded"
+
+    def fetch(self, on_symbol: Callable[[str], None] | None = None) -> pd.DataFrame:
+        from arch.data import nasdaq, sp500
+
+        loaders = {"^GSPC": sp500.load, "^IXIC": nasdaq.load}
+        unknown = sorted(set(self.symbols) - loaders.keys())
+        if unknown:
+            raise SourceError(f"the embedded source has no {', '.join(unknown)}; it has {', '.join(loaders)}")
+        frames = []
+        for symbol in self.symbols:
+            frames.append(_normalise(loaders[symbol](), symbol))
+            if on_symbol:
+                on_symbol(symbol)
+        return pd.concat(frames, ignore_index=True)
+
+    def describe(self) -> dict[str, Any]:
+        return {"source": self.name, "symbols": list(self.symbols), "package": "arch"}
+
+
+@dataclass(frozen=True)
+class CsvSource:
+    """A user's own file of daily bars: date, open, high, low, close, volume and optionally symbol."""
+
+    path: Path
+    symbol: str | None = None
+    name: str = "csv"
+
+    def fetch(self, on_symbol: Callable[[str], None] | None = None) -> pd.DataFrame:
+        try:
+            raw = pd.read_csv(self.path)
+        except (OSError, ValueError) as error:
+            raise SourceError(f"cannot read {self.path}: {error}") from error
+        raw.columns = [str(c).strip().lower().replace(" ", "_") for c in raw.columns]
+        if SYMBOL_COLUMN in raw.columns:
+            if self.symbol is not None:
+                raw = raw[raw[SYMBOL_COLUMN].astype(str) == self.symbol]
+            frame = raw
+        else:
+            frame = _normalise(raw, self.symbol or self.path.stem)
+        missing = [c for c in LONG_COLUMNS if c not in frame.columns]
+        if missing:
+            raise SourceError(f"{self.path} lacks the column(s) {', '.join(missing)}")
+        if frame.empty:
+            raise SourceError(f"{self.path} has no bars" + (f" for {self.symbol}" if self.symbol else ""))
+        if on_symbol:
+            for symbol in frame[SYMBOL_COLUMN].astype(str).unique():
+                on_symbol(symbol)
+        return frame[list(LONG_COLUMNS)].reset_index(drop=True)
+
+    def describe(self) -> dict[str, Any]:
+        return {"source": self.name, "path": str(self.path), "symbol": self.symbol}
+
+
+Downloader = Callable[..., pd.DataFrame | None]
+
+
+def _yfinance_download(*args: Any, **kwargs: Any) -> pd.DataFrame | None:
+    import yfinance as yf
+
+    return yf.download(*args, **kwargs)
+
+
+def _yfinance_errors() -> dict[str, str]:
+    """The per-ticker errors yfinance recorded for its last download (it logs them instead of raising)."""
+    try:
+        from yfinance import shared
+
+        return {str(k): str(v) for k, v in getattr(shared, "_ERRORS", {}).items()}
+    except ImportError:  # pragma: no cover - yfinance is a dependency
+        return {}
+
+
+class _Deadline:
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.end = time.monotonic() + seconds
+
+    def remaining(self) -> float:
+        return self.end - time.monotonic()
+
+
+def _call_with_deadline(function: Callable[[], Any], seconds: float) -> Any:
+    """Run ``function`` in a daemon thread and give up after ``seconds``: a hung socket cannot hold the pull."""
+    result: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            result["value"] = function()
+        except BaseException as error:  # handed back to the caller below
+            result["error"] = error
+
+    worker = threading.Thread(target=target, daemon=True, name="yfinance-download")
+    worker.start()
+    worker.join(max(seconds, 0.0))
+    if worker.is_alive():
+        raise TimeoutError(f"no answer within {seconds:.1f} s")
+    if "error" in result:
+        raise result["error"]
+    return result.get("value")
+
+
+@dataclass(frozen=True)
+class YFinanceSource:
+    """Daily bars from Yahoo Finance through yfinance, with retries, backoff and an overall deadline."""
+
+    tickers: tuple[str, ...]
+    start: str | None = None
+    end: str | None = None
+    deadline_seconds: float = 120.0
+    request_timeout_seconds: float = 20.0
+    attempts: int = 3
+    backoff_seconds: float = 2.0
+    download: Downloader = field(default=_yfinance_download, repr=False, compare=False)
+    sleep: Callable[[float], None] = field(default=time.sleep, repr=False, compare=False)
+    name: str = "yfinance"
+
+    def fetch(self, on_symbol: Callable[[str], None] | None = None) -> pd.DataFrame:
+        if not self.tickers:
+            raise SourceError("no tickers given to the yfinance source")
+        deadline = _Deadline(self.deadline_seconds)
+        frames, failures = [], {}
+        for ticker in self.tickers:
+            try:
+                frames.append(self._fetch_one(ticker, deadline))
+            except SourceError as error:
+                failures[ticker] = str(error)
+            if on_symbol:
+                on_symbol(ticker)
+        if failures:
+            got = [t for t in self.tickers if t not in failures]
+            kind = "partial download" if got else "download failed"
+            details = "; ".join(f"{t}: {why}" for t, why in failures.items())
+            raise SourceError(
+                f"yfinance {kind}: no bars for {', '.join(failures)}"
+                + (f" (got {', '.join(got)})" if got else "")
+                + f". {details}"
+            )
+        return pd.concat(frames, ignore_index=True)
+
+    def _fetch_one(self, ticker: str, deadline: _Deadline) -> pd.DataFrame:
+        last_error = "no attempt made"
+        for attempt in range(1, self.attempts + 1):
+            remaining = deadline.remaining()
+            if remaining <= 0:
+                raise SourceError(f"overall deadline of {self.deadline_seconds:g} s passed ({last_error})")
+            try:
+                frame = _call_with_deadline(lambda: self._download(ticker), remaining)
+            except TimeoutError:
+                raise SourceError(f"overall deadline of {self.deadline_seconds:g} s passed while downloading") from None
+            except Exception as error:
+                last_error = f"attempt {attempt}: {type(error).__name__}: {error}"
+            else:
+                if frame is not None and not frame.empty:
+                    return _normalise(self._flatten(frame, ticker), ticker)
+                reason = _yfinance_errors().get(ticker, "empty result")
+                last_error = f"attempt {attempt}: {reason}"
+            if attempt < self.attempts:
+                delay = self.backoff_seconds * 2 ** (attempt - 1)
+                if delay >= deadline.remaining():
+                    raise SourceError(f"overall deadline of {self.deadline_seconds:g} s passed ({last_error})")
+                self.sleep(delay)
+        raise SourceError(f"gave up after {self.attempts} attempt(s) ({last_error})")
+
+    def _download(self, ticker: str) -> pd.DataFrame | None:
+        return self.download(
+            ticker,
+            start=self.start,
+            end=self.end,
+            interval="1d",
+            auto_adjust=True,
+            actions=False,
+            progress=False,
+            threads=False,
+            multi_level_index=False,
+            timeout=self.request_timeout_seconds,
+        )
+
+    @staticmethod
+    def _flatten(frame: pd.DataFrame, ticker: str) -> pd.DataFrame:
+        if isinstance(frame.columns, pd.MultiIndex):
+            level = frame.columns.nlevels - 1
+            if ticker in frame.columns.get_level_values(level):
+                frame = pd.DataFrame(frame.xs(ticker, axis=1, level=level))
+            else:
+                frame = frame.droplevel(level, axis=1)
+        index = frame.index
+        if isinstance(index, pd.DatetimeIndex) and index.tz is not None:
+            frame = frame.set_axis(index.tz_localize(None))
+        return frame
+
+    def describe(self) -> dict[str, Any]:
+        return {"source": self.name, "tickers": list(self.tickers), "start": self.start, "end": self.end}
+
+
+def known_sources() -> Sequence[str]:
+    return ("embedded", "yfinance", "csv")

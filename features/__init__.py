@@ -1,0 +1,18 @@
+"""The contract shared by training and serving: the OHLCV schema, the FeatureSpec and the feature pipeline."""
+
+from features.ohlcv import OHLCV_COLUMNS, OHLCVValidationError, Violation, validate_bars, validate_ohlcv
+from features.pipeline import Bars, FeatureParams
+from features.spec import DEFAULT_SPEC, FeatureSpec, build_spec
+
+__all__ = [
+    "DEFAULT_SPEC",
+    "OHLCV_COLUMNS",
+    "Bars",
+    "FeatureParams",
+    "FeatureSpec",
+    "OHLCVValidationError",
+    "Violation",
+    "build_spec",
+    "validate_bars",
+    "validate_ohlcv",
+]

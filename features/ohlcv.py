@@ -1,0 +1,390 @@
+"""The OHLCV contract: one definition of a valid frame of daily bars, used by every entry point.
+
+A valid frame has a ``date`` column (unique and strictly increasing, per symbol in a panel) and
+``open``, ``high``, ``low``, ``close`` (finite, > 0) and ``volume`` (finite, >= 0), with
+``high >= max(open, close)`` and ``low <= min(open, close)``. Validation reports every violation at once,
+each with its row, date, column and rule, so a user can fix a file in one pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from features.pipeline import Bars
+
+PRICE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close")
+VALUE_COLUMNS: tuple[str, ...] = (*PRICE_COLUMNS, "volume")
+OHLCV_COLUMNS: tuple[str, ...] = ("date", *VALUE_COLUMNS)
+SYMBOL_COLUMN = "symbol"
+
+#: How many violations an error message lists before it summarises the rest.
+MAX_LISTED_VIOLATIONS = 20
+
+
+class Rule:
+    """Names of the rules of the contract, as they appear in violations."""
+
+    MISSING_COLUMN = "missing_column"
+    TOO_FEW_BARS = "too_few_bars"
+    NOT_NUMERIC = "not_numeric"
+    NOT_FINITE = "not_finite"
+    PRICE_NOT_POSITIVE = "price_not_positive"
+    VOLUME_NEGATIVE = "volume_negative"
+    HIGH_BELOW_OPEN_CLOSE = "high_below_open_close"
+    LOW_ABOVE_OPEN_CLOSE = "low_above_open_close"
+    DATE_INVALID = "date_invalid"
+    DATE_DUPLICATE = "date_duplicate"
+    DATE_UNSORTED = "date_unsorted"
+    LENGTH_MISMATCH = "length_mismatch"
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One broken rule: where (row, date, column, symbol), which rule, and the offending value."""
+
+    rule: str
+    message: str
+    row: int | None = None
+    column: str | None = None
+    date: str | None = None
+    symbol: str | None = None
+    value: Any = None
+
+    def __str__(self) -> str:
+        where = []
+        if self.row is not None:
+            where.append(f"row {self.row}")
+        if self.symbol is not None:
+            where.append(f"symbol {self.symbol}")
+        if self.date is not None:
+            where.append(f"date {self.date}")
+        prefix = f"{', '.join(where)}: " if where else ""
+        return f"{prefix}{self.message} [{self.rule}]"
+
+    def to_dict(self) -> dict[str, Any]:
+        value = self.value
+        if isinstance(value, float) and not np.isfinite(value):
+            value = str(value)
+        return {
+            "rule": self.rule,
+            "message": self.message,
+            "row": self.row,
+            "column": self.column,
+            "date": self.date,
+            "symbol": self.symbol,
+            "value": value,
+        }
+
+
+class OHLCVValidationError(ValueError):
+    """Raised when bars break the OHLCV contract; ``violations`` holds every broken rule."""
+
+    def __init__(self, violations: Sequence[Violation]):
+        self.violations = list(violations)
+        listed = "\n  ".join(str(v) for v in self.violations[:MAX_LISTED_VIOLATIONS])
+        more = len(self.violations) - MAX_LISTED_VIOLATIONS
+        tail = f"\n  ... and {more} more" if more > 0 else ""
+        super().__init__(f"{len(self.violations)} OHLCV violation(s):\n  {listed}{tail}")
+
+
+def _date_text(dates: np.ndarray, row: int) -> str | None:
+    value = dates[row]
+    if np.isnat(value):
+        return None
+    return str(value.astype("datetime64[D]"))
+
+
+def _coerce_numeric(column: pd.Series, name: str, violations: list[Violation]) -> np.ndarray:
+    """Return the column as float64, recording a violation for every entry that is not a number."""
+    dtype = column.dtype
+    if isinstance(dtype, np.dtype) and dtype.kind in "fiu":  # the common case, kept cheap for serving windows
+        return column.to_numpy(dtype=np.float64, copy=True)
+    if pd.api.types.is_bool_dtype(dtype):
+        violations.append(Violation(Rule.NOT_NUMERIC, f"{name} is boolean, expected numbers", column=name))
+        return np.full(len(column), np.nan)
+    if pd.api.types.is_numeric_dtype(dtype):
+        return column.to_numpy(dtype=np.float64, na_value=np.nan)
+    coerced = pd.to_numeric(column, errors="coerce")
+    bad = coerced.isna().to_numpy() & column.notna().to_numpy()
+    for row in np.flatnonzero(bad):
+        violations.append(
+            Violation(
+                Rule.NOT_NUMERIC,
+                f"{name}={column.iloc[row]!r} is not a number",
+                row=int(row),
+                column=name,
+                value=str(column.iloc[row]),
+            )
+        )
+    return coerced.to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def _coerce_dates(column: pd.Series, violations: list[Violation]) -> np.ndarray:
+    """Return the dates as datetime64[ns] at midnight (time zones dropped), NaT where unparseable."""
+    if isinstance(column.dtype, pd.DatetimeTZDtype):
+        column = column.dt.tz_localize(None)
+    if pd.api.types.is_datetime64_any_dtype(column.dtype):
+        parsed = column
+    else:
+        parsed = pd.to_datetime(column, errors="coerce", format="mixed")
+        if isinstance(parsed.dtype, pd.DatetimeTZDtype):
+            parsed = parsed.dt.tz_localize(None)
+    values = parsed.to_numpy(dtype="datetime64[ns]")
+    bad = np.isnat(values)
+    for row in np.flatnonzero(bad):
+        violations.append(
+            Violation(
+                Rule.DATE_INVALID,
+                f"date={column.iloc[row]!r} is not a date",
+                row=int(row),
+                column="date",
+                value=str(column.iloc[row]),
+            )
+        )
+    return values.astype("datetime64[D]").astype("datetime64[ns]")
+
+
+def check_bar_values(
+    dates: np.ndarray,
+    values: dict[str, np.ndarray],
+    symbols: np.ndarray | None = None,
+    row_offset: int = 0,
+) -> list[Violation]:
+    """Check the value rules and the date order on numpy arrays; return every violation found.
+
+    ``dates`` is datetime64 (NaT where a date could not be read), ``values`` maps each of
+    ``VALUE_COLUMNS`` to a float64 array. With ``symbols``, date order is checked within each symbol.
+    """
+    violations: list[Violation] = []
+    sym = None if symbols is None else symbols
+
+    def add(rule: str, rows: np.ndarray, column: str | None, describe: Any) -> None:
+        for row in rows:
+            row = int(row)
+            violations.append(
+                Violation(
+                    rule,
+                    describe(row),
+                    row=row + row_offset,
+                    column=column,
+                    date=_date_text(dates, row),
+                    symbol=None if sym is None else str(sym[row]),
+                    value=None if column is None else float(values[column][row]),
+                )
+            )
+
+    finite = {}
+    for name in VALUE_COLUMNS:
+        column = values[name]
+        is_finite = np.isfinite(column)
+        finite[name] = is_finite
+        if not is_finite.all():
+            add(
+                Rule.NOT_FINITE,
+                np.flatnonzero(~is_finite),
+                name,
+                lambda r, n=name: f"{n}={values[n][r]} is not finite",
+            )
+        bad = is_finite & (column <= 0) if name in PRICE_COLUMNS else is_finite & (column < 0)
+        if bad.any():
+            rule = Rule.PRICE_NOT_POSITIVE if name in PRICE_COLUMNS else Rule.VOLUME_NEGATIVE
+            rel = "must be > 0" if name in PRICE_COLUMNS else "must be >= 0"
+            add(rule, np.flatnonzero(bad), name, lambda r, n=name, rel=rel: f"{n}={values[n][r]} {rel}")
+
+    o, h, low, c = (values[n] for n in PRICE_COLUMNS)
+    all_finite = finite["open"] & finite["high"] & finite["low"] & finite["close"]
+    with np.errstate(invalid="ignore"):
+        top = np.maximum(o, c)
+        bottom = np.minimum(o, c)
+        high_bad = all_finite & (h < top)
+        low_bad = all_finite & (low > bottom)
+    if high_bad.any():
+        add(
+            Rule.HIGH_BELOW_OPEN_CLOSE,
+            np.flatnonzero(high_bad),
+            "high",
+            lambda r: f"high={h[r]} is below max(open, close)={top[r]}",
+        )
+    if low_bad.any():
+        add(
+            Rule.LOW_ABOVE_OPEN_CLOSE,
+            np.flatnonzero(low_bad),
+            "low",
+            lambda r: f"low={low[r]} is above min(open, close)={bottom[r]}",
+        )
+    violations.extend(_check_date_order(dates, symbols, row_offset))
+    return violations
+
+
+def _check_date_order(dates: np.ndarray, symbols: np.ndarray | None, row_offset: int) -> list[Violation]:
+    n = len(dates)
+    if n < 2:
+        return []
+    if symbols is None:
+        order = np.arange(n)
+        same_group = np.ones(n - 1, dtype=bool)
+    else:
+        order = np.argsort(symbols, kind="stable")
+        sorted_symbols = symbols[order]
+        same_group = sorted_symbols[1:] == sorted_symbols[:-1]
+    d = dates[order].astype("datetime64[D]").astype(np.int64)
+    valid = ~np.isnat(dates[order])
+    pair_valid = same_group & valid[1:] & valid[:-1]
+    step = d[1:] - d[:-1]
+    out: list[Violation] = []
+    for k in np.flatnonzero(pair_valid & (step <= 0)):
+        row, prev = int(order[k + 1]), int(order[k])
+        duplicate = step[k] == 0
+        rule = Rule.DATE_DUPLICATE if duplicate else Rule.DATE_UNSORTED
+        text = _date_text(dates, row)
+        message = (
+            f"date {text} repeats the date of row {prev + row_offset}"
+            if duplicate
+            else f"date {text} comes after {_date_text(dates, prev)} (row {prev + row_offset}); dates must increase"
+        )
+        out.append(
+            Violation(
+                rule,
+                message,
+                row=row + row_offset,
+                column="date",
+                date=text,
+                symbol=None if symbols is None else str(symbols[row]),
+            )
+        )
+    return out
+
+
+def _raise_if_any(violations: list[Violation]) -> None:
+    """Raise the violations in row order, dropping "not finite" where "not a number" already said it."""
+    if not violations:
+        return
+    unreadable = {(v.row, v.column) for v in violations if v.rule == Rule.NOT_NUMERIC}
+    kept = [v for v in violations if not (v.rule == Rule.NOT_FINITE and (v.row, v.column) in unreadable)]
+    kept.sort(key=lambda v: -1 if v.row is None else v.row)
+    raise OHLCVValidationError(kept)
+
+
+def validate_ohlcv(frame: pd.DataFrame, *, min_bars: int = 1, panel: bool = False) -> pd.DataFrame:
+    """Validate a frame of daily bars and return it normalised, or raise :class:`OHLCVValidationError`.
+
+    The result has the columns ``OHLCV_COLUMNS`` (preceded by ``symbol`` for a panel), dates as
+    datetime64[ns] at midnight and values as float64, in the input's row order and with a fresh
+    RangeIndex. ``panel=True`` expects a long frame with a ``symbol`` column and checks the date
+    order within each symbol; ``min_bars`` then applies to every symbol.
+    """
+    violations: list[Violation] = []
+    required = ((SYMBOL_COLUMN,) if panel else ()) + OHLCV_COLUMNS
+    missing = [name for name in required if name not in frame.columns]
+    for name in missing:
+        violations.append(
+            Violation(
+                Rule.MISSING_COLUMN,
+                f"column {name!r} is missing (expected columns: {', '.join(required)})",
+                column=name,
+            )
+        )
+    if missing:
+        raise OHLCVValidationError(violations)
+
+    symbols = frame[SYMBOL_COLUMN].astype(str).to_numpy() if panel else None
+    _check_length(frame, symbols, min_bars, violations)
+    dates = _coerce_dates(frame["date"], violations)
+    values = {name: _coerce_numeric(frame[name], name, violations) for name in VALUE_COLUMNS}
+    violations.extend(check_bar_values(dates, values, symbols))
+    _raise_if_any(violations)
+
+    columns: dict[str, Any] = {}
+    if symbols is not None:
+        columns[SYMBOL_COLUMN] = symbols
+    columns["date"] = dates
+    columns.update(values)
+    return pd.DataFrame(columns, copy=False)  # every array above is already a fresh copy
+
+
+def _check_length(frame: pd.DataFrame, symbols: np.ndarray | None, min_bars: int, violations: list[Violation]) -> None:
+    if symbols is None:
+        if len(frame) < min_bars:
+            violations.append(
+                Violation(
+                    Rule.TOO_FEW_BARS,
+                    f"{len(frame)} bars given, at least {min_bars} are needed",
+                    value=len(frame),
+                )
+            )
+        return
+    if len(frame) == 0:
+        violations.append(Violation(Rule.TOO_FEW_BARS, "no bars given", value=0))
+        return
+    names, counts = np.unique(symbols, return_counts=True)
+    for name, count in zip(names, counts, strict=True):
+        if count < min_bars:
+            violations.append(
+                Violation(
+                    Rule.TOO_FEW_BARS,
+                    f"{count} bars given, at least {min_bars} are needed",
+                    symbol=str(name),
+                    value=int(count),
+                )
+            )
+
+
+def _parse_dates(dates: Any, violations: list[Violation]) -> np.ndarray:
+    try:
+        return np.asarray(dates, dtype="datetime64[D]")
+    except (ValueError, TypeError):
+        parsed = np.empty(len(dates), dtype="datetime64[D]")
+        for row, value in enumerate(dates):
+            try:
+                parsed[row] = np.datetime64(value, "D")
+            except (ValueError, TypeError):
+                parsed[row] = np.datetime64("NaT")
+                violations.append(
+                    Violation(
+                        Rule.DATE_INVALID, f"date={value!r} is not a date", row=row, column="date", value=str(value)
+                    )
+                )
+        return parsed
+
+
+def validate_bars(
+    dates: Any,
+    open: Any,
+    high: Any,
+    low: Any,
+    close: Any,
+    volume: Any,
+    *,
+    min_bars: int = 1,
+) -> Bars:
+    """Validate one symbol's bars given as arrays or sequences (the serving path) and return them as Bars.
+
+    Same rules and messages as :func:`validate_ohlcv`, without a DataFrame in between.
+    """
+    violations: list[Violation] = []
+    day_dates = _parse_dates(dates, violations)
+    values = {}
+    for name, raw in zip(VALUE_COLUMNS, (open, high, low, close, volume), strict=True):
+        try:
+            values[name] = np.array(raw, dtype=np.float64)
+        except (ValueError, TypeError):
+            values[name] = _coerce_numeric(pd.Series(raw, dtype=object), name, violations)
+    lengths = {len(day_dates), *(len(v) for v in values.values())}
+    if len(lengths) > 1:
+        raise OHLCVValidationError(
+            [Violation(Rule.LENGTH_MISMATCH, "date, open, high, low, close and volume must have the same length")]
+        )
+    if len(day_dates) < min_bars:
+        violations.append(
+            Violation(
+                Rule.TOO_FEW_BARS, f"{len(day_dates)} bars given, at least {min_bars} are needed", value=len(day_dates)
+            )
+        )
+    violations.extend(check_bar_values(day_dates, values))
+    _raise_if_any(violations)
+    return Bars(day_dates, values["open"], values["high"], values["low"], values["close"], values["volume"])

@@ -1,0 +1,61 @@
+"""The command line, run as a user would: pull, list, show, features."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from tests.conftest import make_bars
+from training.cli import app
+
+runner = CliRunner()
+
+
+def test_pull_list_show_and_features_on_embedded_data(isolated_home: Path) -> None:
+    first = runner.invoke(app, ["data", "pull", "--source", "embedded"])
+    assert first.exit_code == 0, first.output
+    assert "new snapshot" in first.output
+    snapshot_dirs = [p for p in (isolated_home / "data" / "snapshots").iterdir()]
+    assert len(snapshot_dirs) == 1
+    snapshot_id = snapshot_dirs[0].name
+
+    again = runner.invoke(app, ["data", "pull"])
+    assert again.exit_code == 0
+    assert "unchanged" in again.output
+
+    listed = runner.invoke(app, ["data", "list"])
+    assert listed.exit_code == 0
+    assert "embedded" in listed.output
+
+    shown = runner.invoke(app, ["data", "show", snapshot_id[:6]])
+    assert shown.exit_code == 0
+    assert "verified" in shown.output
+    assert '"rows": 10062' in shown.output
+
+    features = runner.invoke(app, ["features"], env={"COLUMNS": "200"})
+    assert features.exit_code == 0, features.output
+    assert "34 features, lookback 251 bars" in features.output
+    assert "^GSPC: 5031 bars -> 4780 complete feature rows" in features.output
+
+
+def test_csv_pull_with_bad_rows_exits_with_the_violations(tmp_path: Path) -> None:
+    path = tmp_path / "X.csv"
+    frame = make_bars(10)
+    frame.loc[3, "low"] = -2.0
+    frame.to_csv(path, index=False)
+    result = runner.invoke(app, ["data", "pull", "--source", "csv", "--path", str(path)], env={"COLUMNS": "200"})
+    assert result.exit_code == 1
+    assert "row 3" in result.output
+    assert "price_not_positive" in result.output
+
+
+def test_yfinance_without_tickers_is_a_usage_error() -> None:
+    result = runner.invoke(app, ["data", "pull", "--source", "yfinance"])
+    assert result.exit_code == 2
+
+
+def test_show_unknown_snapshot_fails_clearly() -> None:
+    result = runner.invoke(app, ["data", "show", "nope"], env={"COLUMNS": "200"})
+    assert result.exit_code == 1
+    assert "no snapshot 'nope'" in result.output
