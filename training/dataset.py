@@ -1,0 +1,108 @@
+"""The pooled training panel of a snapshot: complete feature rows of every symbol with their targets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from data.snapshots import SnapshotInfo
+from features import DEFAULT_SPEC, Bars, FeatureSpec, validate_ohlcv
+from features.targets import forward_log_return, forward_realized_volatility, next_day_direction
+
+
+@dataclass(frozen=True)
+class Panel:
+    """Rows are (date, symbol) pairs with a complete feature row, ordered by date then symbol.
+
+    ``positions`` is each row's index in its symbol's bars (``bars[symbol]``), for per-symbol baselines.
+
+    ``target_end[h]`` is the date of the bar ``h`` bars after each row (NaT beyond the data): the last date a
+    target over ``h`` bars looks at, which the walk-forward splits use to purge overlapping training rows.
+    """
+
+    snapshot: SnapshotInfo
+    spec: FeatureSpec
+    horizon: int
+    dates: np.ndarray
+    symbols: np.ndarray
+    features: np.ndarray
+    close: np.ndarray
+    positions: np.ndarray
+    forward_return: np.ndarray
+    direction: np.ndarray
+    forward_volatility: np.ndarray
+    target_end: dict[int, np.ndarray]
+    bars: dict[str, pd.DataFrame] = field(repr=False)
+
+    def __len__(self) -> int:
+        return int(self.dates.shape[0])
+
+    def frame(self, rows: np.ndarray | slice | None = None) -> pd.DataFrame:
+        """Features of some rows as a DataFrame (for reports and debugging)."""
+        rows = slice(None) if rows is None else rows
+        return pd.DataFrame(self.features[rows], columns=list(self.spec.names))
+
+
+def build_panel(
+    bars: pd.DataFrame,
+    snapshot: SnapshotInfo,
+    horizon: int = 5,
+    first_date: str | None = None,
+    spec: FeatureSpec = DEFAULT_SPEC,
+) -> Panel:
+    """Features and targets of every symbol of a snapshot's bars, pooled.
+
+    ``first_date`` drops rows (not the bars behind their features) before that date.
+    """
+    parts = []
+    per_symbol: dict[str, pd.DataFrame] = {}
+    for symbol, group in bars.groupby("symbol", sort=True):
+        frame = validate_ohlcv(group.drop(columns="symbol").reset_index(drop=True), min_bars=spec.min_bars)
+        per_symbol[str(symbol)] = frame
+        series = Bars.from_frame(frame)
+        matrix = spec.compute(series)
+        ends = {}
+        for h in {1, horizon}:
+            end = np.full(len(series), np.datetime64("NaT"), dtype="datetime64[D]")
+            end[:-h] = series.dates[h:]
+            ends[h] = end
+        keep = np.arange(len(series)) >= spec.lookback
+        if first_date is not None:
+            keep &= series.dates >= np.datetime64(first_date, "D")
+        parts.append(
+            {
+                "dates": series.dates[keep],
+                "symbols": np.full(int(keep.sum()), str(symbol), dtype=object),
+                "features": matrix[keep],
+                "close": series.close[keep],
+                "positions": np.flatnonzero(keep),
+                "forward_return": forward_log_return(series.close, horizon)[keep],
+                "direction": next_day_direction(series.close)[keep],
+                "forward_volatility": forward_realized_volatility(series.close, horizon)[keep],
+                "ends": {h: e[keep] for h, e in ends.items()},
+            }
+        )
+    dates = np.concatenate([p["dates"] for p in parts])
+    symbols = np.concatenate([p["symbols"] for p in parts])
+    order = np.lexsort((symbols.astype(str), dates))
+
+    def stack(key: str) -> np.ndarray:
+        return np.concatenate([p[key] for p in parts])[order]
+
+    return Panel(
+        snapshot=snapshot,
+        spec=spec,
+        horizon=horizon,
+        dates=dates[order],
+        symbols=symbols[order],
+        features=stack("features"),
+        close=stack("close"),
+        positions=stack("positions"),
+        forward_return=stack("forward_return"),
+        direction=stack("direction"),
+        forward_volatility=stack("forward_volatility"),
+        target_end={h: np.concatenate([p["ends"][h] for p in parts])[order] for h in parts[0]["ends"]},
+        bars=per_symbol,
+    )

@@ -1,0 +1,101 @@
+"""``direction_lightgbm``: LightGBM classifier of next-day up/down with a Platt-calibrated P(up)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import bentoml
+import lightgbm as lgb
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+
+from training.baselines import majority_probability
+from training.dataset import Panel
+from training.lgbm import booster_params, gain_importance, train_booster
+from training.metrics import classification_metrics
+from training.splits import Split
+from training.trainer import Fitted, TabularTrainer
+
+DECISION_THRESHOLD = 0.5
+
+
+@dataclass
+class CalibratedBooster:
+    """A booster's raw P(up) mapped through ``sigmoid(slope * logit(p) + intercept)``."""
+
+    booster: lgb.Booster
+    slope: float
+    intercept: float
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        return calibrate(np.asarray(self.booster.predict(features, num_threads=1)), self.slope, self.intercept)
+
+
+def logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))
+
+
+def calibrate(raw: np.ndarray, slope: float, intercept: float) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-(slope * logit(raw) + intercept)))
+
+
+class DirectionLightGBM(TabularTrainer):
+    """Trees on the earlier part of the training window, Platt calibration on its most recent part."""
+
+    name: ClassVar[str] = "direction_lightgbm"
+    task: ClassVar[str] = "direction_classification"
+    target: ClassVar[str] = "next_day_direction"
+    primary_metric: ClassVar[str] = "log_loss"
+    higher_is_better: ClassVar[bool] = False
+
+    @property
+    def horizon(self) -> int:
+        return 1
+
+    def labels(self, panel: Panel) -> np.ndarray:
+        return panel.direction
+
+    def params(self) -> dict[str, Any]:
+        return booster_params(self.config, "binary")
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return {
+            **self.params(),
+            "num_boost_round": self.config.lgbm_rounds,
+            "calibration": "platt",
+            "calibration_fraction": self.config.calibration_fraction,
+            "decision_threshold": DECISION_THRESHOLD,
+        }
+
+    def fit_model(self, features: np.ndarray, target: np.ndarray) -> CalibratedBooster:
+        # rows arrive in date order; the last fraction calibrates, one row apart so no label straddles both
+        split = int(len(target) * (1 - self.config.calibration_fraction))
+        booster = train_booster(features[: split - 2], target[: split - 2], self.params(), self.config.lgbm_rounds)
+        raw = np.asarray(booster.predict(features[split:], num_threads=1))
+        platt = LogisticRegression(C=1.0)
+        platt.fit(logit(raw).reshape(-1, 1), target[split:].astype(int))
+        return CalibratedBooster(booster, float(platt.coef_[0, 0]), float(platt.intercept_[0]))
+
+    def predict(self, model: CalibratedBooster, features: np.ndarray) -> np.ndarray:
+        return model.predict(features)
+
+    def importances(self, model: CalibratedBooster) -> np.ndarray:
+        return gain_importance(model.booster)
+
+    def model_extra(self, model: CalibratedBooster) -> dict[str, Any]:
+        return {
+            "calibration": {"method": "platt", "slope": model.slope, "intercept": model.intercept},
+            "decision_threshold": DECISION_THRESHOLD,
+            "output": "calibrated P(up) = sigmoid(slope * logit(booster P) + intercept)",
+        }
+
+    def baseline_predictions(self, panel: Panel, split: Split, target: np.ndarray) -> dict[str, np.ndarray]:
+        return {"majority": np.full(split.test.size, majority_probability(target[split.train]))}
+
+    def score(self, actual: np.ndarray, prediction: np.ndarray, baselines: dict[str, np.ndarray]) -> dict[str, float]:
+        return classification_metrics(actual, prediction, DECISION_THRESHOLD)
+
+    def save(self, fitted: Fitted, metadata: dict[str, Any], labels: dict[str, str]) -> bentoml.Model:
+        return bentoml.lightgbm.save_model(self.name, fitted.model.booster, metadata=metadata, labels=labels)

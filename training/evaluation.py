@@ -1,0 +1,66 @@
+"""Results of a walk-forward evaluation, shared by every trainer, the report and the promotion gate."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+
+@dataclass
+class Evaluation:
+    """A model's out-of-sample metrics beside each baseline's, pooled over all walk-forward folds.
+
+    ``predictions`` holds one row per out-of-sample prediction (date, symbol, fold, actual, model and one
+    column per baseline) for the report's plots; ``extras`` holds task-specific results (feature
+    importances, regime statistics, per-horizon errors).
+    """
+
+    model: str
+    task: str
+    primary_metric: str
+    higher_is_better: bool
+    metrics: dict[str, float]
+    baselines: dict[str, dict[str, float]]
+    folds: list[dict[str, Any]]
+    predictions: pd.DataFrame = field(repr=False)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def beats(self, baseline: str, metric: str | None = None) -> bool:
+        """Whether the model is better than ``baseline`` on ``metric`` (the primary metric by default)."""
+        metric = metric or self.primary_metric
+        ours, theirs = self.metrics[metric], self.baselines[baseline][metric]
+        return ours > theirs if self.higher_is_better else ours < theirs
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (predictions left out)."""
+        return {
+            "model": self.model,
+            "task": self.task,
+            "primary_metric": self.primary_metric,
+            "higher_is_better": self.higher_is_better,
+            "metrics": _clean(self.metrics),
+            "baselines": {k: _clean(v) for k, v in self.baselines.items()},
+            "folds": [_clean(f) for f in self.folds],
+            "extras": _clean(self.extras),
+        }
+
+
+def _clean(value: Any) -> Any:
+    """Plain JSON types: numpy scalars to Python, NaN and inf to None."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _clean(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
+clean_json = _clean

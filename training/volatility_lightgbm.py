@@ -1,0 +1,58 @@
+"""``volatility_lightgbm``: LightGBM (gamma loss) forecast of realized volatility over the horizon."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import bentoml
+import lightgbm as lgb
+import numpy as np
+
+from training.baselines import ewma_volatility, garch_volatility
+from training.dataset import Panel
+from training.lgbm import booster_params, gain_importance, train_booster
+from training.metrics import volatility_metrics
+from training.splits import Split
+from training.trainer import Fitted, TabularTrainer
+
+
+class VolatilityLightGBM(TabularTrainer):
+    """Annualised realized volatility of the next ``horizon`` days; gamma loss suits a positive, skewed target."""
+
+    name: ClassVar[str] = "volatility_lightgbm"
+    task: ClassVar[str] = "volatility_regression"
+    target: ClassVar[str] = "forward_realized_volatility"
+    primary_metric: ClassVar[str] = "mse"
+    higher_is_better: ClassVar[bool] = False
+
+    def labels(self, panel: Panel) -> np.ndarray:
+        target = panel.forward_volatility.copy()
+        target[target <= 0] = np.nan  # a flat week has no volatility to learn from under a gamma loss
+        return target
+
+    def params(self) -> dict[str, Any]:
+        return booster_params(self.config, "gamma")
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return {**self.params(), "num_boost_round": self.config.lgbm_rounds}
+
+    def fit_model(self, features: np.ndarray, target: np.ndarray) -> lgb.Booster:
+        return train_booster(features, target, self.params(), self.config.lgbm_rounds)
+
+    def predict(self, model: lgb.Booster, features: np.ndarray) -> np.ndarray:
+        return np.asarray(model.predict(features, num_threads=1))
+
+    def importances(self, model: lgb.Booster) -> np.ndarray:
+        return gain_importance(model)
+
+    def baseline_predictions(self, panel: Panel, split: Split, target: np.ndarray) -> dict[str, np.ndarray]:
+        return {
+            "ewma": ewma_volatility(panel, split.test),
+            "garch": garch_volatility(panel, split.train, split.test, self.horizon),
+        }
+
+    def score(self, actual: np.ndarray, prediction: np.ndarray, baselines: dict[str, np.ndarray]) -> dict[str, float]:
+        return volatility_metrics(actual, prediction)
+
+    def save(self, fitted: Fitted, metadata: dict[str, Any], labels: dict[str, str]) -> bentoml.Model:
+        return bentoml.lightgbm.save_model(self.name, fitted.model, metadata=metadata, labels=labels)
