@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -56,7 +57,7 @@ def build_panel(
 
     ``first_date`` drops rows (not the bars behind their features) before that date.
     """
-    parts = []
+    parts: list[dict[str, Any]] = []
     per_symbol: dict[str, pd.DataFrame] = {}
     for symbol, group in bars.groupby("symbol", sort=True):
         frame = validate_ohlcv(group.drop(columns="symbol").reset_index(drop=True), min_bars=spec.min_bars)

@@ -99,7 +99,7 @@ class TabularTrainer(Trainer):
             keep = np.isfinite(target[split.test])
             baselines = {name: values[keep] for name, values in baselines.items()}
             importances.append(self.importances(model))
-            fold = split.describe(panel.dates)
+            fold: dict[str, Any] = dict(split.describe(panel.dates))
             fold["metrics"] = self.score(target[test], prediction, baselines)
             fold["baselines"] = {n: self.score(target[test], p, baselines) for n, p in baselines.items()}
             folds.append(fold)
