@@ -1,13 +1,25 @@
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
+
+# One BentoML model store for the whole session, never the user's: BentoML resolves BENTOML_HOME once,
+# on first use, so it is set before anything imports bentoml. Tests that need isolation use their own
+# registry root or model versions.
+os.environ["BENTOML_HOME"] = tempfile.mkdtemp(prefix="mlops-test-bentoml-")
+os.environ["BENTOML_DO_NOT_TRACK"] = "true"
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from data.snapshots import SnapshotStore
+from data.pull import pull
+from data.snapshots import SnapshotInfo, SnapshotStore
 from data.sources import EmbeddedSource
+from training.config import TrainingConfig
+from training.dataset import Panel, build_panel
+from training.run import ModelResult, train_one
 
 
 @pytest.fixture(autouse=True)
@@ -22,6 +34,31 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def store(tmp_path: Path) -> SnapshotStore:
     return SnapshotStore(tmp_path / "snapshots")
+
+
+@pytest.fixture(scope="session")
+def embedded_snapshot(tmp_path_factory: pytest.TempPathFactory) -> tuple[SnapshotStore, SnapshotInfo]:
+    """The embedded data pulled into a session-wide snapshot store."""
+    store = SnapshotStore(tmp_path_factory.mktemp("session-snapshots"))
+    info, _ = pull(EmbeddedSource(), store)
+    return store, info
+
+
+@pytest.fixture(scope="session")
+def quick_panel(embedded_snapshot: tuple[SnapshotStore, SnapshotInfo]) -> Panel:
+    """The pooled panel of the embedded data as the quick training mode uses it (rows from 2010)."""
+    store, info = embedded_snapshot
+    config = TrainingConfig.quick()
+    return build_panel(store.load(info.id), info, config.horizon, config.first_date)
+
+
+TABULAR = ("return_lightgbm", "return_random_forest", "direction_lightgbm", "volatility_lightgbm")
+
+
+@pytest.fixture(scope="session")
+def tabular_results(quick_panel: Panel) -> dict[str, ModelResult]:
+    """The four tabular models trained once in quick mode and saved to the session's model store."""
+    return {name: train_one(name, quick_panel, TrainingConfig.quick()) for name in TABULAR}
 
 
 @pytest.fixture(scope="session")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated
 
 import pandas as pd
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from data.cli import app as data_app
@@ -20,6 +22,11 @@ app.add_typer(data_app, name="data")
 console = Console()
 
 
+def fail(error: Exception) -> typer.Exit:
+    console.print(f"[red]error:[/red] {escape(str(error))}")
+    return typer.Exit(1)
+
+
 @app.command("features")
 def features_command(
     snapshot: Annotated[str, typer.Option(help="Snapshot id, unique prefix, or 'latest'.")] = "latest",
@@ -30,8 +37,7 @@ def features_command(
         info = store.info(snapshot)
         bars = store.load(info.id)
     except SnapshotError as error:
-        console.print(f"[red]error:[/red] {escape(str(error))}")
-        raise typer.Exit(1) from error
+        raise fail(error) from error
     spec = DEFAULT_SPEC
     console.print(
         f"FeatureSpec {spec.version_hash}: {len(spec.names)} features, lookback {spec.lookback} bars; "
@@ -47,6 +53,135 @@ def features_command(
     for name, row in summary.iterrows():
         table.add_row(str(name), *(f"{row[c]:.4g}" for c in ("mean", "std", "min", "max")))
     console.print(table)
+
+
+@app.command("train")
+def train_command(
+    model: Annotated[
+        list[str] | None, typer.Option("--model", "-m", help="Model(s) to train (repeat); all six by default.")
+    ] = None,
+    snapshot: Annotated[str, typer.Option(help="Snapshot id, unique prefix, or 'latest'.")] = "latest",
+    quick: Annotated[bool, typer.Option(help="Small models and two test years: for tests and smoke runs.")] = False,
+    promote: Annotated[bool, typer.Option(help="Promote every model trained in this run to production.")] = False,
+) -> None:
+    """Evaluate walk-forward, fit, audit and save models to the BentoML store; write the report."""
+    from training.config import TrainingConfig
+    from training.registry import PromotionError, Registry
+    from training.run import TRAINERS, train
+    from training.store import MODEL_NAMES
+
+    names = tuple(model) if model else MODEL_NAMES
+    unknown = [n for n in names if n not in TRAINERS]
+    if unknown:
+        raise typer.BadParameter(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(TRAINERS)}")
+    config = TrainingConfig.quick() if quick else TrainingConfig()
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        task = progress.add_task("training", total=len(names))
+
+        def on_progress(name: str, state: str) -> None:
+            progress.update(task, description=f"{name}: {state}")
+            if state in {"done", "failed"}:
+                progress.advance(task)
+
+        try:
+            run = train(snapshot, names, config, on_progress=on_progress)
+        except SnapshotError as error:
+            raise fail(error) from error
+    for result in run.results:
+        metric = result.evaluation.primary_metric
+        baselines = ", ".join(f"{b} {m.get(metric, float('nan')):.4g}" for b, m in result.evaluation.baselines.items())
+        audit = "" if result.card.leakage_audit["passed"] else " [yellow](leakage audit: suspicious)[/yellow]"
+        console.print(
+            f"[green]saved[/green] {result.tag}: {metric} {result.evaluation.metrics[metric]:.4g}"
+            f" (baselines: {baselines or 'none'}){audit}"
+        )
+    for name, message in run.failures.items():
+        console.print(f"[red]failed[/red] {name}: {escape(message.splitlines()[0])}")
+    console.print(f"report: {run.report_dir / 'index.html' if run.report_dir else 'not written'}")
+    if promote and run.results:
+        try:
+            promoted = Registry().promote([r.tag for r in run.results], reason=f"mlops train --promote ({run.run_id})")
+        except PromotionError as error:
+            raise fail(error) from error
+        console.print(f"promoted: {', '.join(promoted.values()) or 'nothing new'}")
+    if run.failures:
+        raise typer.Exit(1)
+
+
+@app.command("models")
+def models_command(
+    all_versions: Annotated[
+        bool, typer.Option("--all", help="Every stored version, not only the newest five.")
+    ] = False,
+) -> None:
+    """List the stored models with their stage and headline metric against their best baseline."""
+    from training.registry import Registry
+    from training.store import list_models
+
+    production = set(Registry().production().values())
+    table = Table("model", "version", "created (UTC)", "stage", "metric", "model", "best baseline", "snapshot")
+    shown: dict[str, int] = {}
+    for stored in list_models():
+        shown[stored.name] = shown.get(stored.name, 0) + 1
+        if shown[stored.name] > 5 and not all_versions and stored.tag not in production:
+            continue
+        stage = "production" if stored.tag in production else stored.labels.get("stage", "?")
+        card = stored.card_or_none()
+        if card is None:
+            table.add_row(stored.name, stored.version, f"{stored.created:%Y-%m-%d %H:%M}", stage, "incomplete card")
+            continue
+        metric = card.primary_metric
+        values = [m[metric] for m in card.baseline_metrics.values() if metric in m]
+        best = (max(values) if card.higher_is_better else min(values)) if values else float("nan")
+        table.add_row(
+            stored.name,
+            stored.version,
+            f"{stored.created:%Y-%m-%d %H:%M}",
+            f"[bold green]{stage}[/bold green]" if stage == "production" else stage,
+            metric,
+            f"{card.metrics[metric]:.4g}",
+            f"{best:.4g}",
+            card.snapshot_id[:8],
+        )
+    console.print(table if table.rows else "no models in the store yet: run `mlops train`")
+
+
+@app.command("promote")
+def promote_command(
+    tags: Annotated[list[str], typer.Argument(help="name:version of each model to put in production.")],
+    reason: Annotated[str, typer.Option(help="Why, for the registry's history.")] = "manual promotion",
+) -> None:
+    """Mark the given model versions as production (all or none)."""
+    from training.registry import PromotionError, Registry
+
+    try:
+        promoted = Registry().promote(tags, reason=reason)
+    except PromotionError as error:
+        raise fail(error) from error
+    console.print(json.dumps(promoted, indent=2) if promoted else "already in production: nothing changed")
+
+
+@app.command("rollback")
+def rollback_command(
+    model: Annotated[
+        list[str] | None, typer.Argument(help="Model name(s); every model with an earlier version by default.")
+    ] = None,
+    reason: Annotated[str, typer.Option(help="Why, for the registry's history.")] = "manual rollback",
+) -> None:
+    """Put back the previous production version of the given models."""
+    from training.registry import PromotionError, Registry
+
+    try:
+        restored = Registry().rollback(model or None, reason=reason)
+    except PromotionError as error:
+        raise fail(error) from error
+    console.print(json.dumps(restored, indent=2))
 
 
 def main() -> None:

@@ -8,6 +8,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+#: Metrics where a larger value is better; every other metric is an error or a loss.
+HIGHER_IS_BETTER = frozenset(
+    {"correlation", "r2_vs_zero", "r2_vs_mean", "hit_rate", "accuracy", "auc", "coverage", "label_agreement"}
+)
+
 
 @dataclass
 class Evaluation:
@@ -31,8 +36,9 @@ class Evaluation:
     def beats(self, baseline: str, metric: str | None = None) -> bool:
         """Whether the model is better than ``baseline`` on ``metric`` (the primary metric by default)."""
         metric = metric or self.primary_metric
+        higher = self.higher_is_better if metric == self.primary_metric else metric in HIGHER_IS_BETTER
         ours, theirs = self.metrics[metric], self.baselines[baseline][metric]
-        return ours > theirs if self.higher_is_better else ours < theirs
+        return ours > theirs if higher else ours < theirs
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (predictions left out)."""

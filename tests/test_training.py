@@ -1,0 +1,88 @@
+"""The tabular models in quick mode: honest metrics beside baselines, complete cards, exact store round trips."""
+
+from __future__ import annotations
+
+import bentoml
+import numpy as np
+import pytest
+
+from features import DEFAULT_SPEC
+from tests.conftest import TABULAR
+from training.card import ModelCard
+from training.dataset import Panel
+from training.direction_lightgbm import calibrate
+from training.run import ModelResult
+
+
+@pytest.mark.parametrize("name", TABULAR)
+def test_card_holds_every_field(tabular_results: dict[str, ModelResult], name: str) -> None:
+    stored = bentoml.models.get(tabular_results[name].tag)
+    card = ModelCard.from_metadata(stored.info.metadata)
+    assert card.name == name
+    assert card.feature_spec_hash == DEFAULT_SPEC.version_hash
+    assert card.feature_names == list(DEFAULT_SPEC.names) and card.lookback == 251
+    assert card.symbols == ["^GSPC", "^IXIC"] and card.date_start == "2010-01-04"
+    assert card.walk_forward["folds"] == 2 and card.pooled
+    assert set(card.baseline_metrics) and card.primary_metric in card.metrics
+    assert card.library_versions["lightgbm"] and card.git_commit and card.training_seconds > 0
+    assert stored.info.labels["stage"] == "candidate" and stored.info.labels["task"] == card.task
+
+
+def test_volatility_beats_ewma_and_garch(tabular_results: dict[str, ModelResult]) -> None:
+    evaluation = tabular_results["volatility_lightgbm"].evaluation
+    for baseline in ("ewma", "garch"):
+        assert evaluation.beats(baseline, "mse")
+        assert evaluation.metrics["correlation"] > evaluation.baselines[baseline]["correlation"]
+
+
+def test_direction_and_returns_are_reported_honestly(tabular_results: dict[str, ModelResult]) -> None:
+    direction = tabular_results["direction_lightgbm"].evaluation
+    assert 0.4 < direction.metrics["auc"] < 0.6  # daily direction is close to a coin flip
+    assert direction.baselines["majority"]["auc"] == 0.5 or direction.baselines["majority"]["auc"] < 0.6
+    for name in ("return_lightgbm", "return_random_forest"):
+        result = tabular_results[name]
+        assert result.evaluation.metrics["r2_vs_mean"] < 0.03
+        assert result.card.leakage_audit["passed"], result.card.leakage_audit
+
+
+def test_direction_probabilities_are_calibrated(tabular_results: dict[str, ModelResult], quick_panel: Panel) -> None:
+    result = tabular_results["direction_lightgbm"]
+    predictions = result.evaluation.predictions
+    assert predictions["prediction"].between(0.3, 0.7).all()
+    assert abs(predictions["prediction"].mean() - predictions["actual"].mean()) < 0.03
+    details = result.card.details
+    assert details["decision_threshold"] == 0.5 and details["calibration"]["method"] == "platt"
+
+
+def test_lightgbm_round_trip_gives_identical_predictions(
+    tabular_results: dict[str, ModelResult], quick_panel: Panel
+) -> None:
+    rows = quick_panel.features[-300:]
+    for name in ("return_lightgbm", "volatility_lightgbm"):
+        result = tabular_results[name]
+        booster = bentoml.lightgbm.load_model(result.tag)
+        np.testing.assert_array_equal(booster.predict(rows), result.fitted.model.predict(rows))
+    direction = tabular_results["direction_lightgbm"]
+    loaded = bentoml.lightgbm.load_model(direction.tag)
+    calibration = direction.card.details["calibration"]
+    np.testing.assert_array_equal(
+        calibrate(loaded.predict(rows), calibration["slope"], calibration["intercept"]),
+        direction.fitted.model.predict(rows),
+    )
+
+
+def test_random_forest_round_trip_gives_identical_predictions(
+    tabular_results: dict[str, ModelResult], quick_panel: Panel
+) -> None:
+    result = tabular_results["return_random_forest"]
+    loaded = bentoml.sklearn.load_model(result.tag)
+    rows = quick_panel.features[-300:]
+    np.testing.assert_array_equal(loaded.predict(rows), result.fitted.model.predict(rows))
+
+
+def test_feature_importances_cover_the_spec(tabular_results: dict[str, ModelResult]) -> None:
+    importance = tabular_results["volatility_lightgbm"].evaluation.extras["feature_importance"]
+    assert list(importance) == list(DEFAULT_SPEC.names)
+    assert sum(importance.values()) == pytest.approx(1.0)
+    top = max(importance, key=importance.__getitem__)
+    assert top.startswith(("rv_", "parkinson", "garman", "atr", "range")), top  # volatility explains volatility

@@ -1,0 +1,162 @@
+"""The model card: everything needed to use a stored model correctly, kept in its BentoML metadata."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+from datetime import UTC, datetime
+from importlib import metadata as package_metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from data.snapshots import SnapshotInfo
+from features import FeatureSpec
+
+CARD_VERSION = 1
+LIBRARIES = ("numpy", "pandas", "scikit-learn", "lightgbm", "prophet", "hmmlearn", "arch", "bentoml")
+
+
+class ModelCard(BaseModel):
+    """The card of DESIGN.md. Every field is required: a model without a complete card cannot be promoted."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    card_version: int = CARD_VERSION
+    name: str
+    task: str
+    target: str
+    horizon: int
+    pooled: bool
+    pooling: str
+    feature_spec_hash: str
+    feature_names: list[str]
+    lookback: int
+    feature_spec: dict[str, Any]
+    snapshot_id: str
+    symbols: list[str]
+    date_start: str
+    date_end: str
+    primary_metric: str
+    higher_is_better: bool
+    metrics: dict[str, float]
+    baseline_metrics: dict[str, dict[str, float]]
+    walk_forward: dict[str, Any]
+    leakage_audit: dict[str, Any]
+    hyperparameters: dict[str, Any]
+    details: dict[str, Any] = Field(description="Model-specific facts: calibration, states, symbols...")
+    library_versions: dict[str, str]
+    git_commit: str
+    training_seconds: float
+    created_at: str
+
+    def to_metadata(self) -> dict[str, Any]:
+        """The card as BentoML metadata: plain JSON types, no None (BentoML rejects it)."""
+        return _metadata_safe(self.model_dump())
+
+    @classmethod
+    def from_metadata(cls, metadata: dict[str, Any]) -> ModelCard:
+        """Read a card back; raises :class:`IncompleteCardError` naming every missing or malformed field."""
+        try:
+            return cls.model_validate(metadata)
+        except ValidationError as error:
+            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors())
+            raise IncompleteCardError(f"model card is incomplete or malformed: {problems}") from error
+
+
+class IncompleteCardError(ValueError):
+    """A stored model's card misses fields or has malformed ones."""
+
+
+def _metadata_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _metadata_safe(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list | tuple):
+        return [_metadata_safe(v) for v in value if v is not None]
+    if isinstance(value, np.ndarray):
+        return _metadata_safe(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            versions[name] = package_metadata.version(name)
+        except package_metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def git_commit(root: Path | None = None) -> str:
+    """The checkout's commit, with ``-dirty`` when files differ from it; ``unknown`` outside a git checkout."""
+    root = root or Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{commit}-dirty" if dirty else commit
+
+
+def build_card(
+    *,
+    trainer: Any,
+    evaluation: Any,
+    fitted: Any,
+    spec: FeatureSpec,
+    snapshot: SnapshotInfo,
+    panel_dates: np.ndarray,
+    audit: dict[str, Any],
+    training_seconds: float,
+    horizon: int,
+) -> ModelCard:
+    """Assemble the card of a trained model from its trainer, evaluation and fit."""
+    folds = evaluation.folds
+    return ModelCard(
+        name=trainer.name,
+        task=trainer.task,
+        target=trainer.target,
+        horizon=horizon,
+        pooled=trainer.pooled,
+        pooling=trainer.pooling,
+        feature_spec_hash=spec.version_hash,
+        feature_names=list(spec.names),
+        lookback=spec.lookback,
+        feature_spec=spec.to_dict(),
+        snapshot_id=snapshot.id,
+        symbols=list(snapshot.symbols),
+        date_start=str(panel_dates.min()),
+        date_end=str(panel_dates.max()),
+        primary_metric=evaluation.primary_metric,
+        higher_is_better=evaluation.higher_is_better,
+        metrics=evaluation.metrics,
+        baseline_metrics=evaluation.baselines,
+        walk_forward={
+            "scheme": "expanding window, yearly refits, training targets overlapping the test year purged",
+            "folds": len(folds),
+            "test_start": str(folds[0].get("test_start", "")) if folds else "",
+            "test_end": str(folds[-1].get("test_end", "")) if folds else "",
+            "per_fold": folds,
+        },
+        leakage_audit=audit,
+        hyperparameters=fitted.hyperparameters,
+        details=fitted.extra,
+        library_versions=library_versions(),
+        git_commit=git_commit(),
+        training_seconds=round(training_seconds, 3),
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
