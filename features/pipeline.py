@@ -13,8 +13,10 @@ import numpy as np
 import pandas as pd
 
 from features.windows import (
+    ema_weights,
     exponential_average,
     lagged_difference,
+    output_rows,
     rolling_max,
     rolling_mean,
     rolling_min,
@@ -138,9 +140,14 @@ def feature_layout(params: FeatureParams) -> list[tuple[str, int]]:
     return layout
 
 
-def compute_feature_columns(bars: Bars, params: FeatureParams) -> dict[str, np.ndarray]:
-    """Every feature of ``params`` for every bar, in layout order; NaN where the lookback is not met."""
+def compute_feature_columns(bars: Bars, params: FeatureParams, rows: int | None = None) -> dict[str, np.ndarray]:
+    """Every feature of ``params`` in layout order, for every bar or only the last ``rows`` bars.
+
+    NaN where the lookback is not met. Intermediate series are computed over the whole input; each
+    feature only at the positions asked for, with the same window arithmetic either way.
+    """
     p = params
+    k = output_rows(len(bars), rows)
     annual = np.sqrt(p.trading_days_per_year)
     c, o, h, low, v = bars.close, bars.open, bars.high, bars.low, bars.volume
     log_c, r = bars.log_close, bars.log_returns
@@ -148,9 +155,12 @@ def compute_feature_columns(bars: Bars, params: FeatureParams) -> dict[str, np.n
     log_co = np.log(c / o)
     cols: dict[str, np.ndarray] = {}
 
+    def last(x: np.ndarray) -> np.ndarray:
+        return x[x.shape[0] - k :]
+
     for lag in p.return_lags:
-        cols[f"ret_{lag}"] = lagged_difference(log_c, lag)
-    realized = {w: rolling_rms(r, w) * annual for w in p.volatility_windows}
+        cols[f"ret_{lag}"] = lagged_difference(log_c, lag, k)
+    realized = {w: rolling_rms(r, w, k) * annual for w in p.volatility_windows}
     for w, rv in realized.items():
         cols[f"rv_{w}"] = rv
     short, long = p.volatility_windows[0], p.volatility_windows[-1]
@@ -159,67 +169,71 @@ def compute_feature_columns(bars: Bars, params: FeatureParams) -> dict[str, np.n
     cols[f"vol_ratio_{short}_{long}"] = np.where(realized[long] > 0, ratio, np.where(np.isnan(ratio), np.nan, 1.0))
 
     w = p.range_volatility_window
-    cols[f"parkinson_{w}"] = np.sqrt(rolling_mean(log_hl**2, w) / (4.0 * _LOG2)) * annual
+    cols[f"parkinson_{w}"] = np.sqrt(rolling_mean(log_hl**2, w, k) / (4.0 * _LOG2)) * annual
     gk = 0.5 * log_hl**2 - (2.0 * _LOG2 - 1.0) * log_co**2
-    cols[f"garman_klass_{w}"] = np.sqrt(np.maximum(rolling_mean(gk, w), 0.0)) * annual
+    cols[f"garman_klass_{w}"] = np.sqrt(np.maximum(rolling_mean(gk, w, k), 0.0)) * annual
 
     prev_close = np.concatenate(([np.nan], c[:-1]))
     true_range = np.maximum(h, prev_close) - np.minimum(low, prev_close)
-    true_range[0] = np.nan
-    cols[f"atr_{p.atr_window}"] = rolling_mean(true_range, p.atr_window) / c
-    cols[f"skew_{p.skew_window}"] = rolling_skew(r, p.skew_window)
-    cols[f"rsi_{p.rsi_window}"] = _relative_strength(r, p.rsi_window)
+    cols[f"atr_{p.atr_window}"] = rolling_mean(true_range, p.atr_window, k) / last(c)
+    cols[f"skew_{p.skew_window}"] = rolling_skew(r, p.skew_window, k)
+    cols[f"rsi_{p.rsi_window}"] = _relative_strength(r, p.rsi_window, k)
 
     fast, slow, signal = p.macd_spans
-    macd = (exponential_average(c, fast) - exponential_average(c, slow)) / c
-    macd_signal = exponential_average(macd, signal)
+    # the signal line averages the MACD line, so the MACD line is needed over the signal's window too
+    macd_rows = output_rows(len(bars), k + ema_weights(signal).shape[0] - 1)
+    macd_line = (exponential_average(c, fast, macd_rows) - exponential_average(c, slow, macd_rows)) / c[-macd_rows:]
+    macd_signal = exponential_average(macd_line, signal, k)
+    macd = last(macd_line)
     cols["macd"] = macd
     cols["macd_signal"] = macd_signal
     cols["macd_hist"] = macd - macd_signal
 
-    sma = {w: rolling_mean(c, w) for w in (*p.moving_averages, p.bollinger_window)}
+    close = last(c)
+    sma = {w: rolling_mean(c, w, k) for w in (*p.moving_averages, p.bollinger_window)}
     for w in p.moving_averages:
-        cols[f"close_sma_{w}"] = np.log(c / sma[w])
+        cols[f"close_sma_{w}"] = np.log(close / sma[w])
     first, second = p.moving_averages[0], p.moving_averages[1]
     cols[f"sma_{first}_{second}"] = np.log(sma[first] / sma[second])
     bw = p.bollinger_window
-    band = rolling_std(c, bw)
+    band = rolling_std(c, bw, k)
     with np.errstate(divide="ignore", invalid="ignore"):
-        z = (c - sma[bw]) / band
+        z = (close - sma[bw]) / band
     cols[f"bollinger_z_{bw}"] = np.where(band > 0, z, np.where(np.isnan(band), np.nan, 0.0))
 
     ew = p.extremes_window
-    cols[f"dist_high_{ew}"] = log_c - np.log(rolling_max(h, ew))
-    cols[f"dist_low_{ew}"] = log_c - np.log(rolling_min(low, ew))
+    cols[f"dist_high_{ew}"] = last(log_c) - np.log(rolling_max(h, ew, k))
+    cols[f"dist_low_{ew}"] = last(log_c) - np.log(rolling_min(low, ew, k))
 
-    cols["gap"] = np.log(o) - np.concatenate(([np.nan], log_c[:-1]))
-    cols["intraday"] = log_co
-    cols["range"] = log_hl
-    spread = h - low
+    cols["gap"] = last(np.log(o) - np.concatenate(([np.nan], log_c[:-1])))
+    cols["intraday"] = last(log_co)
+    cols["range"] = last(log_hl)
+    spread = last(h - low)
     with np.errstate(divide="ignore", invalid="ignore"):
-        cols["close_location"] = np.where(spread > 0, (c - low) / spread, 0.5)
+        cols["close_location"] = np.where(spread > 0, (close - last(low)) / spread, 0.5)
 
     log_v = np.log1p(v)
     vw = p.volume_window
-    v_std = rolling_std(log_v, vw)
+    v_std = rolling_std(log_v, vw, k)
     with np.errstate(divide="ignore", invalid="ignore"):
-        vz = (log_v - rolling_mean(log_v, vw)) / v_std
+        vz = (last(log_v) - rolling_mean(log_v, vw, k)) / v_std
     cols[f"volume_z_{vw}"] = np.where(v_std > 0, vz, np.where(np.isnan(v_std), np.nan, 0.0))
     vs, vl = p.volume_ratio_windows
-    cols[f"volume_ratio_{vs}_{vl}"] = rolling_mean(log_v, vs) - rolling_mean(log_v, vl)
+    cols[f"volume_ratio_{vs}_{vl}"] = rolling_mean(log_v, vs, k) - rolling_mean(log_v, vl, k)
 
-    days = bars.dates.astype("datetime64[D]").astype(np.int64)
+    dates = last(bars.dates)
+    days = dates.astype("datetime64[D]").astype(np.int64)
     cols["day_of_week"] = ((days + 3) % 7) / 4.0  # Monday 0 .. Friday 1
-    month_angle = 2.0 * np.pi * (bars.dates.astype("datetime64[M]").astype(np.int64) % 12) / 12.0
+    month_angle = 2.0 * np.pi * (dates.astype("datetime64[M]").astype(np.int64) % 12) / 12.0
     cols["month_sin"] = np.sin(month_angle)
     cols["month_cos"] = np.cos(month_angle)
     return cols
 
 
-def _relative_strength(returns: np.ndarray, window: int) -> np.ndarray:
+def _relative_strength(returns: np.ndarray, window: int, rows: int) -> np.ndarray:
     """RSI on [0, 1] from simple averages of gains and losses over ``window`` returns (0.5 when flat)."""
-    gains = rolling_mean(np.maximum(returns, 0.0), window)
-    losses = rolling_mean(np.maximum(-returns, 0.0), window)
+    gains = rolling_mean(np.maximum(returns, 0.0), window, rows)
+    losses = rolling_mean(np.maximum(-returns, 0.0), window, rows)
     total = gains + losses
     with np.errstate(divide="ignore", invalid="ignore"):
         rsi = gains / total

@@ -72,17 +72,20 @@ class FeatureSpec:
             "version_hash": self.version_hash,
         }
 
-    def compute(self, bars: Bars) -> np.ndarray:
-        """The feature matrix (bars x features, float64) with NaN rows before the lookback is met."""
-        columns = compute_feature_columns(bars, self.params)
-        matrix = np.empty((len(bars), len(self.names)))
+    def compute(self, bars: Bars, rows: int | None = None) -> np.ndarray:
+        """The feature matrix (bars x features, float64), NaN where the lookback is not met.
+
+        With ``rows``, only the last ``rows`` bars' features (the same values as the full matrix's last rows).
+        """
+        columns = compute_feature_columns(bars, self.params, rows)
+        matrix = np.empty((columns[self.names[0]].shape[0], len(self.names)))
         for j, name in enumerate(self.names):
             matrix[:, j] = columns[name]
         return matrix
 
     def compute_latest(self, bars: Bars) -> np.ndarray:
-        """The feature row of the last bar, computed from the last ``min_bars`` bars only."""
-        return self.compute(bars.tail(self.min_bars))[-1]
+        """The feature row of the last bar (NaN where the window is shorter than ``min_bars``)."""
+        return self.compute(bars, rows=1)[0]
 
     def frame(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Features of a validated single-symbol bar frame, indexed by date."""

@@ -1,9 +1,11 @@
 """Trailing-window primitives on numpy arrays.
 
-Every function returns an array as long as its input whose value at t is computed from the ``window``
-values ending at t, and NaN where fewer than ``window`` values exist. Each window is reduced on its own
+Every function returns, for each position t, a value computed from the ``window`` values ending at t, and
+NaN where fewer than ``window`` values exist. By default the result is as long as the input; with ``rows=k``
+only the last k positions are computed (serving needs the last bar only). Each window is reduced on its own
 (no running sums carried across rows), so the value at t is bit-for-bit the same whichever bar the input
-starts at: a 252-bar serving window and the full training history give identical features.
+starts at and however many rows are asked for: a serving window and the full training history give
+identical features.
 """
 
 from __future__ import annotations
@@ -28,50 +30,63 @@ def trailing_windows(x: np.ndarray, window: int) -> np.ndarray:
     return view
 
 
-def _trailing(x: np.ndarray, window: int, reduce: Reducer) -> np.ndarray:
-    out = np.empty(x.shape[0])
-    out[: window - 1] = np.nan
-    if x.shape[0] >= window:
-        out[window - 1 :] = reduce(trailing_windows(x, window))
+def output_rows(n: int, rows: int | None) -> int:
+    """How many trailing positions a primitive computes for an input of length ``n``."""
+    return n if rows is None else min(rows, n)
+
+
+def _trailing(x: np.ndarray, window: int, reduce: Reducer, rows: int | None) -> np.ndarray:
+    n = x.shape[0]
+    k = output_rows(n, rows)
+    out = np.empty(k)
+    # out[i] is position t = n - k + i, which has a full window once t >= window - 1
+    valid_from = max(window - 1 - (n - k), 0)
+    out[:valid_from] = np.nan
+    if valid_from < k:
+        out[valid_from:] = reduce(trailing_windows(x[n - k + valid_from - window + 1 :], window))
     return out
 
 
-def lagged_difference(x: np.ndarray, lag: int) -> np.ndarray:
+def lagged_difference(x: np.ndarray, lag: int, rows: int | None = None) -> np.ndarray:
     """``x[t] - x[t - lag]``."""
-    out = np.full(x.shape[0], np.nan)
-    if x.shape[0] > lag:
-        out[lag:] = x[lag:] - x[:-lag]
+    n = x.shape[0]
+    k = output_rows(n, rows)
+    out = np.empty(k)
+    valid_from = max(lag - (n - k), 0)
+    out[:valid_from] = np.nan
+    if valid_from < k:
+        out[valid_from:] = x[n - k + valid_from :] - x[n - k + valid_from - lag : n - lag]
     return out
 
 
-def rolling_mean(x: np.ndarray, window: int) -> np.ndarray:
-    return _trailing(x, window, lambda w: np.add.reduce(w, axis=1) / window)
+def rolling_mean(x: np.ndarray, window: int, rows: int | None = None) -> np.ndarray:
+    return _trailing(x, window, lambda w: np.add.reduce(w, axis=1) / window, rows)
 
 
-def rolling_std(x: np.ndarray, window: int) -> np.ndarray:
+def rolling_std(x: np.ndarray, window: int, rows: int | None = None) -> np.ndarray:
     """Sample standard deviation (ddof=1) over the trailing window."""
 
     def std(w: np.ndarray) -> np.ndarray:
         centred = w - (np.add.reduce(w, axis=1) / window)[:, None]
         return np.sqrt(np.add.reduce(centred * centred, axis=1) / (window - 1))
 
-    return _trailing(x, window, std)
+    return _trailing(x, window, std, rows)
 
 
-def rolling_rms(x: np.ndarray, window: int) -> np.ndarray:
+def rolling_rms(x: np.ndarray, window: int, rows: int | None = None) -> np.ndarray:
     """Root mean square over the trailing window (realized volatility of returns around zero)."""
-    return _trailing(x, window, lambda w: np.sqrt(np.add.reduce(w * w, axis=1) / window))
+    return _trailing(x, window, lambda w: np.sqrt(np.add.reduce(w * w, axis=1) / window), rows)
 
 
-def rolling_max(x: np.ndarray, window: int) -> np.ndarray:
-    return _trailing(x, window, lambda w: np.maximum.reduce(w, axis=1))
+def rolling_max(x: np.ndarray, window: int, rows: int | None = None) -> np.ndarray:
+    return _trailing(x, window, lambda w: np.maximum.reduce(w, axis=1), rows)
 
 
-def rolling_min(x: np.ndarray, window: int) -> np.ndarray:
-    return _trailing(x, window, lambda w: np.minimum.reduce(w, axis=1))
+def rolling_min(x: np.ndarray, window: int, rows: int | None = None) -> np.ndarray:
+    return _trailing(x, window, lambda w: np.minimum.reduce(w, axis=1), rows)
 
 
-def rolling_skew(x: np.ndarray, window: int) -> np.ndarray:
+def rolling_skew(x: np.ndarray, window: int, rows: int | None = None) -> np.ndarray:
     """Sample skewness (biased, like ``scipy.stats.skew``) over the trailing window; 0 for a flat window."""
 
     def skew(w: np.ndarray) -> np.ndarray:
@@ -83,7 +98,7 @@ def rolling_skew(x: np.ndarray, window: int) -> np.ndarray:
             result = m3 / m2**1.5
         return np.where(m2 > 0, result, np.where(np.isnan(m2), np.nan, 0.0))
 
-    return _trailing(x, window, skew)
+    return _trailing(x, window, skew, rows)
 
 
 @cache
@@ -99,7 +114,7 @@ def ema_weights(span: int) -> np.ndarray:
     return weights
 
 
-def exponential_average(x: np.ndarray, span: int) -> np.ndarray:
+def exponential_average(x: np.ndarray, span: int, rows: int | None = None) -> np.ndarray:
     """Truncated exponential moving average of span ``span`` (see :func:`ema_weights`)."""
     weights = ema_weights(span)
-    return _trailing(x, weights.shape[0], lambda w: np.add.reduce(w * weights, axis=1))
+    return _trailing(x, weights.shape[0], lambda w: np.add.reduce(w * weights, axis=1), rows)

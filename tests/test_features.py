@@ -173,3 +173,12 @@ def test_different_params_give_a_different_layout() -> None:
     params = FeatureParams(return_lags=(1, 3))
     names = [name for name, _ in feature_layout(params)]
     assert names[:2] == ["ret_1", "ret_3"]
+
+
+@property_settings
+@given(history=histories, data=st.data())
+def test_computing_only_the_last_rows_gives_the_same_values(history: pd.DataFrame, data: st.DataObject) -> None:
+    rows = data.draw(st.integers(min_value=1, max_value=len(history) + 3), label="rows")
+    bars = bars_of(history)
+    full = SPEC.compute(bars)
+    np.testing.assert_array_equal(SPEC.compute(bars, rows=rows), full[-rows:])
