@@ -149,6 +149,21 @@ def _coerce_dates(column: pd.Series, violations: list[Violation]) -> np.ndarray:
     return values.astype("datetime64[D]").astype("datetime64[ns]")
 
 
+def _all_valid(dates: np.ndarray, values: dict[str, np.ndarray], symbols: np.ndarray | None) -> bool:
+    """A few whole-array checks that pass for valid bars: the common case never builds a violation."""
+    o, h, low, c, v = (values[n] for n in VALUE_COLUMNS)
+    with np.errstate(invalid="ignore"):
+        prices_ok = bool(
+            np.isfinite(o).all() and np.isfinite(h).all() and np.isfinite(low).all() and np.isfinite(c).all()
+        ) and bool((low > 0).all() and (h >= np.maximum(o, c)).all() and (low <= np.minimum(o, c)).all())
+    if not prices_ok or not (np.isfinite(v).all() and (v >= 0).all()):
+        return False
+    if dates.shape[0] < 2 or symbols is not None:
+        return symbols is None and not np.isnat(dates).any()
+    days = dates.astype("datetime64[D]")
+    return bool((days[1:] > days[:-1]).all())  # NaT compares False, so it fails here too
+
+
 def check_bar_values(
     dates: np.ndarray,
     values: dict[str, np.ndarray],
@@ -160,6 +175,8 @@ def check_bar_values(
     ``dates`` is datetime64 (NaT where a date could not be read), ``values`` maps each of
     ``VALUE_COLUMNS`` to a float64 array. With ``symbols``, date order is checked within each symbol.
     """
+    if _all_valid(dates, values, symbols):
+        return []
     violations: list[Violation] = []
     sym = None if symbols is None else symbols
 
