@@ -1,0 +1,347 @@
+"""Serving side of ``price_prophet``: per-symbol Prophet models of log close, anchored to the last close.
+
+Imported by the service and by the trainer (which writes the format read here); it uses numpy, pandas,
+prophet and the standard library only, never ``training`` or ``data``.
+
+A raw Prophet curve is a smooth fit of the history: its level at the last bar can sit several percent away
+from the last close, which makes raw forecasts 1.6-3.7x worse than the random walk (FACTS.md). Every forecast
+here is therefore anchored: only the *change* Prophet predicts since the anchor date is applied to the
+anchor's close::
+
+    price(d) = last_close * exp(yhat(d) - yhat(last_date))
+
+and the interval bounds the same way (``yhat_lower(d)`` and ``yhat_upper(d)`` relative to
+``yhat(last_date)``). The prediction frame holds the anchor date plus the future dates only, never the history
+(a frame with the history takes ~1 s instead of tens of ms). The ``log_volume`` regressor is filled with the
+anchor's value on every row; because it enters additively with the same value at the anchor and in the future,
+its effect cancels in the anchored forecast, so the fill value only needs to be finite.
+
+Directory layout written by the trainer (the files of one BentoML model)::
+
+    symbols.json      manifest: per symbol its model file, anchor (last date, close, log volume), train range
+    prophet_0.json    prophet.serialize.model_to_json of the first symbol (symbols are not safe file names)
+    prophet_1.json    ...
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+# prophet logs an ERROR on import when plotly is missing; nothing here plots, so keep it out of service logs.
+logging.getLogger("prophet.plot").setLevel(logging.CRITICAL)
+
+from prophet import Prophet  # noqa: E402
+from prophet.serialize import model_from_json, model_to_json  # noqa: E402
+
+MANIFEST_FILE = "symbols.json"
+FORMAT_VERSION = 1
+TARGET = "log_close"
+REGRESSOR = "log_volume"
+#: Seed of the uncertainty sampling: the same request gives the same interval.
+DEFAULT_SEED = 0
+#: Longest forecast ``ProphetModels.forecast`` accepts (about a year of trading days).
+MAX_PERIODS = 260
+
+# Prophet samples intervals from numpy's global random state. Seeding it is only reproducible, and only
+# harmless to other code, if no other thread reseeds or draws in between: predictions hold this lock and
+# restore the caller's random state afterwards.
+_RANDOM_STATE_LOCK = threading.Lock()
+
+
+class UnknownSymbolError(LookupError):
+    """A forecast was asked for a symbol the model was not trained on."""
+
+    def __init__(self, symbol: str, known: Sequence[str]):
+        self.symbol = symbol
+        self.known = sorted(known)
+        super().__init__(
+            f"unknown symbol {symbol!r}: the price_prophet model was trained on {', '.join(self.known) or 'nothing'}"
+        )
+
+
+def quiet_prophet_logging() -> None:
+    """Prophet and cmdstanpy at WARNING (cmdstanpy otherwise logs two INFO lines per fit)."""
+    cmdstanpy = logging.getLogger("cmdstanpy")
+    # cmdstanpy sets its level to DEBUG on first use unless the logger already has a handler.
+    if not cmdstanpy.handlers:
+        cmdstanpy.addHandler(logging.NullHandler())
+    cmdstanpy.setLevel(logging.WARNING)
+    logging.getLogger("prophet").setLevel(logging.WARNING)
+
+
+def log_volume(volume: Any) -> np.ndarray:
+    """The regressor: log1p of volume (zero volume, as some indices report, maps to 0)."""
+    return np.log1p(np.asarray(volume, dtype=float))
+
+
+def _timestamp(value: Any, what: str) -> pd.Timestamp:
+    try:
+        stamp = pd.Timestamp(value)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{what} {value!r} is not a date") from error
+    if pd.isna(stamp):
+        raise ValueError(f"{what} is missing (NaT)")
+    if stamp.tzinfo is not None:
+        stamp = stamp.tz_localize(None)
+    return stamp.normalize()
+
+
+def _dates(values: Any, what: str) -> pd.DatetimeIndex:
+    try:
+        index = pd.DatetimeIndex(pd.to_datetime(np.asarray(values)))
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{what} are not dates: {error}") from error
+    if index.tz is not None:
+        index = index.tz_localize(None)
+    if index.hasnans:
+        raise ValueError(f"{what} contain missing dates")
+    return index.normalize()
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """The observation a forecast starts from: its date, close and log volume."""
+
+    date: pd.Timestamp
+    close: float
+    log_volume: float
+
+
+def anchor_from_recent(dates: Any, close: Any, volume: Any) -> Anchor:
+    """The anchor of a window of recent bars (increasing dates): its last date, last close and last log volume.
+
+    Lets a caller forecast from bars newer than the model's training data without refitting.
+    """
+    index = _dates(dates, "recent bar dates")
+    closes = np.asarray(close, dtype=float)
+    volumes = np.asarray(volume, dtype=float)
+    if not (len(index) == closes.shape[0] == volumes.shape[0]):
+        raise ValueError(
+            f"recent bars need as many dates as closes and volumes, got {len(index)}, {closes.shape[0]}, "
+            f"{volumes.shape[0]}"
+        )
+    if len(index) == 0:
+        raise ValueError("recent bars are empty")
+    if not index.is_monotonic_increasing or not index.is_unique:
+        raise ValueError("recent bar dates must be strictly increasing")
+    last_close, last_volume = float(closes[-1]), float(volumes[-1])
+    if not (np.isfinite(last_close) and last_close > 0):
+        raise ValueError(f"the last recent close must be finite and > 0, got {last_close}")
+    if not (np.isfinite(last_volume) and last_volume >= 0):
+        raise ValueError(f"the last recent volume must be finite and >= 0, got {last_volume}")
+    return Anchor(date=index[-1], close=last_close, log_volume=float(log_volume(last_volume)))
+
+
+def future_business_days(last_date: Any, periods: int) -> pd.DatetimeIndex:
+    """The ``periods`` business days (Monday-Friday; exchange holidays are not known here) after ``last_date``."""
+    if periods < 1:
+        raise ValueError(f"periods must be >= 1, got {periods}")
+    start = _timestamp(last_date, "last date") + pd.Timedelta(days=1)
+    return pd.bdate_range(start, periods=periods)
+
+
+def anchored_forecast(
+    model: Prophet,
+    last_date: Any,
+    last_close: float,
+    last_log_volume: float,
+    future_dates: Any,
+    seed: int | None = DEFAULT_SEED,
+) -> pd.DataFrame:
+    """Price forecast of ``future_dates`` anchored to the close observed on ``last_date``.
+
+    Returns one row per date: ``date``, ``horizon`` (0 for the anchor row, then 1..n in the order of
+    ``future_dates``), ``price``, ``lower``, ``upper``. The anchor row is the observation itself: its price and
+    both bounds are ``last_close`` exactly. Later rows apply Prophet's change since ``last_date`` (see the
+    module docstring); the interval is Prophet's ``interval_width`` interval, sampled with the model's
+    ``uncertainty_samples`` from ``seed`` (None: numpy's current global random state, unseeded), and widened
+    if needed so that ``lower <= price <= upper`` always holds.
+
+    Prophet predicts ``len(future_dates) + 1`` rows: the anchor and the future, never the history.
+    """
+    anchor_date = _timestamp(last_date, "last date")
+    future = _dates(future_dates, "future dates")
+    close, volume = float(last_close), float(last_log_volume)
+    if not (np.isfinite(close) and close > 0):
+        raise ValueError(f"last close must be finite and > 0, got {last_close}")
+    if not np.isfinite(volume):
+        raise ValueError(f"last log volume must be finite, got {last_log_volume}")
+    if len(future) == 0:
+        raise ValueError("no future dates to forecast")
+    if not future.is_monotonic_increasing or not future.is_unique:
+        raise ValueError("future dates must be strictly increasing")
+    if future[0] <= anchor_date:
+        raise ValueError(f"future dates must come after the last date {anchor_date.date()}, got {future[0].date()}")
+    if not model.uncertainty_samples:
+        raise ValueError("the model has uncertainty_samples=0: price_prophet forecasts need intervals")
+
+    frame = pd.DataFrame({"ds": pd.DatetimeIndex([anchor_date]).append(future)})
+    for name in model.extra_regressors:
+        if name != REGRESSOR:
+            raise ValueError(f"the model has a regressor {name!r} that only {REGRESSOR!r} models can fill")
+        frame[name] = volume
+
+    # Prophet draws from numpy's legacy global random state (it takes no Generator), hence NPY002.
+    with _RANDOM_STATE_LOCK:
+        if seed is None:
+            raw = model.predict(frame)
+        else:
+            state = np.random.get_state()  # noqa: NPY002
+            np.random.seed(seed)  # noqa: NPY002
+            try:
+                raw = model.predict(frame)
+            finally:
+                np.random.set_state(state)  # noqa: NPY002
+
+    yhat = raw["yhat"].to_numpy(dtype=float)
+    base = yhat[0]
+    price = close * np.exp(yhat - base)
+    lower = close * np.exp(raw["yhat_lower"].to_numpy(dtype=float) - base)
+    upper = close * np.exp(raw["yhat_upper"].to_numpy(dtype=float) - base)
+    price[0] = lower[0] = upper[0] = close  # the anchor is observed: no uncertainty, no rounding
+    return pd.DataFrame(
+        {
+            "date": frame["ds"].to_numpy(),
+            "horizon": np.arange(len(frame)),
+            "price": price,
+            "lower": np.minimum(lower, price),
+            "upper": np.maximum(upper, price),
+        }
+    )
+
+
+@dataclass(frozen=True)
+class SymbolEntry:
+    """What the manifest records about one symbol's model (plus its file name)."""
+
+    last_date: str
+    last_close: float
+    last_log_volume: float
+    train_start: str
+    train_end: str
+    n_train: int
+
+    @property
+    def anchor(self) -> Anchor:
+        return Anchor(pd.Timestamp(self.last_date), float(self.last_close), float(self.last_log_volume))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> SymbolEntry:
+        return cls(
+            last_date=str(values["last_date"]),
+            last_close=float(values["last_close"]),
+            last_log_volume=float(values["last_log_volume"]),
+            train_start=str(values["train_start"]),
+            train_end=str(values["train_end"]),
+            n_train=int(values["n_train"]),
+        )
+
+
+def _recent_anchor(recent: Anchor | pd.DataFrame) -> Anchor:
+    if isinstance(recent, Anchor):
+        return recent
+    missing = {"date", "close", "volume"} - set(recent.columns)
+    if missing:
+        raise ValueError(f"recent bars lack the columns {', '.join(sorted(missing))}")
+    return anchor_from_recent(recent["date"], recent["close"], recent["volume"])
+
+
+class ProphetModels:
+    """The per-symbol Prophet models of one ``price_prophet`` version, with their anchors."""
+
+    def __init__(self, models: dict[str, Prophet], entries: dict[str, SymbolEntry], max_periods: int = MAX_PERIODS):
+        if set(models) != set(entries):
+            raise ValueError(f"models for {sorted(models)} but manifest entries for {sorted(entries)}")
+        self.models = dict(models)
+        self.entries = dict(entries)
+        self.max_periods = max_periods
+
+    @property
+    def symbols(self) -> list[str]:
+        return sorted(self.models)
+
+    def model(self, symbol: str) -> Prophet:
+        try:
+            return self.models[symbol]
+        except KeyError:
+            raise UnknownSymbolError(symbol, self.symbols) from None
+
+    def anchor(self, symbol: str, recent: Anchor | pd.DataFrame | None = None) -> Anchor:
+        """The manifest's anchor (the last training bar) or, given recent bars, their last bar."""
+        self.model(symbol)
+        return self.entries[symbol].anchor if recent is None else _recent_anchor(recent)
+
+    def forecast(
+        self,
+        symbol: str,
+        periods: int,
+        recent: Anchor | pd.DataFrame | None = None,
+        seed: int | None = DEFAULT_SEED,
+    ) -> pd.DataFrame:
+        """Anchored forecast of the next ``periods`` business days (see :func:`anchored_forecast`).
+
+        ``recent`` (bars with date, close and volume columns, or an :class:`Anchor`) anchors the forecast on
+        newer data than the training snapshot; by default it starts from the last training bar.
+        """
+        model = self.model(symbol)
+        if isinstance(periods, bool) or not isinstance(periods, int | np.integer):
+            raise ValueError(f"periods must be an integer, got {periods!r}")
+        if not 1 <= periods <= self.max_periods:
+            raise ValueError(f"periods must be between 1 and {self.max_periods}, got {periods}")
+        anchor = self.anchor(symbol, recent)
+        future = future_business_days(anchor.date, int(periods))
+        return anchored_forecast(model, anchor.date, anchor.close, anchor.log_volume, future, seed=seed)
+
+    def manifest(self) -> dict[str, Any]:
+        return {
+            "format_version": FORMAT_VERSION,
+            "target": TARGET,
+            "regressor": REGRESSOR,
+            "symbols": {
+                symbol: {"file": f"prophet_{i}.json", **self.entries[symbol].to_dict()}
+                for i, symbol in enumerate(self.symbols)
+            },
+        }
+
+    def save(self, directory: str | Path) -> None:
+        """Write the models and ``symbols.json`` into an existing directory (a BentoML model's path)."""
+        root = Path(directory)
+        manifest = self.manifest()
+        for symbol, entry in manifest["symbols"].items():
+            (root / entry["file"]).write_text(model_to_json(self.models[symbol]))
+        (root / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+
+    @classmethod
+    def load(cls, directory: str | Path, max_periods: int = MAX_PERIODS) -> ProphetModels:
+        """Read what :meth:`save` wrote."""
+        root = Path(directory)
+        path = root / MANIFEST_FILE
+        try:
+            manifest = json.loads(path.read_text())
+        except FileNotFoundError as error:
+            raise FileNotFoundError(f"{path} is missing: {root} is not a price_prophet model directory") from error
+        version = manifest.get("format_version")
+        if version != FORMAT_VERSION:
+            raise ValueError(f"{path} has format version {version!r}; this code reads version {FORMAT_VERSION}")
+        models, entries = {}, {}
+        for symbol, values in manifest["symbols"].items():
+            models[symbol] = model_from_json((root / values["file"]).read_text())
+            entries[symbol] = SymbolEntry.from_dict(values)
+        return cls(models, entries, max_periods=max_periods)
+
+
+def load_models(directory: str | Path) -> ProphetModels:
+    """The models of a ``price_prophet`` directory, e.g. ``bentoml.models.get(tag).path``."""
+    return ProphetModels.load(directory)
