@@ -105,3 +105,27 @@ def make_bars(
 
 def as_panel(*frames: tuple[str, pd.DataFrame]) -> pd.DataFrame:
     return pd.concat([f.assign(symbol=s)[["symbol", *f.columns]] for s, f in frames], ignore_index=True)
+
+
+@pytest.fixture(scope="session")
+def production_models(
+    quick_panel: Panel, tabular_results: dict[str, ModelResult], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, str]:
+    """All six models trained in quick mode, promoted in a session registry, and named in a production manifest.
+
+    Sets MLOPS_PRODUCTION_FILE for the rest of the session so the service module serves them.
+    """
+    from bentos.production import write_manifest
+    from training.registry import Registry
+
+    results = dict(tabular_results)
+    for name in ("price_prophet", "regime_hmm"):
+        results[name] = train_one(name, quick_panel, TrainingConfig.quick())
+    root = tmp_path_factory.mktemp("production")
+    registry = Registry(root / "registry")
+    registry.promote([r.tag for r in results.values()], reason="test session")
+    tags = registry.production()
+    manifest = root / "production.json"
+    write_manifest(manifest, tags)
+    os.environ["MLOPS_PRODUCTION_FILE"] = str(manifest)
+    return tags

@@ -184,6 +184,41 @@ def rollback_command(
     console.print(json.dumps(restored, indent=2))
 
 
+@app.command("build")
+def build_command() -> None:
+    """Build the Bento of the production versions (`bentoml build`); print its tag."""
+    from bentos.production import ProductionManifestError
+    from training.bento import build
+
+    try:
+        tag = build()
+    except (ProductionManifestError, RuntimeError) as error:
+        raise fail(error) from error
+    console.print(f"built Bento [bold]{tag}[/bold]")
+
+
+@app.command("serve")
+def serve_command(
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 3000,
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    bento: Annotated[str | None, typer.Option(help="Serve this built Bento tag instead of the source tree.")] = None,
+) -> None:
+    """Serve the production models (from the source tree, or a built Bento) with `bentoml serve`."""
+    import os
+
+    from bentos.production import ProductionManifestError
+    from training.bento import SERVICE, serve_command, write_production_manifest
+
+    if bento is None:
+        try:
+            write_production_manifest()
+        except ProductionManifestError as error:
+            raise fail(error) from error
+    command = serve_command(bento or SERVICE, port, host)
+    console.print(f"serving on http://{host}:{port} (docs at /, health at /readyz): {' '.join(command[2:])}")
+    os.execv(command[0], command)
+
+
 def main() -> None:
     app()
 

@@ -1,0 +1,88 @@
+"""Start a real ``bentoml serve`` on a free local port, wait for it, stop it."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def served(target: str, env: dict[str, str] | None = None, timeout: float = 90.0) -> Iterator[str]:
+    """Serve ``target`` (a service import path or a Bento tag); yield its base URL; stop it afterwards."""
+    port = free_port()
+    # the server's log goes to a file: a pipe nobody reads fills up and blocks the server mid-request
+    log = tempfile.NamedTemporaryFile(prefix="bentoml-serve-", suffix=".log", delete=False)  # noqa: SIM115
+    environment = {**os.environ, "BENTOML_DO_NOT_TRACK": "true", **(env or {})}
+    environment = {k: v for k, v in environment.items() if v != ""}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bentoml", "serve", target, "--port", str(port), "--host", "127.0.0.1"],
+        cwd=ROOT,
+        env=environment,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if process.poll() is not None:
+                output = Path(log.name).read_text(errors="replace")
+                raise RuntimeError(f"bentoml serve {target} exited with {process.returncode}:\n{output[-4000:]}")
+            try:
+                if status(url + "/readyz") == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"bentoml serve {target} not ready after {timeout:.0f} s")
+            time.sleep(0.25)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+        Path(log.name).unlink(missing_ok=True)
+
+
+def status(url: str) -> int:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return int(response.status)
+
+
+def post(url: str, body: bytes | str | dict[str, Any], content_type: str = "application/json") -> tuple[int, Any]:
+    """POST and return (status, decoded JSON or text), without raising on 4xx/5xx."""
+    data = json.dumps(body).encode() if isinstance(body, dict) else body.encode() if isinstance(body, str) else body
+    request = urllib.request.Request(url, data=data, method="POST", headers={"Content-Type": content_type})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            payload = response.read()
+            code = int(response.status)
+    except urllib.error.HTTPError as error:
+        payload = error.read()
+        code = int(error.code)
+    try:
+        return code, json.loads(payload)
+    except ValueError:
+        return code, payload.decode(errors="replace")
