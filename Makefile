@@ -15,10 +15,12 @@ $(STAMP): pyproject.toml constraints.txt
 ## Create the virtual environment with the pinned dependencies.
 setup: $(STAMP)
 
-## Set up, pull the embedded S&P 500 / NASDAQ data into a snapshot and summarise its features.
+## Set up, pull the embedded S&P 500 / NASDAQ data, train and promote the six models, build the Bento,
+## serve it on port $(PORT) and print a request that works (Ctrl-C stops it).
+PORT ?= 3000
+DEMO_FLAGS ?=
 demo: setup
-	$(BIN)/mlops data pull --source embedded
-	$(BIN)/mlops features --snapshot latest
+	$(BIN)/mlops demo --port $(PORT) $(DEMO_FLAGS)
 
 ## Set up and run the whole suite: lint, format check, type check, tests.
 test: setup lint typecheck unit
@@ -36,6 +38,7 @@ unit: setup
 ## Rerun the benchmarks and rewrite their recorded figures under benchmarks/results/.
 bench: setup
 	$(BIN)/python benchmarks/bench_features.py
+	$(BIN)/python benchmarks/bench_training.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis

@@ -19,7 +19,7 @@ from data.snapshots import SnapshotInfo, SnapshotStore
 from data.sources import EmbeddedSource
 from training.config import TrainingConfig
 from training.dataset import Panel, build_panel
-from training.run import ModelResult, train_one
+from training.run import ModelResult, TrainingRun, train
 
 
 @pytest.fixture(autouse=True)
@@ -56,9 +56,21 @@ TABULAR = ("return_lightgbm", "return_random_forest", "direction_lightgbm", "vol
 
 
 @pytest.fixture(scope="session")
-def tabular_results(quick_panel: Panel) -> dict[str, ModelResult]:
-    """The four tabular models trained once in quick mode and saved to the session's model store."""
-    return {name: train_one(name, quick_panel, TrainingConfig.quick()) for name in TABULAR}
+def quick_run(
+    embedded_snapshot: tuple[SnapshotStore, SnapshotInfo], tmp_path_factory: pytest.TempPathFactory
+) -> TrainingRun:
+    """One quick-mode training run of all six models on the embedded data, with its report.
+
+    Its models go to the session's BentoML store; the tests of training, registry and service share them.
+    """
+    store, info = embedded_snapshot
+    return train(info.id, config=TrainingConfig.quick(), store=store, reports_root=tmp_path_factory.mktemp("reports"))
+
+
+@pytest.fixture(scope="session")
+def tabular_results(quick_run: TrainingRun) -> dict[str, ModelResult]:
+    """The four tabular models of the quick run."""
+    return {r.name: r for r in quick_run.results if r.name in TABULAR}
 
 
 @pytest.fixture(scope="session")
@@ -108,22 +120,18 @@ def as_panel(*frames: tuple[str, pd.DataFrame]) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="session")
-def production_models(
-    quick_panel: Panel, tabular_results: dict[str, ModelResult], tmp_path_factory: pytest.TempPathFactory
-) -> dict[str, str]:
-    """All six models trained in quick mode, promoted in a session registry, and named in a production manifest.
+def production_models(quick_run: TrainingRun, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The quick run's six models promoted in a session registry and named in a production manifest.
 
     Sets MLOPS_PRODUCTION_FILE for the rest of the session so the service module serves them.
     """
     from bentos.production import write_manifest
     from training.registry import Registry
 
-    results = dict(tabular_results)
-    for name in ("price_prophet", "regime_hmm"):
-        results[name] = train_one(name, quick_panel, TrainingConfig.quick())
+    assert quick_run.ok, quick_run.failures
     root = tmp_path_factory.mktemp("production")
     registry = Registry(root / "registry")
-    registry.promote([r.tag for r in results.values()], reason="test session")
+    registry.promote([r.tag for r in quick_run.results], reason="test session")
     tags = registry.production()
     manifest = root / "production.json"
     write_manifest(manifest, tags)

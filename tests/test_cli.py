@@ -59,3 +59,28 @@ def test_show_unknown_snapshot_fails_clearly() -> None:
     result = runner.invoke(app, ["data", "show", "nope"], env={"COLUMNS": "200"})
     assert result.exit_code == 1
     assert "no snapshot 'nope'" in result.output
+
+
+def test_train_models_promote_and_rollback_from_the_command_line(isolated_home: Path) -> None:
+    env = {"COLUMNS": "200"}
+    assert runner.invoke(app, ["data", "pull"], env=env).exit_code == 0
+    first = runner.invoke(app, ["train", "--quick", "-m", "return_lightgbm", "-m", "direction_lightgbm"], env=env)
+    assert first.exit_code == 0, first.output
+    assert "saved return_lightgbm:" in first.output and "report:" in first.output
+    tags = [line.split()[1].rstrip(":") for line in first.output.splitlines() if line.startswith("saved ")]
+    assert len(tags) == 2
+
+    promoted = runner.invoke(app, ["promote", *tags, "--reason", "cli test"], env=env)
+    assert promoted.exit_code == 0, promoted.output
+    listed = runner.invoke(app, ["models"], env=env)
+    assert "production" in listed.output and tags[0].split(":")[1] in listed.output
+
+    second = runner.invoke(app, ["train", "--quick", "-m", "return_lightgbm", "--promote"], env=env)
+    assert second.exit_code == 0 and "promoted: return_lightgbm:" in second.output
+    rolled = runner.invoke(app, ["rollback", "return_lightgbm"], env=env)
+    assert rolled.exit_code == 0 and tags[0] in rolled.output
+
+    refused = runner.invoke(app, ["promote", "return_lightgbm:doesnotexist"], env=env)
+    assert refused.exit_code == 1 and "no model" in refused.output
+    unknown = runner.invoke(app, ["train", "-m", "nope"], env=env)
+    assert unknown.exit_code == 2

@@ -219,6 +219,17 @@ def serve_command(
     os.execv(command[0], command)
 
 
+@app.command("demo")
+def demo_command(
+    port: Annotated[int, typer.Option(help="Port to serve the demo on.")] = 3000,
+    quick: Annotated[bool, typer.Option(help="Quick training mode (small models, two test years).")] = False,
+) -> None:
+    """Pull the embedded data, train and promote the six models, build the Bento, serve it, show a request."""
+    from training.demo import run_demo
+
+    run_demo(port, quick, lambda line: console.print(line, highlight=False, markup=False))
+
+
 def main() -> None:
     app()
 
