@@ -246,7 +246,9 @@ def _check_date_order(dates: np.ndarray, symbols: np.ndarray | None, row_offset:
         order = np.arange(n)
         same_group = np.ones(n - 1, dtype=bool)
     else:
-        order = np.argsort(symbols, kind="stable")
+        # group by symbol keeping file order within each: sort integer codes, not Python strings
+        codes = pd.factorize(symbols)[0]
+        order = np.argsort(codes, kind="stable")
         sorted_symbols = symbols[order]
         same_group = sorted_symbols[1:] == sorted_symbols[:-1]
     d = dates[order].astype("datetime64[D]").astype(np.int64)
@@ -338,8 +340,8 @@ def _check_length(frame: pd.DataFrame, symbols: np.ndarray | None, min_bars: int
     if len(frame) == 0:
         violations.append(Violation(Rule.TOO_FEW_BARS, "no bars given", value=0))
         return
-    names, counts = np.unique(symbols, return_counts=True)
-    for name, count in zip(names, counts, strict=True):
+    counts = pd.Series(symbols).value_counts(sort=False)
+    for name, count in counts.sort_index().items():
         if count < min_bars:
             violations.append(
                 Violation(

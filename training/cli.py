@@ -219,6 +219,21 @@ def serve_command(
     os.execv(command[0], command)
 
 
+@app.command(
+    "batch",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
+    add_help_option=False,
+)
+def batch_command(ctx: typer.Context) -> None:
+    """Score a file of bars with the production models: INPUT OUTPUT [--bento TAG] [--chunk-rows N] (see --help)."""
+    import typer.main
+
+    from bentos.batch import app as batch_app  # imported here: loading the models' libraries takes seconds
+
+    command = typer.main.get_command(batch_app)
+    command.main(args=["score", *ctx.args], prog_name="mlops batch", standalone_mode=True)
+
+
 @app.command("demo")
 def demo_command(
     port: Annotated[int, typer.Option(help="Port to serve the demo on.")] = 3000,
