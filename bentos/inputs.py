@@ -2,26 +2,13 @@
 
 from __future__ import annotations
 
-from http import HTTPStatus
-
 import numpy as np
-from bentoml.exceptions import BentoMLException
 
-from bentos.schemas import BarWindow
+from bentos.schemas import BadInput, BarWindow, PayloadTooLarge
 from features import DEFAULT_SPEC, Bars, OHLCVValidationError, validate_bars
 
 #: How many complete feature rows of a window the regime model decodes (more bars give more context).
 REGIME_CONTEXT_ROWS = 250
-
-
-class BadInput(BentoMLException):
-    """The request is well-formed JSON of the right shape but breaks the OHLCV contract or a limit (422)."""
-
-    error_code = HTTPStatus.UNPROCESSABLE_ENTITY
-
-
-class PayloadTooLarge(BentoMLException):
-    error_code = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
 
 
 def bars_of(window: BarWindow, max_bars: int, where: str = "bars") -> Bars:
@@ -60,3 +47,14 @@ def regime_features(bars: Bars) -> np.ndarray:
 
 def as_of(bars: Bars) -> str:
     return str(bars.dates[-1])
+
+
+__all__ = [
+    "REGIME_CONTEXT_ROWS",
+    "BadInput",
+    "PayloadTooLarge",
+    "as_of",
+    "bars_of",
+    "latest_features",
+    "regime_features",
+]

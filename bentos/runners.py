@@ -10,6 +10,8 @@ import os
 
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
 
+import ctypes
+import weakref
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -63,15 +65,87 @@ class Runner:
             )
 
 
+#: Prediction parameters of every booster call: one thread (the default threads cost milliseconds a row).
+BOOSTER_PARAMETERS = "num_threads=1"
+
+
+class SingleRowPredictor:
+    """LightGBM's single-row fast path (``LGBM_BoosterPredictForMatSingleRowFast``) for one feature row.
+
+    A service request predicts one row: ``Booster.predict`` spends ~50 us on Python-side setup and five C calls
+    that each release the GIL, and in a server every release can hand the GIL to the event loop and leave the
+    request waiting. This path costs a few microseconds and one C call made *without* releasing the GIL
+    (``ctypes.PyDLL``), which is also what makes sharing one fast-config handle between threads safe. It walks the
+    same trees with the same iterations and parameters as ``Booster.predict``; :func:`single_row_predictor` checks
+    that the two agree bit for bit before it is used.
+    """
+
+    def __init__(self, booster: Any, num_iteration: int, parameters: str = BOOSTER_PARAMETERS):
+        from lightgbm.basic import _C_API_DTYPE_FLOAT64, _C_API_PREDICT_NORMAL, _LIB, _safe_call
+
+        lib = ctypes.PyDLL(_LIB._name)  # same library, but calls keep the GIL (no Python callbacks run here)
+        self.booster = booster  # the fast config points into the booster: keep it alive as long as this
+        self.num_features = int(booster.num_feature())
+        handle = ctypes.c_void_p()
+        _safe_call(
+            lib.LGBM_BoosterPredictForMatSingleRowFastInit(
+                booster._handle,
+                ctypes.c_int(_C_API_PREDICT_NORMAL),
+                ctypes.c_int(0),
+                ctypes.c_int(num_iteration),
+                ctypes.c_int(_C_API_DTYPE_FLOAT64),
+                ctypes.c_int32(self.num_features),
+                ctypes.c_char_p(parameters.encode()),
+                ctypes.byref(handle),
+            )
+        )
+        weakref.finalize(self, lib.LGBM_FastConfigFree, handle)
+        self._handle = handle
+        self._check = _safe_call
+        self._call = lib.LGBM_BoosterPredictForMatSingleRowFast
+        self._call.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.POINTER(ctypes.c_int64), ctypes.c_void_p]
+        self._call.restype = ctypes.c_int
+
+    def __call__(self, row: np.ndarray) -> np.ndarray:
+        """The prediction of one row of ``num_features`` float64 values, as an array of shape (1,)."""
+        row = np.ascontiguousarray(row, dtype=np.float64)
+        out = np.empty(1)
+        length = ctypes.c_int64(0)
+        self._check(self._call(self._handle, row.ctypes.data, ctypes.byref(length), out.ctypes.data))
+        return out
+
+
+def single_row_predictor(booster: Any) -> SingleRowPredictor | None:
+    """The fast one-row predictor of a one-output booster, or None if LightGBM lacks it or it disagrees."""
+    try:
+        if booster.num_model_per_iteration() != 1:
+            return None
+        predictor = SingleRowPredictor(booster, num_iteration=booster.best_iteration)
+        rng = np.random.default_rng(0)
+        probes = rng.normal(size=(8, predictor.num_features))
+        probes[0] = 0.0
+        probes[1, ::3] = np.nan
+        expected = np.asarray(booster.predict(probes, num_threads=1))
+        fast = np.concatenate([predictor(row) for row in probes])
+    except Exception:  # a LightGBM without the fast C API: Booster.predict serves every request
+        return None
+    return predictor if np.array_equal(fast, expected) else None
+
+
 class BoosterRunner(Runner):
     """A LightGBM booster: return and volatility regressions."""
 
     def __init__(self, model: bentoml.Model):
         super().__init__(model)
         self.booster = bentoml.lightgbm.load_model(model)
+        self.one_row = single_row_predictor(self.booster)
 
     def predict(self, features: np.ndarray) -> np.ndarray:
-        return np.asarray(self.booster.predict(np.atleast_2d(features), num_threads=1))
+        rows = np.atleast_2d(features)
+        one_row = self.one_row
+        if one_row is not None and rows.shape[0] == 1 and rows.shape[1] == one_row.num_features:
+            return one_row(rows[0])
+        return np.asarray(self.booster.predict(rows, num_threads=1))
 
 
 class ForestRunner(Runner):
@@ -80,9 +154,52 @@ class ForestRunner(Runner):
     def __init__(self, model: bentoml.Model):
         super().__init__(model)
         self.forest = bentoml.sklearn.load_model(model)
+        self.one_row = SingleRowForest.of(self.forest)
 
     def predict(self, features: np.ndarray) -> np.ndarray:
-        return np.asarray(self.forest.predict(np.atleast_2d(features)))
+        rows = np.atleast_2d(features)
+        one_row = self.one_row
+        if one_row is not None and rows.shape[0] == 1 and rows.shape[1] == one_row.num_features:
+            row = np.ascontiguousarray(rows, dtype=np.float32)  # the dtype sklearn's trees compare in
+            if np.isfinite(row).all():  # NaN: sklearn decides (it rejects it unless its trees handle it)
+                return one_row(row)
+        return np.asarray(self.forest.predict(rows))
+
+
+class SingleRowForest:
+    """``RandomForestRegressor.predict`` of one row, without the forest's per-tree Python overhead.
+
+    The forest's own ``predict`` spends ~0.1 ms a tree on input checks, joblib dispatch and warning filters (25 ms
+    a row for 200 trees); each tree's compiled ``apply`` finds the row's leaf in ~3 us. The leaf values are summed
+    in the forest's order (it predicts with ``n_jobs=1``) and divided the same way, so the result is the forest's to
+    the bit; :meth:`of` checks that before it is used.
+    """
+
+    def __init__(self, forest: Any):
+        self.num_features = int(forest.n_features_in_)
+        self.trees = [estimator.tree_ for estimator in forest.estimators_]
+        self.values = [tree.value[:, 0, 0].copy() for tree in self.trees]  # one output: the leaf's mean
+
+    @classmethod
+    def of(cls, forest: Any) -> SingleRowForest | None:
+        """The fast path of a one-output forest regression, or None if it does not give the forest's answers."""
+        try:
+            if getattr(forest, "n_outputs_", 1) != 1:
+                return None
+            fast = cls(forest)
+            probes = np.random.default_rng(0).normal(size=(8, fast.num_features)) * 0.05
+            expected = np.asarray(forest.predict(probes))
+            got = np.concatenate([fast(probes[i : i + 1].astype(np.float32)) for i in range(len(probes))])
+        except Exception:  # an unexpected scikit-learn: its own predict serves every request
+            return None
+        return fast if np.array_equal(got, expected) else None
+
+    def __call__(self, row: np.ndarray) -> np.ndarray:
+        """The prediction for one C-contiguous float32 row of shape (1, num_features), as an array of shape (1,)."""
+        total = 0.0
+        for tree, values in zip(self.trees, self.values, strict=True):
+            total += values[tree.apply(row)[0]]
+        return np.array([total / len(self.trees)])
 
 
 class DirectionRunner(BoosterRunner):
@@ -99,7 +216,7 @@ class DirectionRunner(BoosterRunner):
             raise ModelMismatchError(f"{self.identity.tag} has no usable calibration in its card: {error}") from error
 
     def predict(self, features: np.ndarray) -> np.ndarray:
-        raw = np.clip(super().predict(features), 1e-6, 1 - 1e-6)
+        raw = np.minimum(np.maximum(super().predict(features), 1e-6), 1 - 1e-6)  # np.clip, at a third of the cost
         return np.asarray(1.0 / (1.0 + np.exp(-(self.slope * np.log(raw / (1 - raw)) + self.intercept))))
 
 

@@ -1,11 +1,15 @@
-"""Request and response schemas of the service (pydantic), with the examples the OpenAPI docs show."""
+"""Request and response schemas of the service (pydantic), with the examples the OpenAPI docs show, and the
+errors bad requests get. Light to import: ``bentoml serve``'s supervisor process imports it (see ``bentos.service``).
+"""
 
 from __future__ import annotations
 
 import json
 from functools import cache
+from http import HTTPStatus
 from typing import Any, Literal
 
+from bentoml.exceptions import BentoMLException
 from pydantic import BaseModel, ConfigDict, Field
 
 from bentos.settings import PACKAGE_DIR
@@ -35,6 +39,16 @@ class BarWindow(BaseModel):
     low: list[float]
     close: list[float]
     volume: list[float]
+
+
+class BadInput(BentoMLException):
+    """The request is well-formed JSON of the right shape but breaks the OHLCV contract or a limit (422)."""
+
+    error_code = HTTPStatus.UNPROCESSABLE_ENTITY
+
+
+class PayloadTooLarge(BentoMLException):
+    error_code = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
 
 
 class ModelRef(BaseModel):

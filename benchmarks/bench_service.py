@@ -1,0 +1,430 @@
+"""Benchmark of the service over HTTP (issue: serving), side by side with an echo floor in one run.
+
+The floor is ``benchmarks/echo_service.py``: the production service's BentoML configuration and request /
+response schemas, no model. Both run under a real ``bentoml serve`` with one worker on 127.0.0.1.
+
+Targets, for a 300-bar window of the S&P 500: ``predict_direction`` reaches at least 80 % of the echo's
+throughput under wrk load and its sequential p50 stays within 1.5x the echo's; the service is ready (process
+launch to ``/readyz`` 200) in under 10 s. ``predict_all`` and ``forecast_price`` are reported alongside.
+
+Run: ``.venv/bin/python benchmarks/bench_service.py`` (needs ``wrk``: ``apt-get install -y wrk``). It trains
+quick models into a temporary BentoML store, never the user's. ``MLOPS_BENCH_HOME=/some/dir`` keeps that
+store and reuses it on later runs (training takes ~25 s); ``MLOPS_BENCH_ROUNDS`` (default 3) and
+``MLOPS_BENCH_SECONDS`` (default 10) set the wrk rounds and their length. ``MLOPS_BENCH_BASELINE=HEAD`` (any git
+ref) also serves that commit's ``bentos/`` beside the current one and measures its ``predict_direction`` and cold
+start in the same run: before/after figures under the same machine load. On a machine with more than one CPU the
+echo and ``predict_direction`` are also measured with their worker pinned to one core (``MLOPS_WORKER_CPUS``).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+KEEP = os.environ.get("MLOPS_BENCH_HOME")
+WORK = Path(KEEP) if KEEP else Path(tempfile.mkdtemp(prefix="mlops-bench-service-"))
+WORK.mkdir(parents=True, exist_ok=True)
+MANIFEST = WORK / "production.json"
+os.environ["BENTOML_HOME"] = str(WORK / "bentoml")
+os.environ["MLOPS_HOME"] = str(WORK / "home")
+os.environ["MLOPS_PRODUCTION_FILE"] = str(MANIFEST)
+os.environ["BENTOML_DO_NOT_TRACK"] = "true"
+sys.path.insert(0, str(ROOT))
+
+from benchmarks._report import write_results  # noqa: E402
+
+WINDOW_BARS = 300
+SEQUENTIAL_REQUESTS = 300
+SEQUENTIAL_WARMUP = 30
+COLD_STARTS = 3
+WRK_THREADS, WRK_CONNECTIONS = 1, 8
+WRK_SECONDS = int(os.environ.get("MLOPS_BENCH_SECONDS", "10"))
+ROUNDS = int(os.environ.get("MLOPS_BENCH_ROUNDS", "3"))
+COLD_START_TARGET_S = 10.0
+THROUGHPUT_TARGET = 0.80
+LATENCY_TARGET = 1.5
+
+
+# models and the request ------------------------------------------------------------------------------------
+def production_models() -> dict[str, str]:
+    """Quick models trained, promoted and named in a manifest (reused when MLOPS_BENCH_HOME already has one)."""
+    if MANIFEST.is_file():
+        return dict(json.loads(MANIFEST.read_text())["models"])
+    from bentos.production import write_manifest
+    from data.pull import pull
+    from data.settings import DataSettings
+    from data.snapshots import SnapshotStore
+    from data.sources import EmbeddedSource
+    from training.config import TrainingConfig
+    from training.registry import Registry
+    from training.run import train
+
+    store = SnapshotStore(DataSettings().snapshots)
+    info, _ = pull(EmbeddedSource(), store)
+    started = time.perf_counter()
+    result = train(info.id, config=TrainingConfig.quick(), store=store, reports_root=WORK / "reports")
+    assert result.ok, result.failures
+    print(f"trained six quick models in {time.perf_counter() - started:.0f} s", flush=True)
+    registry = Registry()
+    registry.promote([r.tag for r in result.results], reason="service benchmark")
+    tags = registry.production()
+    write_manifest(MANIFEST, tags)
+    return tags
+
+
+def window() -> dict[str, list[Any]]:
+    """The last 300 daily bars of the S&P 500 in the embedded data, as a request holds them."""
+    from data.sources import EmbeddedSource
+
+    frame = EmbeddedSource(symbols=("^GSPC",)).fetch().tail(WINDOW_BARS)
+    return {
+        "date": [str(d.date()) for d in frame["date"]],
+        **{c: [float(x) for x in frame[c]] for c in ("open", "high", "low", "close", "volume")},
+    }
+
+
+# servers -----------------------------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url + "/readyz", timeout=2) as response:
+            return int(response.status) == 200
+    except OSError:
+        return False
+
+
+@dataclass
+class Server:
+    """One ``bentoml serve`` process (its own session, so it and its worker stop together)."""
+
+    target: str
+    cwd: Path = ROOT
+    env: dict[str, str] = field(default_factory=dict)
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+    log: Path | None = None
+    startup_seconds: float = float("nan")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 120.0) -> float:
+        """Launch and wait for ``/readyz``; return the seconds from launch to ready."""
+        fd, name = tempfile.mkstemp(prefix="bench-serve-", suffix=".log")
+        self.log = Path(name)
+        command = [sys.executable, "-m", "bentoml", "serve", self.target, "--port", str(self.port)]
+        started = time.perf_counter()
+        self.process = subprocess.Popen(
+            [*command, "--host", "127.0.0.1"],
+            cwd=self.cwd,
+            env={**os.environ, "PYTHONPATH": str(ROOT), **self.env},
+            stdout=fd,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        os.close(fd)
+        while not ready(self.url):
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.target} exited:\n{self.log.read_text(errors='replace')[-4000:]}")
+            if time.perf_counter() - started > timeout:
+                raise TimeoutError(f"{self.target} not ready after {timeout:.0f} s")
+            time.sleep(0.02)
+        self.startup_seconds = time.perf_counter() - started
+        return self.startup_seconds
+
+    def worker_pids(self) -> list[int]:
+        """The server's worker processes (for py-spy): the children of the serve process."""
+        assert self.process is not None
+        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(self.process.pid)], capture_output=True, text=True)
+        return [int(p) for p in out.stdout.split()]
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, 9)  # the session this script started for the server
+            self.process.wait()
+        self.process = None
+        if self.log is not None:
+            self.log.unlink(missing_ok=True)
+
+
+# measurements ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Endpoint:
+    label: str
+    server: Server
+    path: str
+    body: bytes
+    floor: str = "echo"  # the echo endpoint it is compared with
+
+
+def sequential(endpoints: list[Endpoint]) -> dict[str, tuple[float, float, Any]]:
+    """p50 and p99 (ms) of one-at-a-time requests, and the last answer, per endpoint.
+
+    One keep-alive connection per endpoint; the endpoints take turns request by request, so a noisy moment on a
+    shared machine lands on all of them alike instead of on whichever happened to be measured then.
+    """
+    headers = {"Content-Type": "application/json"}
+    connections = {e.label: http.client.HTTPConnection("127.0.0.1", e.server.port, timeout=60) for e in endpoints}
+    times: dict[str, list[float]] = {e.label: [] for e in endpoints}
+    answers: dict[str, Any] = {}
+    for i in range(SEQUENTIAL_WARMUP + SEQUENTIAL_REQUESTS):
+        for endpoint in endpoints:
+            connection = connections[endpoint.label]
+            started = time.perf_counter()
+            connection.request("POST", endpoint.path, body=endpoint.body, headers=headers)
+            response = connection.getresponse()
+            payload = response.read()
+            elapsed = time.perf_counter() - started
+            if response.status != 200:
+                raise RuntimeError(f"{endpoint.label}: HTTP {response.status}: {payload[:500]!r}")
+            if i >= SEQUENTIAL_WARMUP:
+                times[endpoint.label].append(elapsed * 1e3)
+            answers[endpoint.label] = payload
+    for connection in connections.values():
+        connection.close()
+    result = {}
+    for label, values in times.items():
+        values.sort()
+        result[label] = (statistics.median(values), values[int(0.99 * (len(values) - 1))], json.loads(answers[label]))
+    return result
+
+
+def wrk(endpoint: Endpoint, script_dir: Path) -> float:
+    """Requests per second under ``wrk -t1 -c8`` for WRK_SECONDS; every answer must be 2xx."""
+    body_file = script_dir / f"{endpoint.label}.json"
+    body_file.write_bytes(endpoint.body)
+    script = script_dir / f"{endpoint.label}.lua"
+    script.write_text(
+        'wrk.method = "POST"\n'
+        'wrk.headers["Content-Type"] = "application/json"\n'
+        f'local f = assert(io.open("{body_file}", "rb"))\n'
+        'wrk.body = f:read("*a")\n'
+        "f:close()\n"
+    )
+    command = ["wrk", f"-t{WRK_THREADS}", f"-c{WRK_CONNECTIONS}", f"-d{WRK_SECONDS}s", "--timeout", "10s"]
+    out = subprocess.run(
+        [*command, "-s", str(script), endpoint.server.url + endpoint.path],
+        capture_output=True,
+        text=True,
+        timeout=WRK_SECONDS + 30,
+        check=True,
+    ).stdout
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: .*", out)
+    if bad or errors:
+        raise RuntimeError(f"{endpoint.label}: wrk saw failures:\n{out}")
+    match = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    assert match, out
+    return float(match.group(1))
+
+
+def in_process(body: bytes) -> list[tuple[str, str, str, bool]]:
+    """Where a predict_direction request's time goes inside the worker, without HTTP (for the notes)."""
+    from benchmarks._report import time_calls
+    from bentos.inputs import bars_of, latest_features
+    from bentos.schemas import BarWindow
+    from bentos.service import SETTINGS, MarketModels
+
+    service = MarketModels()
+    bars_json = json.dumps(json.loads(body)["bars"])
+    parsed = BarWindow.model_validate_json(bars_json)
+    bars = bars_of(parsed, SETTINGS.max_bars)
+    features = latest_features(bars)
+    answer = service.predict_direction(parsed)
+    steps = {
+        "parse JSON into BarWindow (pydantic)": lambda: BarWindow.model_validate_json(bars_json),
+        "bars_of: BarWindow -> validated Bars": lambda: bars_of(parsed, SETTINGS.max_bars),
+        "features of the last row": lambda: latest_features(bars),
+        "direction runner predict (1 row)": lambda: service.direction.predict(features),
+        "predict_direction(BarWindow), whole method": lambda: service.predict_direction(parsed),
+        "serialise DirectionPrediction to JSON": lambda: answer.model_dump_json(),
+        "predict_all(BarWindow), whole method": lambda: service.predict_all(parsed),
+    }
+    rows = []
+    for what, call in steps.items():
+        times = time_calls(call, repeats=300, warmup=30)
+        rows.append((f"in process: {what}", f"{float(sorted(times)[len(times) // 2]):.3f} ms", "-", True))
+    return rows
+
+
+def baseline_tree(ref: str) -> Path:
+    """``bentos/`` as of git ``ref``, in a directory of its own (``features/`` comes from this tree)."""
+    destination = WORK / f"baseline-{re.sub(r'[^A-Za-z0-9_.-]', '_', ref)}"
+    shutil.rmtree(destination, ignore_errors=True)
+    destination.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref, "bentos"], capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(destination)], input=archive.stdout, check=True)
+    return destination
+
+
+def main() -> None:
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed: apt-get install -y wrk")
+    production_models()
+    bars = window()
+    bars_body = json.dumps({"bars": bars}).encode()
+    forecast_body = json.dumps({"symbol": "^GSPC", "periods": 10, "bars": bars}).encode()
+
+    echo, models = Server("benchmarks.echo_service:Echo"), Server("bentos.service:MarketModels")
+    servers = {"echo": echo, "models": models}
+    baseline_ref = os.environ.get("MLOPS_BENCH_BASELINE")  # e.g. HEAD: the committed service, served alongside
+    if baseline_ref:
+        servers["baseline"] = Server("bentos.service:MarketModels", cwd=baseline_tree(baseline_ref))
+    # the same two services with their worker pinned to one core (MLOPS_WORKER_CPUS), when there is a choice
+    allowed = sorted(os.sched_getaffinity(0))
+    pin = {"MLOPS_WORKER_CPUS": str(allowed[-1])} if len(allowed) > 1 else None
+    pinned = (
+        {"echo pinned": Server(echo.target, env=pin), "models pinned": Server(models.target, env=pin)} if pin else {}
+    )
+    cold: dict[str, list[float]] = {key: [] for key in servers}
+    load_before = os.getloadavg()
+    try:
+        for attempt in range(COLD_STARTS):
+            for key, server in servers.items():
+                cold[key].append(server.start())
+                print(f"cold start {key}: {server.startup_seconds:.2f} s", flush=True)
+                if attempt < COLD_STARTS - 1:
+                    server.stop()
+        for server in pinned.values():
+            server.start()
+        workers = {key: s.worker_pids() for key, s in {**servers, **pinned}.items()}
+        endpoints = [
+            Endpoint("echo", echo, "/echo", bars_body),
+            Endpoint("echo_async", echo, "/echo_async", bars_body),
+            Endpoint("predict_direction", models, "/predict_direction", bars_body),
+            Endpoint("predict_all", models, "/predict_all", bars_body),
+            Endpoint("forecast_price", models, "/forecast_price", forecast_body),
+        ]
+        if baseline_ref:
+            endpoints.append(
+                Endpoint(f"predict_direction @ {baseline_ref}", servers["baseline"], "/predict_direction", bars_body)
+            )
+        if pinned:
+            endpoints += [
+                Endpoint("echo, pinned", pinned["echo pinned"], "/echo", bars_body),
+                Endpoint(
+                    "predict_direction, pinned",
+                    pinned["models pinned"],
+                    "/predict_direction",
+                    bars_body,
+                    floor="echo, pinned",
+                ),
+            ]
+        latency: dict[str, tuple[float, float]] = {}
+        for label, (p50, p99, answer) in sequential(endpoints).items():
+            latency[label] = (p50, p99)
+            print(f"sequential {label}: p50 {p50:.2f} ms, p99 {p99:.2f} ms", flush=True)
+            if label == "predict_direction":
+                assert 0.0 < answer["probability_up"] < 1.0 and answer["as_of"] == bars["date"][-1], answer
+        rates: dict[str, list[float]] = {e.label: [] for e in endpoints}
+        with tempfile.TemporaryDirectory(prefix="bench-wrk-") as scripts:
+            for round_ in range(ROUNDS):
+                for endpoint in endpoints:
+                    rates[endpoint.label].append(wrk(endpoint, Path(scripts)))
+                    print(f"wrk round {round_ + 1} {endpoint.label}: {rates[endpoint.label][-1]:.0f} req/s", flush=True)
+    finally:
+        for server in [*servers.values(), *pinned.values()]:
+            server.stop()
+    load_after = os.getloadavg()
+
+    rows: list[tuple[str, str, str, bool]] = []
+    for key, seconds in cold.items():
+        median = statistics.median(seconds)
+        target = key != "echo"
+        rows.append(
+            (
+                f"cold start, {key} (launch to /readyz 200, median of {COLD_STARTS})",
+                f"{median:.1f} s ({', '.join(f'{v:.1f}' for v in seconds)})",
+                f"< {COLD_START_TARGET_S:.0f} s" if target else "-",
+                not target or median < COLD_START_TARGET_S,
+            )
+        )
+    for label, (p50, p99) in latency.items():
+        rows.append((f"sequential p50 / p99, {label}", f"{p50:.2f} / {p99:.2f} ms", "-", True))
+    for e in endpoints:
+        if e.label.startswith("predict_direction"):
+            ratio = latency[e.label][0] / latency[e.floor][0]
+            rows.append(
+                (
+                    f"sequential p50, {e.label} / {e.floor}",
+                    f"{ratio:.2f}x",
+                    f"<= {LATENCY_TARGET}x",
+                    ratio <= LATENCY_TARGET,
+                )
+            )
+    for label, values in rates.items():
+        rows.append(
+            (
+                f"throughput, {label} (wrk -t{WRK_THREADS} -c{WRK_CONNECTIONS} -d{WRK_SECONDS}s, median of {ROUNDS})",
+                f"{statistics.median(values):.0f} req/s ({', '.join(f'{v:.0f}' for v in values)})",
+                "-",
+                True,
+            )
+        )
+    for e in endpoints:
+        if e.label.startswith("echo"):
+            continue
+        share = statistics.median(x / f for x, f in zip(rates[e.label], rates[e.floor], strict=True))
+        targeted = e.label.startswith("predict_direction")
+        rows.append(
+            (
+                f"throughput, {e.label} / {e.floor} (median of per-round ratios)",
+                f"{share:.0%}",
+                f">= {THROUGHPUT_TARGET:.0%}" if targeted else "-",
+                not targeted or share >= THROUGHPUT_TARGET,
+            )
+        )
+    rows += in_process(bars_body)
+    notes = (
+        f"One worker each ({workers}), on 127.0.0.1; wrk takes one of the two cores. Request: the last "
+        f"{WINDOW_BARS} S&P 500 bars of the embedded data as JSON columns ({len(bars_body) / 1024:.1f} KiB; "
+        "forecast_price adds symbol and periods=10). The echo (`benchmarks/echo_service.py`) has the service's "
+        "BentoML config and request/response schemas and returns a constant, so it is the floor BentoML and "
+        "pydantic set for this payload; `echo` is a plain `def` like `predict_direction` (BentoML runs both in its "
+        "thread pool), `echo_async` the same on the event loop. "
+        + (f"`baseline` is `bentos/` as of {baseline_ref}, served from a copy. " if baseline_ref else "")
+        + (
+            f"`pinned`: both services again with `MLOPS_WORKER_CPUS={pin['MLOPS_WORKER_CPUS']}`, their worker "
+            "process on one core. "
+            if pin
+            else ""
+        )
+        + "Models: quick-mode training of all six on the embedded data. Sequential: "
+        f"{SEQUENTIAL_REQUESTS} requests per endpoint after {SEQUENTIAL_WARMUP} warm-up, one keep-alive connection "
+        "each, endpoints taking turns request by request; wrk rounds also take turns. "
+        f"Load average (1 min) {load_before[0]:.1f} before, {load_after[0]:.1f} after: other work on this shared "
+        "2-core VM moves every figure by up to ~30 % between runs, the ratios less."
+    )
+    path = write_results("service", ".venv/bin/python benchmarks/bench_service.py", rows, notes)
+    print(path.read_text())
+    if not KEEP:
+        shutil.rmtree(WORK, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

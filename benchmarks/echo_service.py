@@ -1,0 +1,56 @@
+"""The floor of the service benchmark: the production service's HTTP shape with no model and no feature work.
+
+Same BentoML configuration as ``bentos.service.MarketModels`` (one worker, access log off, same timeout), same
+request schema (``BarWindow``, parsed and validated by pydantic exactly as in production) and the same response
+schema (``DirectionPrediction``), but the answer is a constant. What ``predict_direction`` costs above ``echo``
+is the price of the model: OHLCV validation, features, the booster and building the answer.
+
+Serve with ``bentoml serve benchmarks.echo_service:Echo`` from the project root (``benchmarks/bench_service.py``
+does). ``echo`` is a plain ``def`` like ``predict_direction`` (BentoML runs it in its thread pool);
+``echo_async`` is the same on the event loop, to show what the thread hop costs.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
+
+import bentoml
+
+from bentos.schemas import BarWindow, DirectionPrediction, ModelRef
+
+_ANSWER = DirectionPrediction(
+    as_of="2018-12-31",
+    horizon_days=1,
+    probability_up=0.5,
+    direction="up",
+    threshold=0.5,
+    model=ModelRef(name="echo", version="none"),
+)
+
+
+@bentoml.service(
+    name="mlops_finance_echo",
+    workers=1,
+    traffic={"timeout": 60},
+    logging={"access": {"enabled": False}},
+)
+class Echo:
+    """A constant ``DirectionPrediction`` for a parsed ``BarWindow``."""
+
+    def __init__(self) -> None:
+        if cpus := os.environ.get("MLOPS_WORKER_CPUS"):  # as MarketModels does (see bentos.service.pin_worker)
+            chosen = {int(c) for c in cpus.split(",")}
+            for thread in os.listdir("/proc/self/task"):
+                os.sched_setaffinity(int(thread), chosen)
+
+    @bentoml.api
+    def echo(self, bars: BarWindow) -> DirectionPrediction:
+        """The same request and response types as ``predict_direction``; nothing computed."""
+        return _ANSWER.model_copy(update={"as_of": bars.date[-1] if bars.date else ""})
+
+    @bentoml.api
+    async def echo_async(self, bars: BarWindow) -> DirectionPrediction:
+        """``echo`` on the event loop instead of BentoML's thread pool."""
+        return _ANSWER.model_copy(update={"as_of": bars.date[-1] if bars.date else ""})
