@@ -234,6 +234,20 @@ def batch_command(ctx: typer.Context) -> None:
     command.main(args=["score", *ctx.args], prog_name="mlops batch", standalone_mode=True)
 
 
+@app.command(
+    "retrain",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
+    add_help_option=False,
+)
+def retrain_command(ctx: typer.Context) -> None:
+    """Prefect flow: pull, validate, train, gate, promote, build, smoke-test: `run [...]` or `serve --cron ...`."""
+    import typer.main
+
+    from training.flows import retrain_app  # imported here: Prefect takes seconds to import
+
+    typer.main.get_command(retrain_app).main(args=list(ctx.args), prog_name="mlops retrain", standalone_mode=True)
+
+
 @app.command("demo")
 def demo_command(
     port: Annotated[int, typer.Option(help="Port to serve the demo on.")] = 3000,
