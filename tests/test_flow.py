@@ -37,7 +37,7 @@ from training.bento import build_context
 from training.config import TrainingConfig
 from training.registry import Registry
 from training.run import TrainingRun, trainer_class
-from training.store import MODEL_NAMES, Stage, get_model, list_models
+from training.store import MODEL_NAMES, Stage, get_model
 from training.validation import SanityThresholds, validate_snapshot
 
 pytestmark = pytest.mark.integration
@@ -114,7 +114,7 @@ def bento_tags() -> set[str]:
 
 
 def model_tags() -> set[str]:
-    return {m.tag for m in list_models()}
+    return {str(m.tag) for m in bentoml.models.list()}
 
 
 @pytest.fixture(scope="module")

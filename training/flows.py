@@ -900,13 +900,25 @@ def serve_command_(
     ticker: Annotated[list[str] | None, typer.Option("--ticker", "-t", help="yfinance ticker (repeat).")] = None,
     use_cached_on_failure: Annotated[bool, typer.Option(help="Fall back on the latest snapshot.")] = False,
 ) -> None:
-    """Serve the flow as a deployment on a cron schedule (no work pool needed); Ctrl-C stops it."""
+    """Serve the flow as a deployment on a cron schedule (no work pool needed); Ctrl-C stops it.
+
+    The schedule fires against a Prefect server (``prefect server start``, then ``PREFECT_API_URL`` in both shells).
+    Without one, runs start when triggered with ``prefect deployment run`` from a shell with the same PREFECT_HOME.
+    """
     settings = RetrainSettings()
     deployment = name or settings.deployment_name
     typer.echo(
         f"serving {FLOW_NAME}/{deployment} on '{cron or settings.cron}'. "
         f"Trigger a run now with: prefect deployment run '{FLOW_NAME}/{deployment}'"
     )
+    from prefect.settings import PREFECT_API_URL
+
+    if not PREFECT_API_URL.value():  # from the environment or the active Prefect profile
+        typer.echo(
+            "No PREFECT_API_URL: the temporary local API has no scheduler, so the cron schedule will not fire; "
+            "triggered runs still do. For the schedule: `prefect server start`, then "
+            "`export PREFECT_API_URL=http://127.0.0.1:4200/api` here and where you trigger runs."
+        )
     retrain.serve(
         name=deployment,
         cron=cron or settings.cron,
