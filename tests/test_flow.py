@@ -32,7 +32,7 @@ from typer.testing import CliRunner
 
 from data.snapshots import SnapshotInfo, SnapshotStore
 from data.sources import YFinanceSource
-from training import flows
+from training import flows, smoke
 from training.bento import build_context
 from training.config import TrainingConfig
 from training.registry import Registry
@@ -288,16 +288,16 @@ def test_smoke_test_failure_rolls_the_promotions_back(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     registry = registry_with(tmp_path, earlier_production)
-    real_call = flows.call_endpoint
+    real_call = smoke.call_endpoint
     calls: list[str] = []
 
     def failing_volatility(url: str, method: str, body: dict[str, Any]) -> Any:
         calls.append(method)
         if method == "predict_volatility":
-            raise flows.SmokeTestError("predict_volatility answered HTTP 500: injected")
+            raise smoke.SmokeTestError("predict_volatility answered HTTP 500: injected")
         return real_call(url, method, body)
 
-    monkeypatch.setattr(flows, "call_endpoint", failing_volatility)
+    monkeypatch.setattr(smoke, "call_endpoint", failing_volatility)
     state, summary = run_flow()
     assert state.is_failed()
     assert "smoke test failed" in str(state.message) and "injected" in str(state.message)
