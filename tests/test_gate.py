@@ -219,6 +219,34 @@ def test_higher_is_better_metrics_compare_the_other_way_with_an_absolute_toleran
     assert "versus_production" in failed(decide(rules.full, card("return_lightgbm", -0.016), production))
 
 
+def test_the_compared_numbers_travel_with_the_check(rules: GateRules) -> None:
+    decision = decide(rules.full, volatility(0.0040, folds={2017: 0.0039, 2018: 0.0041}), volatility(0.0042))
+    (check,) = [c for c in decision.checks if c.rule == "versus_production"]
+    assert check.values == {"challenger": pytest.approx(0.0040), "production": pytest.approx(0.0042), "folds": 2.0}
+    assert decision.to_dict()["checks"][-1]["values"] == check.values
+
+
+@pytest.mark.parametrize(
+    ("production_changes", "reason"),
+    [
+        ({"symbols": ["SPY", "QQQ"]}, "production was evaluated on SPY, QQQ, the challenger on ^GSPC, ^IXIC"),
+        ({"horizon": 1}, "production predicts target over 1 day(s), the challenger target over 5"),
+    ],
+)
+def test_production_on_other_data_or_another_target_is_not_the_same_window(
+    rules: GateRules, production_changes: dict[str, Any], reason: str
+) -> None:
+    production = volatility(0.0050, **production_changes)  # worse, and same test years: still not comparable
+    detail = failed(decide(rules.full, volatility(0.0040), production))["versus_production"]
+    assert detail.startswith("no walk-forward window in common with production volatility_lightgbm:old: " + reason)
+    assert "mlops promote volatility_lightgbm:<version>" in detail
+
+
+def test_the_same_symbols_in_another_order_are_the_same_data(rules: GateRules) -> None:
+    production = volatility(0.0040, symbols=["^IXIC", "^GSPC"])
+    assert decide(rules.full, volatility(0.0040), production).passed
+
+
 def test_only_the_folds_both_cards_share_are_compared(rules: GateRules) -> None:
     # production was trained before 2019 existed; its 2016 fold was poor. The challenger adds 2019, also poor.
     production = volatility(0.0040, folds={2016: 0.009, 2017: 0.0040, 2018: 0.0040})

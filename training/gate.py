@@ -2,10 +2,13 @@
 
 The gate reads model cards, never live models: every decision can be replayed from the store. Rules live in
 ``training/gate_rules.toml`` (a ``full`` and a ``quick`` set), overridable by a user file holding only the keys
-it changes. Against production the gate compares like with like: the primary metric on the walk-forward folds
-both cards share (same test period and, where both record it, the same number of test rows), so a challenger
-trained on a longer snapshot is not judged on years production never saw. Without a production model the
-challenger only has to pass the rules against its baselines.
+it changes. Against production the gate compares like with like, from the recorded walk-forward metrics (it never
+re-evaluates production): the primary metric on the folds both cards share, a fold being shared when it tests the
+same period in the same role with the same number of test rows, for the same symbols, target and horizon. So a
+challenger trained on a longer snapshot is judged only on the years production was tested on too, and a
+challenger trained on another universe or for another target is not compared at all: it is rejected with the
+reason, and a deliberate change of universe is a manual promotion (``mlops promote``). Without a production model
+the challenger only has to pass the rules against its baselines.
 """
 
 from __future__ import annotations
@@ -102,6 +105,7 @@ class Check:
     rule: str
     passed: bool
     detail: str
+    values: dict[str, float] = field(default_factory=dict)  # the numbers compared, for tables
 
 
 @dataclass
@@ -271,14 +275,39 @@ def shared_folds(
     return pairs, skipped
 
 
+def not_comparable(challenger: ModelCard, production: ModelCard) -> str | None:
+    """Why two cards' walk-forward metrics cannot be compared fold by fold (other data or another target)."""
+    if sorted(challenger.symbols) != sorted(production.symbols):
+        return (
+            f"production was evaluated on {', '.join(production.symbols)}, the challenger on "
+            f"{', '.join(challenger.symbols)}"
+        )
+    if (challenger.target, challenger.horizon) != (production.target, production.horizon):
+        return (
+            f"production predicts {production.target} over {production.horizon} day(s), the challenger "
+            f"{challenger.target} over {challenger.horizon}"
+        )
+    if challenger.primary_metric != production.primary_metric:
+        return f"production is judged on {production.primary_metric}, the challenger on {challenger.primary_metric}"
+    return None
+
+
 def check_versus_production(
     card: ModelCard, production_tag: str, production_metadata: dict[str, Any], rules: RuleSet
 ) -> Check:
     rule = "versus_production"
     try:
-        ModelCard.from_metadata(production_metadata)
+        production = ModelCard.from_metadata(production_metadata)
     except IncompleteCardError as error:
         return Check(rule, True, f"production {production_tag} has no usable card ({error}); baselines only")
+    different = not_comparable(card, production)
+    if different:
+        return Check(
+            rule,
+            False,
+            f"no walk-forward window in common with production {production_tag}: {different}. If this change is "
+            f"deliberate, promote by hand after reading both cards: mlops promote {card.name}:<version>",
+        )
     metric = card.primary_metric
     tolerance = rules.tolerance(card.name)
     pairs, skipped = shared_folds(card.model_dump(), production_metadata, metric)
@@ -302,4 +331,5 @@ def check_versus_production(
         passed,
         f"{metric} {ours:.5g} {verdict} production {theirs:.5g} ({production_tag}), mean over the "
         f"{len(pairs)} shared fold(s) {periods}{note}",
+        {"challenger": ours, "production": theirs, "folds": float(len(pairs))},
     )
