@@ -42,15 +42,7 @@ def _source(
     if name is SourceName.yfinance:
         if not tickers:
             raise typer.BadParameter("the yfinance source needs at least one --ticker")
-        return YFinanceSource(
-            tuple(tickers),
-            start=start,
-            end=end,
-            deadline_seconds=settings.yfinance_deadline_seconds,
-            request_timeout_seconds=settings.yfinance_request_timeout_seconds,
-            attempts=settings.yfinance_attempts,
-            backoff_seconds=settings.yfinance_backoff_seconds,
-        )
+        return YFinanceSource.from_settings(tickers, start, end, settings)
     if path is None:
         raise typer.BadParameter("the csv source needs --path")
     return CsvSource(path, symbol=tickers[0] if tickers else None)

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 import pandas as pd
 
+from data.settings import DataSettings
 from features.ohlcv import OHLCV_COLUMNS, SYMBOL_COLUMN
 
 LONG_COLUMNS: tuple[str, ...] = (SYMBOL_COLUMN, *OHLCV_COLUMNS)
@@ -167,6 +168,26 @@ class YFinanceSource:
     download: Downloader = field(default=_yfinance_download, repr=False, compare=False)
     sleep: Callable[[float], None] = field(default=time.sleep, repr=False, compare=False)
     name: str = "yfinance"
+
+    @classmethod
+    def from_settings(
+        cls,
+        tickers: Sequence[str],
+        start: str | None = None,
+        end: str | None = None,
+        settings: DataSettings | None = None,
+    ) -> YFinanceSource:
+        """A source with the deadline, timeout, attempts and backoff of ``MLOPS_YFINANCE_*``."""
+        settings = settings or DataSettings()
+        return cls(
+            tuple(tickers),
+            start=start,
+            end=end,
+            deadline_seconds=settings.yfinance_deadline_seconds,
+            request_timeout_seconds=settings.yfinance_request_timeout_seconds,
+            attempts=settings.yfinance_attempts,
+            backoff_seconds=settings.yfinance_backoff_seconds,
+        )
 
     def fetch(self, on_symbol: Callable[[str], None] | None = None) -> pd.DataFrame:
         if not self.tickers:
