@@ -42,7 +42,9 @@ from data.snapshots import SnapshotStore  # noqa: E402
 from training.bento import build_context  # noqa: E402
 from training.config import TrainingConfig  # noqa: E402
 from training.dataset import build_panel  # noqa: E402
-from training.flows import RetrainFailed, RunRecord, _train_all, retrain, thread_runner, training_key  # noqa: E402
+from training.flows import _train_all, retrain, thread_runner  # noqa: E402
+from training.retrain_cache import training_key  # noqa: E402
+from training.retrain_summary import RetrainFailed, RunRecord  # noqa: E402
 from training.store import MODEL_NAMES  # noqa: E402
 
 (WORK / "context").mkdir()

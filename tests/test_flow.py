@@ -1,9 +1,10 @@
 """The retrain flow with a real local Prefect API, on the embedded data in quick mode.
 
-Training is the expensive step, so the flow's own cache does the sharing: the session's quick run is saved once
-more under the flow's training key (what the flow itself would have trained on this snapshot with this code and
-config), and every run finds those models instead of training them again. Each test has its own registry, so
-production is never shared between tests; models that a test must train are taken out of the cache explicitly.
+The module's first run trains all six models in the flow, promotes them into an empty registry, builds the Bento
+and smoke-tests it. Its models are labelled with the flow's training key, so every later run finds them in the store
+instead of training again (the flow's own cache); models a test must train are taken out of the cache explicitly.
+Each test has its own registry, so production is never shared between tests. The session's quick training run
+(tests/conftest.py) provides other versions of the same models, to stand for an earlier production.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 import dataclasses
 import json
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,27 +25,27 @@ from pathlib import Path
 from typing import Any
 
 import bentoml
-import numpy as np
 import pandas as pd
 import pytest
 from prefect.artifacts import Artifact
 from prefect.states import State
 from prefect.testing.utilities import prefect_test_harness
+from rich.console import Console
 from typer.testing import CliRunner
 
 from data.snapshots import SnapshotInfo, SnapshotStore
-from data.sources import YFinanceSource
-from training import flows, smoke
+from data.sources import EMBEDDED_SYMBOLS, YFinanceSource
+from training import flows, retrain_cache, retrain_cli, retrain_lock, retrain_summary, retrain_tasks, smoke
 from training.bento import build_context
 from training.config import TrainingConfig
 from training.registry import Registry
 from training.run import TrainingRun, trainer_class
 from training.store import MODEL_NAMES, Stage, get_model
-from training.validation import SanityThresholds, validate_snapshot
 
 pytestmark = pytest.mark.integration
 
 QUICK = TrainingConfig.quick()
+Run = Callable[..., tuple[State, dict[str, Any]]]
 
 
 @pytest.fixture(scope="session")
@@ -61,16 +64,9 @@ def save_copy(run: TrainingRun, name: str, labels: dict[str, str], **card_change
 
 
 @pytest.fixture(scope="session")
-def challengers(quick_run: TrainingRun, embedded_snapshot: tuple[SnapshotStore, SnapshotInfo]) -> dict[str, str]:
-    """The quick run's six models saved under the flow's training key: the flow reuses them instead of training."""
-    assert quick_run.ok, quick_run.failures
-    key = flows.training_key(embedded_snapshot[1].id, QUICK)
-    return {name: save_copy(quick_run, name, key.labels()) for name in MODEL_NAMES}
-
-
-@pytest.fixture(scope="session")
 def earlier_production(quick_run: TrainingRun) -> dict[str, str]:
     """Other versions of the same six models, without a training key: a production to replace."""
+    assert quick_run.ok, quick_run.failures
     return {name: save_copy(quick_run, name, {}) for name in MODEL_NAMES}
 
 
@@ -79,10 +75,17 @@ def context(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_context(tmp_path_factory.mktemp("bento-context"))
 
 
+def outcome_of(state: State) -> dict[str, Any]:
+    outcome = state.result(raise_on_failure=False)
+    summary = outcome.summary if isinstance(outcome, retrain_summary.RetrainFailed) else outcome
+    assert isinstance(summary, dict), outcome
+    return summary
+
+
 @pytest.fixture
 def run_flow(
     prefect_api: None, embedded_snapshot: tuple[SnapshotStore, SnapshotInfo], context: Path, tmp_path: Path
-) -> Callable[..., tuple[State, dict[str, Any]]]:
+) -> Run:
     """Run the flow in quick mode on the session's snapshot store; return its final state and summary."""
 
     def run(**parameters: Any) -> tuple[State, dict[str, Any]]:
@@ -95,10 +98,7 @@ def run_flow(
             **parameters,
         }
         state = flows.retrain(**arguments, return_state=True)
-        outcome = state.result(raise_on_failure=False)
-        summary = outcome.summary if isinstance(outcome, flows.RetrainFailed) else outcome
-        assert isinstance(summary, dict), outcome
-        return state, summary
+        return state, outcome_of(state)
 
     return run
 
@@ -120,12 +120,11 @@ def model_tags() -> set[str]:
 @pytest.fixture(scope="module")
 def first_run(
     prefect_api: None,
-    challengers: dict[str, str],
     embedded_snapshot: tuple[SnapshotStore, SnapshotInfo],
     context: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> tuple[State, dict[str, Any], Registry]:
-    """A full run against an empty registry: every challenger passes its baselines' rules, is promoted and built."""
+    """The whole flow against an empty registry: pull, validate, train all six, gate, promote, build, smoke-test."""
     root = tmp_path_factory.mktemp("first-run")
     registry = Registry(root / "registry")
     state = flows.retrain(
@@ -136,31 +135,43 @@ def first_run(
         build_context=context,
         return_state=True,
     )
-    return state, state.result(raise_on_failure=False), registry
+    return state, outcome_of(state), registry
+
+
+@pytest.fixture(scope="module")
+def challengers(first_run: tuple[State, dict[str, Any], Registry]) -> dict[str, str]:
+    """The six models the first run trained: what every later run on this snapshot finds in its cache."""
+    state, summary, _ = first_run
+    assert state.is_completed(), state.message
+    return {name: model["tag"] for name, model in summary["models"].items()}
 
 
 # ---------------------------------------------------------------------------------------------- full runs
 
 
-def test_full_run_promotes_builds_and_the_bento_answers(
-    first_run: tuple[State, dict[str, Any], Registry], challengers: dict[str, str]
+def test_full_run_trains_promotes_builds_and_the_bento_answers(
+    first_run: tuple[State, dict[str, Any], Registry],
+    challengers: dict[str, str],
+    embedded_snapshot: tuple[SnapshotStore, SnapshotInfo],
 ) -> None:
     state, summary, registry = first_run
     assert state.is_completed(), state.message
     assert summary["ok"] and summary["failures"] == []
     assert summary["pull"]["ok"] and summary["validation"]["usable"]
-    assert {n: m["status"] for n, m in summary["models"].items()} == dict.fromkeys(MODEL_NAMES, "cached")
+    assert {n: m["status"] for n, m in summary["models"].items()} == dict.fromkeys(MODEL_NAMES, "trained")
     assert summary["promoted"] == challengers == registry.production()
     assert all(get_model(tag).labels["stage"] == Stage.PRODUCTION for tag in challengers.values())
+    key = flows.training_key(embedded_snapshot[1].id, QUICK)
+    assert {n: retrain_cache.find_trained(n, key) for n in MODEL_NAMES} == challengers
     assert all(d["passed"] and d["production"] is None for d in summary["gate"].values())
     rules = {c["rule"] for c in summary["gate"]["volatility_lightgbm"]["checks"]}
     assert rules == {"card_complete", "feature_spec", "leakage_audit", "beats_baselines"}  # no production yet
     bento = bentoml.get(summary["bento"])
     shipped = json.loads((Path(bento.path) / "src" / "bentos" / "production.json").read_text())["models"]
     assert shipped == challengers
-    smoke = summary["smoke_test"]
-    assert smoke["bento"] == summary["bento"]
-    assert set(smoke["milliseconds"]) == {
+    smoke_test = summary["smoke_test"]
+    assert smoke_test["bento"] == summary["bento"]
+    assert set(smoke_test["milliseconds"]) == {
         "predict_return[lightgbm]",
         "predict_return[random_forest]",
         "predict_direction",
@@ -171,37 +182,70 @@ def test_full_run_promotes_builds_and_the_bento_answers(
         "predict_all_batch",
         "models",
     }
+    report = Path(summary["report"])
+    assert summary["report_of_this_run"] and report.is_file() and report.name == "index.html"
+    assert all(retrain_cache.report_of(tag) == str(report) for tag in challengers.values())
+
+
+def test_the_artifacts_show_metrics_decisions_the_bento_and_the_report(
+    first_run: tuple[State, dict[str, Any], Registry],
+) -> None:
+    state, summary, _ = first_run
     run_id = state.state_details.flow_run_id
-    table = Artifact.get("retrain-models")
+    table = Artifact.get(retrain_summary.TABLE_KEY)
     assert table is not None and table.flow_run_id == run_id
-    rows = json.loads(str(table.data))
-    assert {r["model"]: r["decision"] for r in rows} == dict.fromkeys(MODEL_NAMES, "promoted")
-    markdown = Artifact.get("retrain-summary")
-    assert markdown is not None and summary["bento"] in str(markdown.data)
+    rows = {r["model"]: r for r in json.loads(str(table.data))}
+    assert set(rows) == set(MODEL_NAMES) and {r["decision"] for r in rows.values()} == {"promoted"}
+    volatility = rows["volatility_lightgbm"]
+    card = get_model(volatility["challenger"]).metadata
+    assert (volatility["metric"], volatility["challenger value"]) == ("mse", round(card["metrics"]["mse"], 6))
+    best = min(card["baseline_metrics"], key=lambda b: card["baseline_metrics"][b]["mse"])
+    assert volatility["best baseline"] == best
+    assert volatility["baseline value"] == round(card["baseline_metrics"][best]["mse"], 6)
+    assert volatility["production"] == "-" and volatility["shared folds"] is None  # nothing to compare with yet
+    markdown = Artifact.get(retrain_summary.SUMMARY_KEY)
+    assert markdown is not None and markdown.flow_run_id == run_id
+    text = str(markdown.data)
+    assert f"Bento `{summary['bento']}`: smoke test every method answered" in text
+    assert "## Gate decisions" in text and "ok beats_baselines: mse" in text
+    assert all(f"**{name}** `{summary['models'][name]['tag']}`" in text for name in MODEL_NAMES)
+    link = Artifact.get(retrain_summary.REPORT_KEY)
+    assert link is not None and link.flow_run_id == run_id and f"file://{summary['report']}" in str(link.data)
+
+
+def test_the_cli_prints_the_table_and_the_summary(first_run: tuple[State, dict[str, Any], Registry]) -> None:
+    _, summary, _ = first_run
+    console = Console(record=True, width=220)
+    retrain_cli.print_summary(console, summary)
+    text = console.export_text()
+    assert "vs production (same folds)" in text and "volatility_lightgbm" in text
+    assert f"Bento {summary['bento']}: smoke test every method answered" in text
+    assert "training report (this run)" in text
 
 
 def test_rerun_on_unchanged_snapshot_trains_and_builds_nothing(
-    first_run: tuple[State, dict[str, Any], Registry],
-    run_flow: Callable[..., tuple[State, dict[str, Any]]],
-    monkeypatch: pytest.MonkeyPatch,
+    first_run: tuple[State, dict[str, Any], Registry], run_flow: Run, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _, _, registry = first_run
+    _, first, registry = first_run
     before = (model_tags(), bento_tags(), registry.production(), len(registry.history()))
 
     def no_training(*args: Any) -> None:
         raise AssertionError("an unchanged snapshot must not train anything")
 
-    monkeypatch.setattr(flows, "train_one", no_training)
+    monkeypatch.setattr(retrain_tasks, "train_one", no_training)
     state, summary = run_flow(registry_root=registry.root)
     assert state.is_completed(), state.message
     assert {m["status"] for m in summary["models"].values()} == {"cached"}
     assert summary["promoted"] == {} and summary["bento"] is None and summary["smoke_test"] is None
     assert all(d.get("unchanged") for d in summary["gate"].values())
     assert (model_tags(), bento_tags(), registry.production(), len(registry.history())) == before
+    assert summary["report"] == first["report"] and not summary["report_of_this_run"]
+    text = retrain_summary.summary_markdown(summary)
+    assert "nothing promoted, production unchanged" in text and "the run that trained the reused models" in text
 
 
 def test_one_trainer_failing_leaves_the_others_promoted(
-    run_flow: Callable[..., tuple[State, dict[str, Any]]],
+    run_flow: Run,
     challengers: dict[str, str],
     earlier_production: dict[str, str],
     tmp_path: Path,
@@ -210,8 +254,10 @@ def test_one_trainer_failing_leaves_the_others_promoted(
 ) -> None:
     registry = registry_with(tmp_path, earlier_production)
     retrained = {"direction_lightgbm", "regime_hmm"}  # out of the cache: the first raises, the second trains
-    cached = flows.find_trained
-    monkeypatch.setattr(flows, "find_trained", lambda name, key: None if name in retrained else cached(name, key))
+    cached = retrain_cache.find_trained
+    monkeypatch.setattr(
+        retrain_tasks, "find_trained", lambda name, key: None if name in retrained else cached(name, key)
+    )
 
     def broken(self: Any, panel: Any) -> Any:
         raise RuntimeError("disk full while evaluating")
@@ -225,7 +271,7 @@ def test_one_trainer_failing_leaves_the_others_promoted(
     production = registry.production()
     assert production["direction_lightgbm"] == earlier_production["direction_lightgbm"]
     fresh = summary["models"]["regime_hmm"]["tag"]
-    request.addfinalizer(lambda: bentoml.models.delete(fresh))  # the other tests expect the session's challengers
+    request.addfinalizer(lambda: bentoml.models.delete(fresh))  # the other tests expect the first run's models
     assert fresh not in challengers.values() and production["regime_hmm"] == fresh
     for name in MODEL_NAMES:
         if name not in retrained:
@@ -235,13 +281,12 @@ def test_one_trainer_failing_leaves_the_others_promoted(
     assert summary["smoke_test"] is not None and summary["bento"]
     report = Path(summary["report"]).read_text()
     assert "direction_lightgbm failed" in report and "regime_hmm" in report
+    row = next(r for r in retrain_summary.model_table(summary) if r["model"] == "direction_lightgbm")
+    assert row["decision"] == "training failed" and "disk full" in row["why"]
 
 
 def test_a_worse_challenger_is_not_promoted_and_is_labelled_rejected(
-    run_flow: Callable[..., tuple[State, dict[str, Any]]],
-    quick_run: TrainingRun,
-    challengers: dict[str, str],
-    tmp_path: Path,
+    run_flow: Run, quick_run: TrainingRun, challengers: dict[str, str], tmp_path: Path
 ) -> None:
     card = next(r.card for r in quick_run.results if r.name == "volatility_lightgbm")
     walk_forward = json.loads(json.dumps(card.walk_forward))
@@ -260,13 +305,13 @@ def test_a_worse_challenger_is_not_promoted_and_is_labelled_rejected(
     assert check["rule"] == "versus_production"
     assert "mse" in check["detail"] and "worse by" in check["detail"]
     assert "2017-01-01..2017-12-31, 2018-01-01..2018-12-31" in check["detail"]
+    row = next(r for r in retrain_summary.model_table(summary) if r["model"] == "volatility_lightgbm")
+    assert row["decision"] == "rejected" and row["shared folds"] == 2
+    assert row["challenger on shared folds"] > row["production on shared folds"]  # lower MSE is better
 
 
 def test_stricter_rules_from_a_file_reject_the_regime_model(
-    run_flow: Callable[..., tuple[State, dict[str, Any]]],
-    challengers: dict[str, str],
-    earlier_production: dict[str, str],
-    tmp_path: Path,
+    run_flow: Run, challengers: dict[str, str], earlier_production: dict[str, str], tmp_path: Path
 ) -> None:
     rules = tmp_path / "strict.toml"
     rules.write_text("[quick]\nregime_min_label_agreement = 0.99\n")
@@ -281,9 +326,10 @@ def test_stricter_rules_from_a_file_reject_the_regime_model(
 
 
 def test_smoke_test_failure_rolls_the_promotions_back(
-    run_flow: Callable[..., tuple[State, dict[str, Any]]],
+    run_flow: Run,
     challengers: dict[str, str],
     earlier_production: dict[str, str],
+    context: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -307,6 +353,33 @@ def test_smoke_test_failure_rolls_the_promotions_back(
     assert registry.production() == earlier_production
     assert all(get_model(tag).labels["stage"] == Stage.REJECTED for tag in challengers.values())
     assert [e["action"] for e in registry.history()] == ["promote", "promote", "rollback"]
+    manifest = json.loads((context / "bentos" / "production.json").read_text())["models"]
+    assert manifest == earlier_production  # the source tree serves the restored versions again
+    assert "smoke test FAILED, do not serve it" in retrain_summary.summary_markdown(summary)
+
+
+def test_build_failure_rolls_the_promotions_back(
+    run_flow: Run,
+    challengers: dict[str, str],
+    earlier_production: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    registry = registry_with(tmp_path, earlier_production)
+    built = bento_tags()
+
+    def failing_build(production: dict[str, str], context: Path) -> str:
+        raise RuntimeError("bentoml build failed:\ninjected: no space left on device")
+
+    monkeypatch.setattr(retrain_tasks, "build_bento_from", failing_build)
+    state, summary = run_flow()
+    assert state.is_failed()
+    assert "bentoml build failed (RuntimeError: bentoml build failed:" in str(state.message)
+    assert summary["promoted"] == challengers and summary["rolled_back"] == earlier_production
+    assert summary["bento"] is None and summary["smoke_test"] is None and bento_tags() == built
+    assert registry.production() == earlier_production
+    text = retrain_summary.summary_markdown(summary)
+    assert "none built (the build failed)" in text and "injected: no space left on device" in text
 
 
 # ------------------------------------------------------------------------------------------ data failures
@@ -334,20 +407,77 @@ def offline(ticker: str, **kwargs: Any) -> pd.DataFrame:
     return pd.DataFrame()  # what yf.download returns when it cannot reach Yahoo
 
 
+def as_yahoo_sends(ticker: str, **kwargs: Any) -> pd.DataFrame:
+    """The embedded bars of ``ticker`` as yfinance hands them over: capitalised columns, dates as the index."""
+    from arch.data import nasdaq, sp500
+
+    return {"^GSPC": sp500.load, "^IXIC": nasdaq.load}[ticker]()
+
+
 def test_yfinance_failure_fails_the_run_naming_the_tickers(
-    run_flow: Callable[..., tuple[State, dict[str, Any]]], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    run_flow: Run, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     asked = fake_source(monkeypatch, offline)
     state, summary = run_flow(source="yfinance", tickers=["SPY", "QQQ"], snapshot_dir=tmp_path / "snapshots")
     assert state.is_failed()
     assert "no bars for SPY, QQQ" in str(state.message)
-    assert "--use-cached-on-failure" in summary["failures"][0]
     assert set(asked) == {"SPY", "QQQ"} and len(asked) == 2 * 3  # every attempt, no sleeping
-    assert summary["models"] == {} and summary["snapshot"] is None
+    assert summary["models"] == {} and summary["snapshot"] is None and summary["gate"] == {}
+    text = retrain_summary.summary_markdown(summary)  # the whole story, not only its first line
+    assert "gave up after 3 attempt(s)" in text and "No cached snapshots exist" in text
+    assert "--use-cached-on-failure" in text
 
 
-def test_yfinance_failure_with_use_cached_on_failure_trains_on_the_latest_snapshot(
-    run_flow: Callable[..., tuple[State, dict[str, Any]]],
+def test_a_hanging_yfinance_pull_stops_at_its_deadline(
+    run_flow: Run, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    release = threading.Event()
+    request.addfinalizer(release.set)
+
+    def hanging(ticker: str, **kwargs: Any) -> pd.DataFrame:
+        release.wait(60)  # a socket that never answers
+        return pd.DataFrame()
+
+    fake_source(monkeypatch, hanging)
+    monkeypatch.setenv("MLOPS_YFINANCE_DEADLINE_SECONDS", "1")
+    started = time.monotonic()
+    state, summary = run_flow(source="yfinance", tickers=["SPY", "QQQ"], snapshot_dir=tmp_path / "snapshots")
+    assert time.monotonic() - started < 20
+    assert state.is_failed() and "no bars for SPY, QQQ" in str(state.message)
+    assert "overall deadline of 1 s passed" in summary["failures"][0]
+
+
+def test_a_partial_yfinance_download_is_a_failed_pull(
+    run_flow: Run, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    fake_source(monkeypatch, lambda ticker, **kwargs: offline(ticker) if ticker == "^IXIC" else as_yahoo_sends(ticker))
+    state, summary = run_flow(source="yfinance", tickers=list(EMBEDDED_SYMBOLS), snapshot_dir=tmp_path / "snap")
+    assert state.is_failed()
+    assert "yfinance partial download: no bars for ^IXIC (got ^GSPC)" in str(state.message)
+    assert summary["snapshot"] is None and summary["models"] == {}
+    assert not (tmp_path / "snap").exists() or not list((tmp_path / "snap").iterdir())  # nothing half-stored
+
+
+def test_a_yfinance_pull_of_the_same_bars_gives_the_same_snapshot_and_trains_nothing(
+    run_flow: Run,
+    embedded_snapshot: tuple[SnapshotStore, SnapshotInfo],
+    challengers: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    asked = fake_source(monkeypatch, as_yahoo_sends)
+    registry_with(tmp_path, challengers)
+    state, summary = run_flow(source="yfinance")  # the configured universe: MLOPS_RETRAIN_TICKERS
+    assert state.is_completed(), state.message
+    assert asked == list(EMBEDDED_SYMBOLS)
+    assert summary["pull"]["ok"] and summary["pull"]["new"] is False
+    assert summary["pull"]["source"]["tickers"] == list(EMBEDDED_SYMBOLS)
+    assert summary["snapshot"]["id"] == embedded_snapshot[1].id
+    assert {m["status"] for m in summary["models"].values()} == {"cached"} and summary["bento"] is None
+
+
+def test_yfinance_failure_with_use_cached_on_failure_trains_on_the_latest_snapshot_of_the_universe(
+    run_flow: Run,
     embedded_snapshot: tuple[SnapshotStore, SnapshotInfo],
     challengers: dict[str, str],
     tmp_path: Path,
@@ -358,16 +488,25 @@ def test_yfinance_failure_with_use_cached_on_failure_trains_on_the_latest_snapsh
 
     fake_source(monkeypatch, unreachable)
     registry_with(tmp_path, challengers)
-    state, summary = run_flow(source="yfinance", tickers=["SPY"], use_cached_on_failure=True)
+    state, summary = run_flow(source="yfinance", tickers=list(EMBEDDED_SYMBOLS), use_cached_on_failure=True)
     assert state.is_completed(), state.message
     assert summary["pull"]["ok"] is False and summary["pull"]["fallback"] == embedded_snapshot[1].id
-    assert "no bars for SPY" in summary["pull"]["error"] and "connection reset" in summary["pull"]["error"]
+    assert "no bars for ^GSPC, ^IXIC" in summary["pull"]["error"] and "connection reset" in summary["pull"]["error"]
     assert summary["snapshot"]["id"] == embedded_snapshot[1].id
     assert {m["status"] for m in summary["models"].values()} == {"cached"}
+    assert "**pull failed**, trained on the latest snapshot" in retrain_summary.summary_markdown(summary)
+
+
+def test_use_cached_on_failure_never_trains_on_other_symbols(run_flow: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_source(monkeypatch, offline)
+    state, summary = run_flow(source="yfinance", tickers=["SPY"], use_cached_on_failure=True)
+    assert state.is_failed()
+    assert "and no cached snapshot of SPY to fall back on" in summary["failures"][0]
+    assert summary["snapshot"] is None and summary["models"] == {}
 
 
 def test_an_unusable_snapshot_fails_the_run_with_the_report(
-    run_flow: Callable[..., tuple[State, dict[str, Any]]], embedded_bars: pd.DataFrame, tmp_path: Path
+    run_flow: Run, embedded_bars: pd.DataFrame, tmp_path: Path
 ) -> None:
     bars = embedded_bars.copy()
     rows = bars.index[bars["symbol"] == "^IXIC"][4000:4012]
@@ -377,43 +516,49 @@ def test_an_unusable_snapshot_fails_the_run_with_the_report(
     state, summary = run_flow(snapshot_dir=store.root, snapshot=info.id)
     assert state.is_failed()
     assert f"snapshot {info.id}" in str(state.message) and "unusable" in str(state.message)
-    assert "[stale_price] ^IXIC" in summary["failures"][0]
+    assert summary["validation"]["usable"] is False
+    assert [(e["check"], e["symbol"]) for e in summary["validation"]["errors"]] == [("stale_price", "^IXIC")]
     assert summary["models"] == {}
+    text = retrain_summary.summary_markdown(summary)
+    assert "validation: UNUSABLE, 1 error(s)" in text and "error [stale_price] ^IXIC" in text
 
 
 # ---------------------------------------------------------------------------------------------- the lock
 
 
-def test_a_second_promotion_waits_then_gives_up(
-    run_flow: Callable[..., tuple[State, dict[str, Any]]], challengers: dict[str, str], tmp_path: Path
-) -> None:
+def test_a_second_promotion_waits_then_gives_up(run_flow: Run, challengers: dict[str, str], tmp_path: Path) -> None:
     registry = Registry(tmp_path / "registry")
-    with flows.promotion_lock(registry.root, "flow run 'first'", timeout=0):
+    with retrain_lock.promotion_lock(registry.root, "flow run 'first'", timeout=0):
         state, summary = run_flow(lock_timeout_seconds=1.0)
     assert state.is_failed()
     message = str(state.message)
     assert "gave up after 1 s waiting for the promotion lock" in message and "flow run 'first'" in message
     assert summary["promoted"] == {} and summary["gate"] == {} and registry.production() == {}
+    assert "nothing was gated or promoted" in retrain_summary.summary_markdown(summary)
 
 
 def test_a_second_promotion_waits_for_the_first_and_says_so(
-    run_flow: Callable[..., tuple[State, dict[str, Any]]],
-    challengers: dict[str, str],
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    run_flow: Run, challengers: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     registry = registry_with(tmp_path, challengers)
     held, waiting = threading.Event(), threading.Event()
-    holder_of = flows._lock_holder
+    holder_of = retrain_lock.lock_holder
+    said: list[str] = []
 
     def seen_waiting(handle: Any) -> str:  # only called while the lock is taken, by the run that waits
         waiting.set()
         return holder_of(handle)
 
-    monkeypatch.setattr(flows, "_lock_holder", seen_waiting)
+    monkeypatch.setattr(retrain_lock, "lock_holder", seen_waiting)
+    real_lock = retrain_lock.promotion_lock
+
+    def listening(root: Path, holder: str, timeout: float, on_wait: Any = None) -> Any:
+        return real_lock(root, holder, timeout, lambda message: (said.append(message), on_wait and on_wait(message)))
+
+    monkeypatch.setattr(flows, "promotion_lock", listening)
 
     def first_run() -> None:
-        with flows.promotion_lock(registry.root, "flow run 'first'", timeout=0):
+        with real_lock(registry.root, "flow run 'first'", timeout=0):
             held.set()
             waiting.wait(60)
             time.sleep(1.0)
@@ -428,85 +573,44 @@ def test_a_second_promotion_waits_for_the_first_and_says_so(
     assert summary["lock"]["held_by"].startswith("flow run 'first'")
     assert 1.0 <= summary["lock"]["waited_seconds"] <= time.monotonic() - started
     assert summary["promoted"] == {} and registry.production() == challengers
+    (message,) = said
+    assert message.startswith("another retrain run is gating, promoting or smoke-testing (flow run 'first'")
+    text = retrain_summary.summary_markdown(summary)
+    assert "s for the promotion lock: another run held it (flow run 'first'" in text
 
 
 # -------------------------------------------------------------------------------------- entry points
 
 
-def test_containerize_is_refused_not_faked(run_flow: Callable[..., tuple[State, dict[str, Any]]]) -> None:
+def test_containerize_is_refused_not_faked(run_flow: Run) -> None:
     state = flows.retrain(containerize=True, return_state=True)
     assert state.is_failed() and "see issue 6" in str(state.message)
-    result = CliRunner().invoke(flows.retrain_app, ["run", "--containerize"])
+    result = CliRunner().invoke(retrain_cli.retrain_app, ["run", "--containerize"])
     assert result.exit_code == 2 and "see issue 6" in result.output
 
 
-def test_code_version_ignores_orchestration_modules() -> None:
-    version = flows.code_version()
-    assert version == flows.code_version() and len(version) == 16
-    assert {"flows", "gate", "validation"} <= flows.ORCHESTRATION_MODULES
-    assert "lgbm" not in flows.ORCHESTRATION_MODULES and "trainer" not in flows.ORCHESTRATION_MODULES
+def test_the_deployment_runs_the_importable_flow_on_the_cron_schedule() -> None:
+    deployment = retrain_cli.retrain_deployment("daily", "0 22 * * 1-5", {"quick": True, "tickers": None})
+    assert deployment.name == "daily" and deployment.entrypoint == "training.flows.retrain"
+    (schedule,) = deployment.schedules
+    assert getattr(schedule.schedule, "cron", None) == "0 22 * * 1-5"
+    assert deployment.parameters == {"quick": True, "tickers": None}
 
 
-# ----------------------------------------------------------------------------------- snapshot validation
+def test_python_dash_m_training_flows_is_the_cli() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "training.flows", "--help"], capture_output=True, text=True, check=False, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert "run" in result.stdout and "serve" in result.stdout
 
 
-def test_the_embedded_data_passes_every_sanity_check(embedded_bars: pd.DataFrame) -> None:
-    report = validate_snapshot(embedded_bars, "embedded")
-    assert report.usable and report.findings == []
-    without_closures = validate_snapshot(embedded_bars, "embedded", SanityThresholds(known_closures=()))
-    assert [(f.check, f.symbol, f.date) for f in without_closures.warnings] == [
-        ("gap", "^GSPC", "2001-09-17"),
-        ("gap", "^IXIC", "2001-09-17"),
-    ]
-
-
-def symbol_bars(embedded_bars: pd.DataFrame, symbol: str = "^GSPC") -> pd.DataFrame:
-    return embedded_bars[embedded_bars["symbol"] == symbol].reset_index(drop=True)
-
-
-def test_gaps_warn_then_fail(embedded_bars: pd.DataFrame) -> None:
-    bars = symbol_bars(embedded_bars)
-    three = bars.drop(index=range(1000, 1003))  # the sessions of 2002-12-26, -27 and -30
-    (finding,) = validate_snapshot(three).findings
-    assert (finding.check, finding.severity, finding.date) == ("gap", "warning", "2002-12-31")
-    assert finding.value == 4.0  # three sessions and Christmas Day
-    month = bars.drop(index=range(1000, 1021))  # 21 sessions, and the holidays between them
-    (finding,) = validate_snapshot(month).findings
-    assert finding.severity == "error" and finding.value == 24.0
-    assert finding.message == "24 business days without a bar between 2002-12-24 and 2003-01-28"
-
-
-def test_stale_prices_warn_then_fail(embedded_bars: pd.DataFrame) -> None:
-    bars = symbol_bars(embedded_bars)
-    price = float(bars.loc[2000, "close"])
-    for stuck, severity in ((4, "warning"), (11, "error")):
-        frozen = bars.copy()
-        frozen.loc[2000 : 2000 + stuck, ["open", "high", "low", "close"]] = price
-        stale = [f for f in validate_snapshot(frozen).findings if f.check == "stale_price"]
-        assert [(f.severity, f.value) for f in stale] == [(severity, float(stuck))]
-
-
-def test_implausible_jumps_warn_then_fail(embedded_bars: pd.DataFrame) -> None:
-    bars = symbol_bars(embedded_bars)
-    for factor, severity in ((1.2, "warning"), (2.0, "error")):  # +18 %, then an unadjusted 2:1 split
-        jumped = bars.copy()
-        jumped.loc[3000:, ["open", "high", "low", "close"]] *= factor
-        (finding,) = validate_snapshot(jumped).findings
-        assert (finding.check, finding.severity) == ("jump", severity)
-        assert finding.value == pytest.approx(np.log(factor), abs=0.02)
-
-
-def test_contract_violations_and_short_histories_make_a_snapshot_unusable(embedded_bars: pd.DataFrame) -> None:
-    bars = symbol_bars(embedded_bars).assign(symbol="^GSPC")
-    broken = bars.copy()
-    broken.loc[17, "low"] = -1.0
-    report = validate_snapshot(broken, "x")
-    assert not report.usable and report.errors[0].check == "ohlcv_contract"
-    assert "low=-1.0 must be > 0" in report.render()
-    short = validate_snapshot(bars.iloc[:100])
-    assert [f.check for f in short.errors] == ["too_few_bars"]
-
-
-def test_thresholds_must_warn_before_they_fail() -> None:
-    with pytest.raises(ValueError, match=r"jump: the warning threshold 0\.6 is above the error threshold 0\.5"):
-        SanityThresholds(jump_warn_log_return=0.6)
+def test_code_version_hashes_what_trainers_import_and_not_the_orchestration() -> None:
+    modules = set(retrain_cache.training_modules())
+    assert {"training/lgbm.py", "training/trainer.py", "training/run.py", "features/pipeline.py"} <= modules
+    assert {f"training/{name}.py" for name in MODEL_NAMES} <= modules
+    orchestration = ("flows", "gate", "validation", "smoke", "registry", "bento", "cli", "demo", "oci", "image")
+    assert not {f"training/{name}.py" for name in orchestration} & modules
+    assert not {m for m in modules if Path(m).stem.startswith("retrain_")}
+    version = retrain_cache.code_version()
+    assert version == retrain_cache.code_version() and len(version) == 16

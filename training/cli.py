@@ -243,7 +243,7 @@ def retrain_command(ctx: typer.Context) -> None:
     """Prefect flow: pull, validate, train, gate, promote, build, smoke-test: `run [...]` or `serve --cron ...`."""
     import typer.main
 
-    from training.flows import retrain_app  # imported here: Prefect takes seconds to import
+    from training.retrain_cli import retrain_app  # imported here: Prefect takes seconds to import
 
     typer.main.get_command(retrain_app).main(args=list(ctx.args), prog_name="mlops retrain", standalone_mode=True)
 
