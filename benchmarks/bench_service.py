@@ -18,6 +18,7 @@ echo and ``predict_direction`` are also measured with their worker pinned to one
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import os
@@ -251,19 +252,36 @@ def in_process(body: bytes) -> tuple[list[tuple[str, str, str, bool]], dict[str,
     from bentos.inputs import bars_of, latest_features
     from bentos.schemas import BarWindow
     from bentos.service import SETTINGS, MarketModels
+    from features import DEFAULT_SPEC
 
     service = MarketModels()
+    loop = asyncio.new_event_loop()
     bars_json = json.dumps(json.loads(body)["bars"])
     parsed = BarWindow.model_validate_json(bars_json)
     bars = bars_of(parsed, SETTINGS.max_bars)
     features = latest_features(bars)
-    answer = service.predict_direction(parsed)
+    answer = loop.run_until_complete(service.predict_direction(parsed))
+
+    async def gathered(n: int) -> list[Any]:
+        return list(await asyncio.gather(*(service.predict_direction(parsed) for _ in range(n))))
+
+    def concurrently(n: int) -> Any:
+        return loop.run_until_complete(gathered(n))
+
     steps = {
         "parse JSON into BarWindow (pydantic)": lambda: BarWindow.model_validate_json(bars_json),
         "bars_of: BarWindow -> validated Bars": lambda: bars_of(parsed, SETTINGS.max_bars),
         "features of the last row": lambda: latest_features(bars),
+        f"features of the last row of {WRK_CONNECTIONS} windows in one pass": lambda: (
+            DEFAULT_SPEC.compute_latest_stacked([bars] * WRK_CONNECTIONS)
+        ),
         "direction runner predict (1 row)": lambda: service.direction.predict(features),
-        "predict_direction(BarWindow), whole method": lambda: service.predict_direction(parsed),
+        "predict_direction(BarWindow), whole method": lambda: loop.run_until_complete(
+            service.predict_direction(parsed)
+        ),
+        f"predict_direction, {WRK_CONNECTIONS} concurrent calls (one feature pass)": lambda: concurrently(
+            WRK_CONNECTIONS
+        ),
         "serialise DirectionPrediction to JSON": lambda: answer.model_dump_json(),
         "predict_all(BarWindow), whole method": lambda: service.predict_all(parsed),
     }
@@ -271,6 +289,7 @@ def in_process(body: bytes) -> tuple[list[tuple[str, str, str, bool]], dict[str,
     for what, call in steps.items():
         medians[what] = float(np.median(time_calls(call, repeats=300, warmup=30)))
         rows.append((f"in process: {what}", f"{medians[what]:.3f} ms", "-", True))
+    loop.close()
     return rows, medians
 
 
@@ -325,9 +344,9 @@ def main() -> None:
                 Endpoint(f"predict_direction @ {baseline_ref}", servers["baseline"], "/predict_direction", bars_body)
             )
         endpoints += [
-            Endpoint("echo_async", echo, "/echo_async", bars_body),
-            Endpoint("predict_all", models, "/predict_all", bars_body),
-            Endpoint("forecast_price", models, "/forecast_price", forecast_body),
+            Endpoint("echo_sync", echo, "/echo_sync", bars_body),
+            Endpoint("predict_all", models, "/predict_all", bars_body, floor="echo_sync"),
+            Endpoint("forecast_price", models, "/forecast_price", forecast_body, floor="echo_sync"),
         ]
         if pinned:
             endpoints += [
@@ -414,8 +433,9 @@ def main() -> None:
         f"{WINDOW_BARS} S&P 500 bars of the embedded data as JSON columns ({len(bars_body) / 1024:.1f} KiB; "
         "forecast_price adds symbol and periods=10). The echo (`benchmarks/echo_service.py`) has the service's "
         "BentoML config and request/response schemas and returns a constant, so it is the floor BentoML and "
-        "pydantic set for this payload; `echo` is a plain `def` like `predict_direction` (BentoML runs both in its "
-        "thread pool), `echo_async` the same on the event loop. "
+        "pydantic set for this payload; `echo` is a coroutine like `predict_direction` (BentoML runs both on the "
+        "worker's event loop), `echo_sync` the same as a plain `def` like `predict_all` and `forecast_price` "
+        "(BentoML's thread pool), and each is compared with the echo of its own kind. "
         + (f"`baseline` is `bentos/` as of {baseline_ref}, served from a copy. " if baseline_ref else "")
         + (
             f"`pinned`: both services again with `MLOPS_WORKER_CPUS={pin['MLOPS_WORKER_CPUS']}`, their worker "

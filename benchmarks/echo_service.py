@@ -6,8 +6,8 @@ schema (``DirectionPrediction``), but the answer is a constant. What ``predict_d
 is the price of the model: OHLCV validation, features, the booster and building the answer.
 
 Serve with ``bentoml serve benchmarks.echo_service:Echo`` from the project root (``benchmarks/bench_service.py``
-does). ``echo`` is a plain ``def`` like ``predict_direction`` (BentoML runs it in its thread pool);
-``echo_async`` is the same on the event loop, to show what the thread hop costs.
+does). ``echo`` is a coroutine like ``predict_direction`` (BentoML runs both on the worker's event loop);
+``echo_sync`` is the same as a plain ``def`` like ``predict_all`` and ``forecast_price`` (BentoML's thread pool).
 """
 
 from __future__ import annotations
@@ -46,11 +46,11 @@ class Echo:
                 os.sched_setaffinity(int(thread), chosen)
 
     @bentoml.api
-    def echo(self, bars: BarWindow) -> DirectionPrediction:
-        """The same request and response types as ``predict_direction``; nothing computed."""
+    async def echo(self, bars: BarWindow) -> DirectionPrediction:
+        """The same request and response types as ``predict_direction``, on the event loop like it; nothing computed."""
         return _ANSWER.model_copy(update={"as_of": bars.date[-1] if bars.date else ""})
 
     @bentoml.api
-    async def echo_async(self, bars: BarWindow) -> DirectionPrediction:
-        """``echo`` on the event loop instead of BentoML's thread pool."""
+    def echo_sync(self, bars: BarWindow) -> DirectionPrediction:
+        """``echo`` as a plain ``def``, which BentoML runs in its thread pool (like ``predict_all``)."""
         return _ANSWER.model_copy(update={"as_of": bars.date[-1] if bars.date else ""})

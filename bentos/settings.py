@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -21,3 +21,33 @@ class ServiceSettings(BaseSettings):
     )
     max_bars: int = Field(5000, ge=300, description="Most bars accepted in one window.")
     max_windows: int = Field(256, ge=1, description="Most windows accepted in one batch call.")
+    max_coalesced: int = Field(
+        64, ge=1, description="Most concurrent one-window requests whose features are computed in one pass."
+    )
+    max_body_bytes: int = Field(
+        16 * 2**20, ge=2**16, description="Largest request body accepted (413 above it), before any parsing."
+    )
+    api_keys: SecretStr | None = Field(
+        None, description="Comma-separated API keys; when set (or api_keys_file), every API method needs one."
+    )
+    api_keys_file: Path | None = Field(
+        None, description="A file of API keys, one a line ('#' comments), e.g. a mounted Kubernetes secret."
+    )
+
+    def load_api_keys(self) -> list[str]:
+        """The configured keys (none: authentication off); an empty or unreadable key file is an error."""
+        keys = [k.strip() for k in (self.api_keys.get_secret_value() if self.api_keys else "").split(",")]
+        if self.api_keys_file is not None:
+            try:
+                lines = self.api_keys_file.read_text(encoding="utf-8").splitlines()
+            except OSError as error:
+                raise ValueError(f"MLOPS_API_KEYS_FILE={self.api_keys_file}: {error.strerror}") from None
+            from_file = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+            if not from_file:
+                raise ValueError(f"MLOPS_API_KEYS_FILE={self.api_keys_file} holds no key")
+            keys += from_file
+        return [k for k in keys if k]
+
+    @property
+    def authentication(self) -> bool:
+        return self.api_keys is not None or self.api_keys_file is not None

@@ -49,7 +49,11 @@ class FeatureParams:
 
 @dataclass(frozen=True)
 class Bars:
-    """Daily bars of one symbol as numpy arrays (dates as datetime64[D], values as float64)."""
+    """Daily bars of one symbol as numpy arrays (dates as datetime64[D], values as float64).
+
+    Time runs along the last axis. Serving may stack several equally long windows as 2-D arrays (one row a
+    window) and compute their features in one pass: :func:`stack_windows`.
+    """
 
     dates: np.ndarray
     open: np.ndarray
@@ -72,18 +76,19 @@ class Bars:
         )
 
     def __len__(self) -> int:
-        return int(self.close.shape[0])
+        """The number of bars (of each window, when stacked)."""
+        return int(self.close.shape[-1])
 
     def tail(self, n: int) -> Bars:
         """The last ``n`` bars."""
         start = max(len(self) - n, 0)
         return Bars(
-            self.dates[start:],
-            self.open[start:],
-            self.high[start:],
-            self.low[start:],
-            self.close[start:],
-            self.volume[start:],
+            self.dates[..., start:],
+            self.open[..., start:],
+            self.high[..., start:],
+            self.low[..., start:],
+            self.close[..., start:],
+            self.volume[..., start:],
         )
 
     @property
@@ -156,7 +161,7 @@ def compute_feature_columns(bars: Bars, params: FeatureParams, rows: int | None 
     cols: dict[str, np.ndarray] = {}
 
     def last(x: np.ndarray) -> np.ndarray:
-        return x[x.shape[0] - k :]
+        return x[..., x.shape[-1] - k :]
 
     for lag in p.return_lags:
         cols[f"ret_{lag}"] = lagged_difference(log_c, lag, k)
@@ -173,7 +178,7 @@ def compute_feature_columns(bars: Bars, params: FeatureParams, rows: int | None 
     gk = 0.5 * log_hl**2 - (2.0 * _LOG2 - 1.0) * log_co**2
     cols[f"garman_klass_{w}"] = np.sqrt(np.maximum(rolling_mean(gk, w, k), 0.0)) * annual
 
-    prev_close = np.concatenate(([np.nan], c[:-1]))
+    prev_close = _previous(c)
     true_range = np.maximum(h, prev_close) - np.minimum(low, prev_close)
     cols[f"atr_{p.atr_window}"] = rolling_mean(true_range, p.atr_window, k) / last(c)
     cols[f"skew_{p.skew_window}"] = rolling_skew(r, p.skew_window, k)
@@ -182,7 +187,9 @@ def compute_feature_columns(bars: Bars, params: FeatureParams, rows: int | None 
     fast, slow, signal = p.macd_spans
     # the signal line averages the MACD line, so the MACD line is needed over the signal's window too
     macd_rows = output_rows(len(bars), k + ema_weights(signal).shape[0] - 1)
-    macd_line = (exponential_average(c, fast, macd_rows) - exponential_average(c, slow, macd_rows)) / c[-macd_rows:]
+    macd_line = (exponential_average(c, fast, macd_rows) - exponential_average(c, slow, macd_rows)) / c[
+        ..., -macd_rows:
+    ]
     macd_signal = exponential_average(macd_line, signal, k)
     macd = last(macd_line)
     cols["macd"] = macd
@@ -205,7 +212,7 @@ def compute_feature_columns(bars: Bars, params: FeatureParams, rows: int | None 
     cols[f"dist_high_{ew}"] = last(log_c) - np.log(rolling_max(h, ew, k))
     cols[f"dist_low_{ew}"] = last(log_c) - np.log(rolling_min(low, ew, k))
 
-    cols["gap"] = last(np.log(o) - np.concatenate(([np.nan], log_c[:-1])))
+    cols["gap"] = last(np.log(o) - _previous(log_c))
     cols["intraday"] = last(log_co)
     cols["range"] = last(log_hl)
     spread = last(h - low)
@@ -228,6 +235,23 @@ def compute_feature_columns(bars: Bars, params: FeatureParams, rows: int | None 
     cols["month_sin"] = np.sin(month_angle)
     cols["month_cos"] = np.cos(month_angle)
     return cols
+
+
+def _previous(x: np.ndarray) -> np.ndarray:
+    """``x`` one bar later: the value of the bar before, NaN on the first bar."""
+    return np.concatenate((np.full((*x.shape[:-1], 1), np.nan), x[..., :-1]), axis=-1)
+
+
+def stack_windows(windows: list[Bars]) -> Bars:
+    """Equally long windows as one stacked :class:`Bars` (one row a window) for a single feature pass."""
+    return Bars(
+        np.stack([w.dates for w in windows]),
+        np.stack([w.open for w in windows]),
+        np.stack([w.high for w in windows]),
+        np.stack([w.low for w in windows]),
+        np.stack([w.close for w in windows]),
+        np.stack([w.volume for w in windows]),
+    )
 
 
 def _relative_strength(returns: np.ndarray, window: int, rows: int) -> np.ndarray:

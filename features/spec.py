@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.pipeline import Bars, FeatureParams, compute_feature_columns, feature_layout
+from features.pipeline import Bars, FeatureParams, compute_feature_columns, feature_layout, stack_windows
 
 #: Modules whose code defines the features: any change to their logic changes the code version.
 _FEATURE_CODE = ("pipeline.py", "windows.py")
@@ -78,10 +78,16 @@ class FeatureSpec:
         With ``rows``, only the last ``rows`` bars' features (the same values as the full matrix's last rows).
         """
         columns = compute_feature_columns(bars, self.params, rows)
-        matrix = np.empty((columns[self.names[0]].shape[0], len(self.names)))
-        for j, name in enumerate(self.names):
-            matrix[:, j] = columns[name]
-        return matrix
+        return np.stack([columns[name] for name in self.names], axis=-1)
+
+    def compute_latest_stacked(self, windows: list[Bars]) -> np.ndarray:
+        """The last bar's feature row of each window (windows x features), in one pass over them all.
+
+        Each row equals ``compute_latest`` of its window: a row depends on the window's last ``min_bars`` bars
+        only, so the windows are cut to that length and stacked.
+        """
+        stacked = stack_windows([w.tail(self.min_bars) for w in windows])
+        return self.compute(stacked, rows=1)[:, 0, :]
 
     def compute_latest(self, bars: Bars) -> np.ndarray:
         """The feature row of the last bar (NaN where the window is shorter than ``min_bars``)."""

@@ -5,7 +5,8 @@ NaN where fewer than ``window`` values exist. By default the result is as long a
 only the last k positions are computed (serving needs the last bar only). Each window is reduced on its own
 (no running sums carried across rows), so the value at t is bit-for-bit the same whichever bar the input
 starts at and however many rows are asked for: a serving window and the full training history give
-identical features.
+identical features. Time runs along the last axis: a 2-D input is a stack of equally long series (several
+requests' windows) computed in one pass, each row as it would be on its own.
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ Reducer = Callable[[np.ndarray], np.ndarray]
 
 
 def trailing_windows(x: np.ndarray, window: int) -> np.ndarray:
-    """A read-only (n - window + 1, window) view whose row i holds ``x[i : i + window]``.
+    """A read-only (..., n - window + 1, window) view whose entry [..., i, :] holds ``x[..., i : i + window]``.
 
     Built directly on the buffer: ``sliding_window_view`` costs ~30 us a call, which matters for the
     ~40 calls of one serving window.
     """
     x = np.ascontiguousarray(x, dtype=np.float64)
-    view = np.ndarray((x.shape[0] - window + 1, window), np.float64, x, 0, (8, 8))
+    shape = (*x.shape[:-1], x.shape[-1] - window + 1, window)
+    view = np.ndarray(shape, np.float64, x, 0, (*x.strides[:-1], 8, 8))
     view.flags.writeable = False
     return view
 
@@ -36,64 +38,64 @@ def output_rows(n: int, rows: int | None) -> int:
 
 
 def _trailing(x: np.ndarray, window: int, reduce: Reducer, rows: int | None) -> np.ndarray:
-    n = x.shape[0]
+    n = x.shape[-1]
     k = output_rows(n, rows)
-    out = np.empty(k)
-    # out[i] is position t = n - k + i, which has a full window once t >= window - 1
+    out = np.empty((*x.shape[:-1], k))
+    # out[..., i] is position t = n - k + i, which has a full window once t >= window - 1
     valid_from = max(window - 1 - (n - k), 0)
-    out[:valid_from] = np.nan
+    out[..., :valid_from] = np.nan
     if valid_from < k:
-        out[valid_from:] = reduce(trailing_windows(x[n - k + valid_from - window + 1 :], window))
+        out[..., valid_from:] = reduce(trailing_windows(x[..., n - k + valid_from - window + 1 :], window))
     return out
 
 
 def lagged_difference(x: np.ndarray, lag: int, rows: int | None = None) -> np.ndarray:
     """``x[t] - x[t - lag]``."""
-    n = x.shape[0]
+    n = x.shape[-1]
     k = output_rows(n, rows)
-    out = np.empty(k)
+    out = np.empty((*x.shape[:-1], k))
     valid_from = max(lag - (n - k), 0)
-    out[:valid_from] = np.nan
+    out[..., :valid_from] = np.nan
     if valid_from < k:
-        out[valid_from:] = x[n - k + valid_from :] - x[n - k + valid_from - lag : n - lag]
+        out[..., valid_from:] = x[..., n - k + valid_from :] - x[..., n - k + valid_from - lag : n - lag]
     return out
 
 
 def rolling_mean(x: np.ndarray, window: int, rows: int | None = None) -> np.ndarray:
-    return _trailing(x, window, lambda w: np.add.reduce(w, axis=1) / window, rows)
+    return _trailing(x, window, lambda w: np.add.reduce(w, axis=-1) / window, rows)
 
 
 def rolling_std(x: np.ndarray, window: int, rows: int | None = None) -> np.ndarray:
     """Sample standard deviation (ddof=1) over the trailing window."""
 
     def std(w: np.ndarray) -> np.ndarray:
-        centred = w - (np.add.reduce(w, axis=1) / window)[:, None]
-        return np.sqrt(np.add.reduce(centred * centred, axis=1) / (window - 1))
+        centred = w - (np.add.reduce(w, axis=-1) / window)[..., None]
+        return np.sqrt(np.add.reduce(centred * centred, axis=-1) / (window - 1))
 
     return _trailing(x, window, std, rows)
 
 
 def rolling_rms(x: np.ndarray, window: int, rows: int | None = None) -> np.ndarray:
     """Root mean square over the trailing window (realized volatility of returns around zero)."""
-    return _trailing(x, window, lambda w: np.sqrt(np.add.reduce(w * w, axis=1) / window), rows)
+    return _trailing(x, window, lambda w: np.sqrt(np.add.reduce(w * w, axis=-1) / window), rows)
 
 
 def rolling_max(x: np.ndarray, window: int, rows: int | None = None) -> np.ndarray:
-    return _trailing(x, window, lambda w: np.maximum.reduce(w, axis=1), rows)
+    return _trailing(x, window, lambda w: np.maximum.reduce(w, axis=-1), rows)
 
 
 def rolling_min(x: np.ndarray, window: int, rows: int | None = None) -> np.ndarray:
-    return _trailing(x, window, lambda w: np.minimum.reduce(w, axis=1), rows)
+    return _trailing(x, window, lambda w: np.minimum.reduce(w, axis=-1), rows)
 
 
 def rolling_skew(x: np.ndarray, window: int, rows: int | None = None) -> np.ndarray:
     """Sample skewness (biased, like ``scipy.stats.skew``) over the trailing window; 0 for a flat window."""
 
     def skew(w: np.ndarray) -> np.ndarray:
-        centred = w - (np.add.reduce(w, axis=1) / window)[:, None]
+        centred = w - (np.add.reduce(w, axis=-1) / window)[..., None]
         squared = centred * centred
-        m2 = np.add.reduce(squared, axis=1) / window
-        m3 = np.add.reduce(squared * centred, axis=1) / window
+        m2 = np.add.reduce(squared, axis=-1) / window
+        m3 = np.add.reduce(squared * centred, axis=-1) / window
         with np.errstate(invalid="ignore", divide="ignore"):
             result = m3 / m2**1.5
         return np.where(m2 > 0, result, np.where(np.isnan(m2), np.nan, 0.0))
@@ -117,4 +119,4 @@ def ema_weights(span: int) -> np.ndarray:
 def exponential_average(x: np.ndarray, span: int, rows: int | None = None) -> np.ndarray:
     """Truncated exponential moving average of span ``span`` (see :func:`ema_weights`)."""
     weights = ema_weights(span)
-    return _trailing(x, weights.shape[0], lambda w: np.add.reduce(w * weights, axis=1), rows)
+    return _trailing(x, weights.shape[0], lambda w: np.add.reduce(w * weights, axis=-1), rows)

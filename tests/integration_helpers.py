@@ -26,11 +26,20 @@ def free_port() -> int:
 
 
 @contextmanager
-def served(target: str, env: dict[str, str] | None = None, timeout: float = 90.0) -> Iterator[str]:
-    """Serve ``target`` (a service import path or a Bento tag); yield its base URL; stop it afterwards."""
+def served(
+    target: str, env: dict[str, str] | None = None, timeout: float = 90.0, log_path: Path | None = None
+) -> Iterator[str]:
+    """Serve ``target`` (a service import path or a Bento tag); yield its base URL; stop it afterwards.
+
+    The server's output is kept in ``log_path`` when given (for tests that read it), else thrown away.
+    """
     port = free_port()
     # the server's log goes to a file: a pipe nobody reads fills up and blocks the server mid-request
-    log = tempfile.NamedTemporaryFile(prefix="bentoml-serve-", suffix=".log", delete=False)  # noqa: SIM115
+    log = (
+        open(log_path, "wb")  # noqa: SIM115
+        if log_path is not None
+        else tempfile.NamedTemporaryFile(prefix="bentoml-serve-", suffix=".log", delete=False)  # noqa: SIM115
+    )
     environment = {**os.environ, "BENTOML_DO_NOT_TRACK": "true", **(env or {})}
     environment = {k: v for k, v in environment.items() if v != ""}
     process = subprocess.Popen(
@@ -63,7 +72,8 @@ def served(target: str, env: dict[str, str] | None = None, timeout: float = 90.0
         except subprocess.TimeoutExpired:
             process.kill()
         log.close()
-        Path(log.name).unlink(missing_ok=True)
+        if log_path is None:
+            Path(log.name).unlink(missing_ok=True)
 
 
 def status(url: str) -> int:
@@ -71,10 +81,17 @@ def status(url: str) -> int:
         return int(response.status)
 
 
-def post(url: str, body: bytes | str | dict[str, Any], content_type: str = "application/json") -> tuple[int, Any]:
+def post(
+    url: str,
+    body: bytes | str | dict[str, Any],
+    content_type: str = "application/json",
+    headers: dict[str, str] | None = None,
+) -> tuple[int, Any]:
     """POST and return (status, decoded JSON or text), without raising on 4xx/5xx."""
     data = json.dumps(body).encode() if isinstance(body, dict) else body.encode() if isinstance(body, str) else body
-    request = urllib.request.Request(url, data=data, method="POST", headers={"Content-Type": content_type})
+    request = urllib.request.Request(
+        url, data=data, method="POST", headers={"Content-Type": content_type, **(headers or {})}
+    )
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
             payload = response.read()

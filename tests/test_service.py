@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import importlib
+import inspect
 from http import HTTPStatus
 from typing import Any
 
@@ -13,10 +16,29 @@ from bentos.schemas import BarWindow, example_window
 from features import DEFAULT_SPEC, validate_bars
 
 
+class Blocking:
+    """The service with its coroutine methods run to completion, so every method is called the same way."""
+
+    def __init__(self, instance: Any) -> None:
+        self.instance = instance
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self.instance, name)
+        if not callable(value):
+            return value
+
+        @functools.wraps(value)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            answer = value(*args, **kwargs)
+            return asyncio.run(answer) if inspect.isawaitable(answer) else answer
+
+        return call
+
+
 @pytest.fixture(scope="module")
 def service(production_models: dict[str, str]) -> Any:
     module = importlib.import_module("bentos.service")
-    return module.MarketModels()
+    return Blocking(module.MarketModels())
 
 
 def window(**changes: Any) -> BarWindow:
@@ -178,3 +200,41 @@ def test_unknown_symbol_lists_the_known_ones(service: Any) -> None:
 def test_features_shared_with_training(service: Any) -> None:
     """The service computes features with the same FeatureSpec the models were trained on."""
     assert all(r.card.get("feature_spec_hash") == DEFAULT_SPEC.version_hash for r in service.all_runners)
+
+
+def test_concurrent_requests_share_one_feature_pass_and_get_their_own_answers(service: Any) -> None:
+    data = example_window()
+    windows = [window(**{k: v[: len(v) - cut] for k, v in data.items()}) for cut in (0, 1, 3, 8)]
+    alone = [service.predict_direction(bars=w) for w in windows]
+    instance = service.instance
+
+    async def together() -> list[Any]:
+        return await asyncio.gather(
+            *(instance.predict_direction(bars=w) for w in windows),
+            instance.predict_volatility(bars=windows[0]),
+        )
+
+    before = instance.latest_rows.batches
+    *answers, volatility = asyncio.run(together())
+    assert instance.latest_rows.batches == before + 1  # five requests, one feature computation
+    assert answers == alone
+    assert [a.as_of for a in answers] == [data["date"][-1 - cut] for cut in (0, 1, 3, 8)]
+    assert volatility == service.predict_volatility(bars=windows[0])
+
+
+def test_a_bad_window_among_concurrent_requests_fails_alone(service: Any) -> None:
+    instance = service.instance
+    values = list(example_window()["low"])
+    values[3] = -1.0
+
+    async def together() -> list[Any]:
+        return await asyncio.gather(
+            instance.predict_direction(bars=window()),
+            instance.predict_direction(bars=window(low=values)),
+            return_exceptions=True,
+        )
+
+    good, bad = asyncio.run(together())
+    assert good == service.predict_direction(bars=window())
+    assert isinstance(bad, BentoMLException) and bad.error_code == HTTPStatus.UNPROCESSABLE_ENTITY
+    assert "row 3" in str(bad)

@@ -1,0 +1,147 @@
+"""API keys and the request body limit, as plain ASGI middleware in front of every route of the service.
+
+Authentication is off until keys are configured (``MLOPS_API_KEYS`` or ``MLOPS_API_KEYS_FILE``, see
+:class:`bentos.settings.ServiceSettings`); then every API method answers 401 without a valid key, sent as
+``Authorization: Bearer <key>`` or ``X-API-Key: <key>``. Health (``/livez``, ``/readyz``), ``/metrics`` and the
+docs stay open. Keys are compared in constant time, as SHA-256 digests (so a key's length does not show in the
+timing either) and against every configured key (so which key matched does not show), and they are neither logged
+nor echoed. Several keys are allowed at once, for rotation: add the new one, move the clients, drop the old one.
+
+The body limit answers 413 before anything is parsed: from ``Content-Length`` when the client sends it, else by
+counting a chunked body as it arrives (buffered up to the limit, then replayed to the service).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from typing import Any
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+UNAUTHORIZED = (
+    "missing or invalid API key: send it as 'Authorization: Bearer <key>' or 'X-API-Key: <key>' "
+    "(health, readiness, metrics and docs need none)"
+)
+
+
+async def _answer(send: Send, status: int, error: str, headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
+    body = json.dumps({"error": error}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def _digest(key: str | bytes) -> bytes:
+    return hashlib.sha256(key.encode() if isinstance(key, str) else key).digest()
+
+
+def presented_key(scope: Scope) -> bytes | None:
+    """The key a request carries, from ``Authorization: Bearer`` or ``X-API-Key``."""
+    for name, value in scope.get("headers", ()):
+        if name == b"authorization":
+            scheme, _, token = value.partition(b" ")
+            if scheme.lower() == b"bearer" and token.strip():
+                return bytes(token.strip())
+        elif name == b"x-api-key" and value.strip():
+            return bytes(value.strip())
+    return None
+
+
+class ApiKeyMiddleware:
+    """401 for a request to a protected path without one of the configured keys."""
+
+    def __init__(self, app: ASGIApp, protected: Iterable[str], load_keys: Callable[[], list[str]]) -> None:
+        self.app = app
+        self.protected = frozenset(protected)
+        # keys are read here, in the worker, from its environment: they never travel in the service's definition
+        keys = load_keys()
+        if not keys:
+            raise ValueError("API key authentication is on (MLOPS_API_KEYS or MLOPS_API_KEYS_FILE) but no key is set")
+        self._digests = [_digest(k) for k in keys]
+
+    def accepts(self, key: bytes | None) -> bool:
+        """Whether ``key`` is one of the configured keys, in time independent of which one and of its value."""
+        candidate = _digest(key or b"")
+        matched = False
+        for digest in self._digests:
+            matched |= hmac.compare_digest(candidate, digest)
+        return matched and key is not None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] in self.protected and not self.accepts(presented_key(scope)):
+            await _answer(send, 401, UNAUTHORIZED, [(b"www-authenticate", b'Bearer realm="mlops_finance"')])
+            return
+        await self.app(scope, receive, send)
+
+
+class BodyLimitMiddleware:
+    """413 for a request body larger than ``max_bytes``, found before the service reads or parses any of it."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    def _too_large(self, size: str) -> str:
+        return (
+            f"request body of {size} is larger than the limit of {self.max_bytes} bytes "
+            "(MLOPS_MAX_BODY_BYTES); send fewer windows a call"
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers", ()))
+        if (length := headers.get(b"content-length")) is not None:
+            try:
+                declared = int(length)
+            except ValueError:
+                await _answer(send, 400, f"Content-Length {length.decode(errors='replace')!r} is not a number")
+                return
+            if declared > self.max_bytes:
+                await _answer(send, 413, self._too_large(f"{declared} bytes"))
+                return
+            await self.app(scope, receive, send)
+            return
+        # no declared length (chunked): read it here, up to the limit, and hand the service what was read
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await _answer(send, 413, self._too_large(f"more than {self.max_bytes} bytes"))
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)

@@ -1,0 +1,87 @@
+"""The coalescer behind the one-window methods: one computation per turn of the loop, every caller answered."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from bentos.batching import Coalescer
+from features import DEFAULT_SPEC, Bars
+from tests.conftest import make_bars
+
+
+def test_items_submitted_together_are_computed_together() -> None:
+    calls: list[list[int]] = []
+
+    def double(items: list[int]) -> list[int]:
+        calls.append(items)
+        return [2 * i for i in items]
+
+    coalescer: Coalescer[int, int] = Coalescer(double, max_size=3)
+
+    async def main() -> tuple[list[int], int]:
+        together = await asyncio.gather(*(coalescer.submit(i) for i in range(7)))
+        alone = await coalescer.submit(10)
+        return together, alone
+
+    together, alone = asyncio.run(main())
+    assert together == [0, 2, 4, 6, 8, 10, 12] and alone == 20
+    assert calls == [[0, 1, 2], [3, 4, 5], [6], [10]]  # at most max_size at a time, nothing waits for a batch
+    assert coalescer.batches == 4 and coalescer.mean_batch_size == pytest.approx(8 / 4)
+
+
+def test_a_failing_computation_reaches_every_caller_and_the_next_batch_runs() -> None:
+    def fail_on_three(items: list[int]) -> list[int]:
+        if 3 in items:
+            raise ValueError("three")
+        return items
+
+    coalescer: Coalescer[int, int] = Coalescer(fail_on_three)
+
+    async def main() -> tuple[list[object], int]:
+        first = await asyncio.gather(*(coalescer.submit(i) for i in (1, 3)), return_exceptions=True)
+        return first, await coalescer.submit(4)
+
+    first, after = asyncio.run(main())
+    assert [type(r) for r in first] == [ValueError, ValueError] and after == 4
+
+
+def test_a_wrong_number_of_results_is_an_error_not_a_hang() -> None:
+    coalescer: Coalescer[int, int] = Coalescer(lambda items: items[:1])
+
+    async def main() -> list[object]:
+        return await asyncio.gather(*(coalescer.submit(i) for i in (1, 2)), return_exceptions=True)
+
+    assert all(isinstance(r, RuntimeError) for r in asyncio.run(main()))
+
+
+def test_a_cancelled_request_is_dropped_from_its_batch() -> None:
+    seen: list[list[int]] = []
+
+    def record(items: list[int]) -> list[int]:
+        seen.append(items)
+        return items
+
+    coalescer: Coalescer[int, int] = Coalescer(record)
+
+    async def main() -> int:
+        gone = asyncio.ensure_future(coalescer.submit(1))
+        kept = asyncio.ensure_future(coalescer.submit(2))
+        await asyncio.sleep(0)  # both queued
+        gone.cancel()
+        return await kept
+
+    assert asyncio.run(main()) == 2 and seen == [[2]]
+
+
+def test_stacked_features_equal_each_window_on_its_own() -> None:
+    """Windows of different lengths and prices: the stacked pass gives every window's own row, bit for bit."""
+    frames = [make_bars(DEFAULT_SPEC.min_bars + extra, seed=seed) for seed, extra in enumerate((0, 1, 48, 300))]
+    windows = [Bars.from_frame(f) for f in frames]
+    stacked = DEFAULT_SPEC.compute_latest_stacked(windows)
+    alone = np.array([DEFAULT_SPEC.compute_latest(w) for w in windows])
+    assert stacked.shape == (4, len(DEFAULT_SPEC.names))
+    np.testing.assert_array_equal(stacked, alone)
+    assert np.isfinite(stacked).all()
