@@ -8,7 +8,8 @@ timing either) and against every configured key (so which key matched does not s
 nor echoed. Several keys are allowed at once, for rotation: add the new one, move the clients, drop the old one.
 
 The body limit answers 413 before anything is parsed: from ``Content-Length`` when the client sends it, else by
-counting a chunked body as it arrives (buffered up to the limit, then replayed to the service).
+counting a chunked body as it arrives (buffered up to the limit, then replayed to the service). The rest of an
+oversized body is read and dropped, never parsed or kept, so the client reads the 413 instead of a reset.
 """
 
 from __future__ import annotations
@@ -45,6 +46,24 @@ async def _answer(send: Send, status: int, error: str, headers: Iterable[tuple[b
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+#: How much of an oversized body is read and thrown away before the 413, so that a client that sends its whole
+#: body before reading the answer (most do) gets the 413 rather than a reset connection. Beyond it, the answer is
+#: sent at once and the connection may be reset under the client.
+DRAIN_BYTES = 256 * 2**20
+
+
+async def _drain(receive: Receive, limit: int = DRAIN_BYTES) -> None:
+    """Read and discard the rest of a request body, up to ``limit`` bytes."""
+    read = 0
+    while read <= limit:
+        message = await receive()
+        if message["type"] != "http.request":
+            return
+        read += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return
 
 
 def _digest(key: str | bytes) -> bytes:
@@ -115,6 +134,8 @@ class BodyLimitMiddleware:
                 await _answer(send, 400, f"Content-Length {length.decode(errors='replace')!r} is not a number")
                 return
             if declared > self.max_bytes:
+                if declared <= DRAIN_BYTES:
+                    await _drain(receive)
                 await _answer(send, 413, self._too_large(f"{declared} bytes"))
                 return
             await self.app(scope, receive, send)
@@ -129,6 +150,8 @@ class BodyLimitMiddleware:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_bytes:
+                if message.get("more_body", False):
+                    await _drain(receive, DRAIN_BYTES - size)
                 await _answer(send, 413, self._too_large(f"more than {self.max_bytes} bytes"))
                 return
             chunks.append(chunk)

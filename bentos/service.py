@@ -27,6 +27,7 @@ from bentoml.exceptions import BentoMLException
 from bentoml.models import BentoModel
 from pydantic import Field
 
+from bentos import client_errors
 from bentos.batching import Coalescer
 from bentos.production import read_manifest
 from bentos.schemas import (
@@ -138,6 +139,7 @@ class MarketModels:
     def __init__(self) -> None:
         if cpus := os.environ.get("MLOPS_WORKER_CPUS"):
             pin_worker(cpus)
+        client_errors.install()  # a 4xx is one warning line in the log, not an error with a traceback
         import bentos.inputs  # noqa: F401 - loads numpy, pandas and the feature pipeline for the request path
         from bentos.runners import load_runner
 

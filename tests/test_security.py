@@ -13,7 +13,7 @@ import bentoml
 import pytest
 
 from bentos.schemas import example_window
-from bentos.security import UNAUTHORIZED, ApiKeyMiddleware, BodyLimitMiddleware
+from bentos.security import DRAIN_BYTES, UNAUTHORIZED, ApiKeyMiddleware, BodyLimitMiddleware
 from bentos.settings import ServiceSettings
 from tests.integration_helpers import post, served, status
 from training.bento import build, build_context
@@ -108,12 +108,14 @@ def test_keys_come_from_the_environment_and_a_mounted_file(tmp_path: Path, monke
     assert not ServiceSettings().authentication
 
 
-def test_the_body_limit_answers_413_before_reading_a_declared_body() -> None:
+def test_the_body_limit_answers_413_before_the_service_sees_a_declared_body() -> None:
     inner = Recorder()
     app = BodyLimitMiddleware(inner, max_bytes=1000)
-    code, error, read = call(app, headers={"Content-Length": "1001"})
-    assert (code, read, inner.bodies) == (413, 0, [])
+    code, error, read = call(app, headers={"Content-Length": "1001"}, chunks=(b"a" * 501, b"b" * 500))
+    assert (code, read, inner.bodies) == (413, 2, [])  # read and dropped, so the client gets to read the 413
     assert error is not None and "1001 bytes" in error["error"] and "MLOPS_MAX_BODY_BYTES" in error["error"]
+    code, _, read = call(app, headers={"Content-Length": str(DRAIN_BYTES + 1)})
+    assert (code, read) == (413, 0)  # too big even to drain: answered at once
     assert call(app, headers={"Content-Length": "ten"})[0] == 400
 
 
@@ -160,6 +162,21 @@ def test_served_methods_need_a_key_and_health_does_not(keyed_server: Any) -> Non
 
 
 @pytest.mark.integration
+def test_a_client_error_is_one_warning_line_in_the_log(keyed_server: Any) -> None:
+    url, log = keyed_server
+    bars = example_window()
+    bars["low"] = [-1.0, *bars["low"][1:]]
+    code, answer = post(url + "/predict_direction", {"bars": bars}, headers={"X-API-Key": KEYS[0]})
+    assert code == 422 and "row 0" in answer[0]["error"]  # BentoML wraps its 4xx bodies in a list
+    code, _ = post(url + "/predict_direction", {"bars": {"date": "x"}}, headers={"X-API-Key": KEYS[0]})
+    assert code == 400
+    text = log.read_text(errors="replace")
+    assert "Client error on /predict_direction [POST]: 422 bars: 1 OHLCV violation(s):" in text
+    assert "Client error on /predict_direction [POST]: 400" in text
+    assert "Traceback" not in text and "ERROR" not in text
+
+
+@pytest.mark.integration
 def test_served_body_limit(keyed_server: Any) -> None:
     url, _ = keyed_server
     huge = b'{"bars": {"date": [' + b'"2018-01-02",' * 300_000 + b'"2018-01-03"]}}'  # ~4 MB, over the 2 MiB set
@@ -180,3 +197,28 @@ def test_keys_never_reach_the_bento_or_the_model_store(
         if path.is_file() and path.stat().st_size < 50 * 2**20 and KEYS[0].encode() in path.read_bytes()
     ]
     assert bentoml.bentos.get(tag) and leaked == []
+
+
+def test_the_log_filter_keeps_server_errors_whole() -> None:
+    import logging
+
+    from bentos.client_errors import ClientErrorLogFilter
+    from bentos.schemas import BadInput
+
+    def record(error: BaseException) -> logging.LogRecord:
+        try:
+            raise error
+        except BaseException:
+            import sys
+
+            return logging.LogRecord(
+                "x", logging.ERROR, __file__, 1, "Exception on %s [%s]", ("/m", "POST"), sys.exc_info()
+            )
+
+    client = record(BadInput("bars: row 3 is wrong\nmore"))
+    assert ClientErrorLogFilter().filter(client)
+    assert (client.levelname, client.exc_info) == ("WARNING", None)
+    assert client.getMessage() == "Client error on /m [POST]: 422 bars: row 3 is wrong"
+    server = record(RuntimeError("boom"))
+    assert ClientErrorLogFilter().filter(server)
+    assert server.levelname == "ERROR" and server.exc_info is not None
