@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint typecheck unit bench clean
+.PHONY: setup demo test lint typecheck unit bench image clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,17 @@ unit: setup
 bench: setup
 	$(BIN)/python benchmarks/bench_features.py
 	$(BIN)/python benchmarks/bench_training.py
+
+## Build the OCI image of the production models' Bento and smoke-test it, with Docker if an engine answers, else
+## podman or buildah (installed with apt-get when missing, as root). With no model in production yet (a fresh
+## machine), first trains the quick models on the embedded data. The CA bundle your environment already names
+## (SSL_CERT_FILE or PIP_CERT) is mounted into build steps for TLS-intercepting proxies: IMAGE_CA_BUNDLE= turns it off.
+IMAGE_CA_BUNDLE ?= $(or $(MLOPS_IMAGE_CA_BUNDLE),$(SSL_CERT_FILE),$(PIP_CERT))
+IMAGE_FLAGS ?=
+image: setup
+	@$(BIN)/python -c "from training.registry import Registry; raise SystemExit(not Registry().production())" \
+		|| { $(BIN)/mlops data pull --source embedded && $(BIN)/mlops train --quick --promote; }
+	$(BIN)/mlops image --install-tools $(if $(IMAGE_CA_BUNDLE),--ca-bundle $(IMAGE_CA_BUNDLE)) $(IMAGE_FLAGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis
