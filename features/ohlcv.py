@@ -158,10 +158,17 @@ def _all_valid(dates: np.ndarray, values: dict[str, np.ndarray], symbols: np.nda
         ) and bool((low > 0).all() and (h >= np.maximum(o, c)).all() and (low <= np.minimum(o, c)).all())
     if not prices_ok or not (np.isfinite(v).all() and (v >= 0).all()):
         return False
-    if dates.shape[0] < 2 or symbols is not None:
-        return symbols is None and not np.isnat(dates).any()
+    if dates.shape[0] < 2:
+        return not np.isnat(dates).any()
     days = dates.astype("datetime64[D]")
-    return bool((days[1:] > days[:-1]).all())  # NaT compares False, so it fails here too
+    increasing = days[1:] > days[:-1]  # NaT compares False, so it fails here too
+    if symbols is None:
+        return bool(increasing.all())
+    # a panel: when each symbol's rows are one block, the date order holds if it holds between neighbours
+    same = symbols[1:] == symbols[:-1]
+    firsts = symbols[np.flatnonzero(np.concatenate(([True], ~same)))]  # each block's symbol
+    ordered = bool((increasing | ~same).all()) and not np.isnat(days).any()
+    return ordered and len(set(firsts.tolist())) == len(firsts)
 
 
 def check_bar_values(
@@ -311,7 +318,8 @@ def validate_ohlcv(frame: pd.DataFrame, *, min_bars: int = 1, panel: bool = Fals
     if missing:
         raise OHLCVValidationError(violations)
 
-    symbols = frame[SYMBOL_COLUMN].astype(str).to_numpy() if panel else None
+    symbol_column = frame[SYMBOL_COLUMN].astype(str) if panel else None
+    symbols = None if symbol_column is None else symbol_column.to_numpy()
     _check_length(frame, symbols, min_bars, violations)
     dates = _coerce_dates(frame["date"], violations)
     values = {name: _coerce_numeric(frame[name], name, violations) for name in VALUE_COLUMNS}
@@ -319,11 +327,11 @@ def validate_ohlcv(frame: pd.DataFrame, *, min_bars: int = 1, panel: bool = Fals
     _raise_if_any(violations)
 
     columns: dict[str, Any] = {}
-    if symbols is not None:
-        columns[SYMBOL_COLUMN] = symbols
+    if symbol_column is not None:
+        columns[SYMBOL_COLUMN] = symbol_column.array  # as read (arrow strings stay arrow: no conversion back)
     columns["date"] = dates
     columns.update(values)
-    return pd.DataFrame(columns, copy=False)  # every array above is already a fresh copy
+    return pd.DataFrame(columns, copy=False)  # fresh copies, or the input's immutable symbol strings
 
 
 def _check_length(frame: pd.DataFrame, symbols: np.ndarray | None, min_bars: int, violations: list[Violation]) -> None:
@@ -339,6 +347,8 @@ def _check_length(frame: pd.DataFrame, symbols: np.ndarray | None, min_bars: int
         return
     if len(frame) == 0:
         violations.append(Violation(Rule.TOO_FEW_BARS, "no bars given", value=0))
+        return
+    if min_bars <= 1:  # every symbol present has a bar
         return
     counts = pd.Series(symbols).value_counts(sort=False)
     for name, count in counts.sort_index().items():

@@ -172,6 +172,22 @@ def test_panel_checks_date_order_within_each_symbol() -> None:
     assert (violation.rule, violation.row, violation.symbol) == (Rule.DATE_DUPLICATE, 7, "B")
 
 
+def test_panel_order_across_blocks_of_the_same_symbol() -> None:
+    """A symbol whose rows come back after another's is checked against its own earlier rows."""
+    a, b = make_bars(6), make_bars(4, start="2021-01-04")
+    back = as_panel(("A", a.iloc[:3]), ("B", b), ("A", a.iloc[3:]))
+    assert len(validate_ohlcv(back, panel=True)) == 10  # A continues where it left off
+    back = as_panel(("A", a.iloc[3:]), ("B", b), ("A", a.iloc[:3]))
+    with pytest.raises(OHLCVValidationError) as caught:
+        validate_ohlcv(back, panel=True)
+    assert [(v.rule, v.row, v.symbol) for v in caught.value.violations] == [(Rule.DATE_UNSORTED, 7, "A")]
+    missing = as_panel(("A", a), ("B", b))
+    missing.loc[6, "date"] = None  # the first row of B's block
+    with pytest.raises(OHLCVValidationError) as caught:
+        validate_ohlcv(missing, panel=True)
+    assert [(v.rule, v.row) for v in caught.value.violations] == [(Rule.DATE_INVALID, 6)]
+
+
 def test_panel_too_few_bars_names_the_symbol() -> None:
     panel = as_panel(("A", make_bars(50)), ("B", make_bars(5)))
     with pytest.raises(OHLCVValidationError) as caught:
