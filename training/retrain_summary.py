@@ -213,7 +213,7 @@ def _report_lines(summary: dict[str, Any]) -> list[str]:
     if not report:
         return ["- training report: none (no model was trained or reused)"]
     whose = "this run" if summary.get("report_of_this_run") else "the run that trained the reused models"
-    return [f"- training report ({whose}): [{report}](file://{report})"]
+    return [f"- training report ({whose}): `{report}`"]  # the link artifact is the clickable one
 
 
 def _gate_lines(summary: dict[str, Any]) -> list[str]:
