@@ -246,6 +246,19 @@ def wrk(endpoint: Endpoint, script_dir: Path) -> float:
     return float(match.group(1))
 
 
+def coalescing(server: Server) -> tuple[float, float]:
+    """From the server's /metrics: feature computations of one-window requests, and windows per computation."""
+    with urllib.request.urlopen(server.url + "/metrics", timeout=10) as response:
+        text = response.read().decode()
+    total = {
+        kind: sum(
+            float(v) for v in re.findall(rf"^mlops_feature_pass_windows_{kind}(?:\{{.*\}})? ([\d.e+]+)$", text, re.M)
+        )
+        for kind in ("sum", "count")
+    }
+    return total["count"], total["sum"] / total["count"] if total["count"] else float("nan")
+
+
 def in_process(body: bytes) -> tuple[list[tuple[str, str, str, bool]], dict[str, float]]:
     """Where a predict_direction request's time goes inside the worker, without HTTP: rows and medians (ms)."""
     from benchmarks._report import time_calls
@@ -371,6 +384,7 @@ def main() -> None:
                 for endpoint in endpoints:
                     rates[endpoint.label].append(wrk(endpoint, Path(scripts)))
                     print(f"wrk round {round_ + 1} {endpoint.label}: {rates[endpoint.label][-1]:.0f} req/s", flush=True)
+        feature_passes = coalescing(models)
     finally:
         for server in [*servers.values(), *pinned.values()]:
             server.stop()
@@ -423,6 +437,15 @@ def main() -> None:
                 not targeted or share >= THROUGHPUT_TARGET,
             )
         )
+    passes, windows_per_pass = feature_passes
+    rows.append(
+        (
+            "feature computations of the one-window methods (all rounds), windows per computation",
+            f"{passes:.0f}, {windows_per_pass:.2f} on average",
+            "-",
+            True,
+        )
+    )
     process_rows, medians = in_process(bars_body)
     rows += process_rows
     validation, features = medians["bars_of: BarWindow -> validated Bars"], medians["features of the last row"]

@@ -13,6 +13,7 @@ path then only looks these modules up (the ``_window`` helpers below).
 
 from __future__ import annotations
 
+import functools
 import gc
 import math
 import os
@@ -28,7 +29,7 @@ from bentoml.models import BentoModel
 from pydantic import Field
 
 from bentos import client_errors
-from bentos.batching import Coalescer
+from bentos.batching import Arrivals, ArrivalsMiddleware, Coalescer
 from bentos.production import read_manifest
 from bentos.schemas import (
     AllPredictions,
@@ -55,6 +56,9 @@ if TYPE_CHECKING:  # imported by MarketModels.__init__, in the worker only (see 
 
 SETTINGS = ServiceSettings()
 PRODUCTION = read_manifest(SETTINGS.production_file)
+#: the one-window methods whose features are coalesced, and the count of their requests on the way in
+COALESCED_ROUTES = ("/predict_return", "/predict_direction", "/predict_volatility")
+ARRIVALS = Arrivals()
 
 
 class UnknownSymbol(BentoMLException):
@@ -112,6 +116,16 @@ def _regime_features(bars: Bars) -> np.ndarray:
     return regime_features(bars)
 
 
+@functools.cache  # one per process: Prometheus refuses a second metric of the same name
+def _feature_pass_histogram() -> Any:
+    """``/metrics``: how many concurrent requests' windows each feature computation took (created in the worker)."""
+    return bentoml.metrics.Histogram(
+        name="mlops_feature_pass_windows",
+        documentation="Windows of concurrent one-window requests whose features were computed in one pass",
+        buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32, 64),
+    )
+
+
 def _as_of(bars: Bars) -> str:
     from bentos.inputs import as_of
 
@@ -164,7 +178,12 @@ class MarketModels:
         gc.collect()
         gc.freeze()
         # the one-window methods' features, computed for all the requests in flight at once (bentos/batching.py)
-        self.latest_rows: Coalescer[Bars, np.ndarray] = Coalescer(_latest_features_stacked, SETTINGS.max_coalesced)
+        self.latest_rows: Coalescer[Bars, np.ndarray] = Coalescer(
+            _latest_features_stacked,
+            SETTINGS.max_coalesced,
+            observe=_feature_pass_histogram().observe,
+            arrivals=ARRIVALS,
+        )
         self.refs = {
             id(r): ModelRef(name=r.identity.name, version=r.identity.version) for r in self.all_runners
         }  # built once: every answer names the same served versions
@@ -322,6 +341,7 @@ if SETTINGS.authentication:
         load_keys=lambda: ServiceSettings().load_api_keys(),  # read in the worker: no key in the service object
     )
 _service.add_asgi_middleware(BodyLimitMiddleware, max_bytes=SETTINGS.max_body_bytes)
+_service.add_asgi_middleware(ArrivalsMiddleware, paths=COALESCED_ROUTES, arrivals=ARRIVALS)
 
 
 def _jsonable(value: Any) -> Any:

@@ -85,3 +85,50 @@ def test_stacked_features_equal_each_window_on_its_own() -> None:
     assert stacked.shape == (4, len(DEFAULT_SPEC.names))
     np.testing.assert_array_equal(stacked, alone)
     assert np.isfinite(stacked).all()
+
+
+def test_a_batch_waits_for_requests_on_their_way_but_not_longer_than_max_wait() -> None:
+    from bentos.batching import Arrivals
+
+    arrivals = Arrivals()
+    sizes: list[int] = []
+    coalescer: Coalescer[int, int] = Coalescer(lambda items: sizes.append(len(items)) or items, arrivals=arrivals)
+
+    async def request(i: int, turns: int) -> int:
+        with arrivals.request():  # as the HTTP middleware does when the headers are read
+            for _ in range(turns):  # reading the body, parsing, validating
+                await asyncio.sleep(0)
+            return await coalescer.submit(i)
+
+    async def main() -> list[int]:
+        return list(await asyncio.gather(*(request(i, turns) for i, turns in enumerate((0, 3, 5, 8)))))
+
+    assert asyncio.run(main()) == [0, 1, 2, 3]
+    assert sizes == [4] and arrivals.waiting == 0  # one computation for the four, though they came turns apart
+
+    stuck = Arrivals()
+    late: Coalescer[int, int] = Coalescer(lambda items: items, arrivals=stuck, max_wait=0.01)
+
+    async def alone() -> tuple[int, float]:
+        loop = asyncio.get_running_loop()
+        with stuck.request():  # a request that never reaches the coalescer (a slow client's body)
+            started = loop.time()
+            answer = await late.submit(7)
+            return answer, loop.time() - started
+
+    async def with_a_straggler() -> tuple[int, float]:
+        ready = asyncio.Event()
+
+        async def straggler() -> None:
+            with stuck.request():
+                ready.set()
+                await asyncio.sleep(1)
+
+        task = asyncio.ensure_future(straggler())
+        await ready.wait()
+        result = await alone()
+        task.cancel()
+        return result
+
+    answer, waited = asyncio.run(with_a_straggler())
+    assert answer == 7 and 0.01 <= waited < 0.5

@@ -53,7 +53,9 @@ def test_health_metrics_and_docs_stay_on(source_url: str) -> None:
     import urllib.request
 
     with urllib.request.urlopen(source_url + "/metrics", timeout=5) as response:
-        assert "bentoml_service_request" in response.read().decode()
+        metrics = response.read().decode()
+    assert "bentoml_service_request" in metrics
+    assert "mlops_feature_pass_windows_count" in metrics  # the coalesced feature computations
 
 
 def test_openapi_documents_every_method_with_examples(source_url: str) -> None:
