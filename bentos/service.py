@@ -94,18 +94,12 @@ def _window(bars: BarWindow, where: str = "bars") -> Bars:
     return bars_of(bars, SETTINGS.max_bars, where)
 
 
-def _latest_features(bars: Bars) -> np.ndarray:
-    from bentos.inputs import latest_features
-
-    return latest_features(bars)
-
-
 def _latest_features_stacked(windows: list[Bars]) -> list[np.ndarray]:
     """The feature row of each window's last bar (each (1, n_features)), computed in one pass over them all."""
     from features import DEFAULT_SPEC
 
-    if len(windows) == 1:  # no load: skip cutting and stacking (~0.2 ms)
-        return [_latest_features(windows[0])]
+    if len(windows) == 1:  # no load: skip stacking; the last row needs only the last min_bars bars
+        return [DEFAULT_SPEC.compute(windows[0].tail(DEFAULT_SPEC.min_bars), rows=1)]
     matrix = DEFAULT_SPEC.compute_latest_stacked(windows)
     return [matrix[i : i + 1] for i in range(matrix.shape[0])]
 
