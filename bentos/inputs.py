@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 
+from bentos.regime_model import OBSERVATIONS, observation_matrix
 from bentos.schemas import BadInput, BarWindow, PayloadTooLarge
 from features import DEFAULT_SPEC, Bars, OHLCVValidationError, validate_bars
 
 #: How many complete feature rows of a window the regime model decodes (more bars give more context).
 REGIME_CONTEXT_ROWS = 250
+#: The last date a window may end on: a forecast from it (at most 260 business days) must stay within year 9999.
+LAST_DATE = np.datetime64("9998-12-31")
+#: Largest feature value the models can take: scikit-learn's trees compare in float32. Only prices no market quotes
+#: (1e-300 next to 1e300) give larger ones; such a window gets 422, not an error from inside a model.
+FEATURE_LIMIT = float(np.finfo(np.float32).max)
 
 
 def bars_of(window: BarWindow, max_bars: int, where: str = "bars") -> Bars:
@@ -21,7 +27,7 @@ def bars_of(window: BarWindow, max_bars: int, where: str = "bars") -> Bars:
         listed = ", ".join(f"{k}={v}" for k, v in lengths.items())
         raise BadInput(f"{where}: columns must have the same length, got {listed}")
     try:
-        return validate_bars(
+        bars = validate_bars(
             window.date,
             window.open,
             window.high,
@@ -32,17 +38,45 @@ def bars_of(window: BarWindow, max_bars: int, where: str = "bars") -> Bars:
         )
     except OHLCVValidationError as error:
         raise BadInput(f"{where}: {error}") from None
+    if bars.dates[-1] > LAST_DATE:
+        raise BadInput(
+            f"{where}: row {n - 1}, date {bars.dates[-1]}: a window must end by {LAST_DATE}, so that a forecast from "
+            "it stays within the calendar [date_out_of_range]"
+        )
+    return bars
+
+
+def usable_features(bars: Bars, rows: np.ndarray) -> np.ndarray:
+    """``rows``, if the models can take the last one; else :class:`BadInput` naming the features out of range."""
+    last = rows[-1]
+    out_of_range = np.abs(last) > FEATURE_LIMIT  # NaN is not: the models take missing values
+    if out_of_range.any():
+        named = ", ".join(f"{DEFAULT_SPEC.names[i]}={last[i]:.3g}" for i in np.flatnonzero(out_of_range))
+        raise BadInput(
+            f"window ending {as_of(bars)}: its prices give features beyond what the models take ({named}; "
+            f"at most {FEATURE_LIMIT:.3g} in size): are some bars in other units or scaled?"
+        )
+    return rows
 
 
 def latest_features(bars: Bars) -> np.ndarray:
     """The feature row of the window's last bar (shape (1, n_features))."""
-    return DEFAULT_SPEC.compute(bars, rows=1)
+    return usable_features(bars, DEFAULT_SPEC.compute(bars, rows=1))
 
 
 def regime_features(bars: Bars) -> np.ndarray:
     """The window's last complete feature rows, as the regime model's observation sequence."""
     rows = min(len(bars) - DEFAULT_SPEC.lookback, REGIME_CONTEXT_ROWS)
-    return DEFAULT_SPEC.compute(bars, rows=rows)
+    features = usable_features(bars, DEFAULT_SPEC.compute(bars, rows=rows))
+    if not observation_matrix(features, DEFAULT_SPEC.names)[1].any():
+        needed = " and ".join(
+            o.feature if o.transform == "identity" else f"{o.transform}({o.feature})" for o in OBSERVATIONS
+        )
+        raise BadInput(
+            f"window ending {as_of(bars)}: none of its last {rows} bars gives the regime model finite {needed} "
+            "(a 21-day stretch of unchanged closes has zero realized volatility): send bars whose prices move"
+        )
+    return features
 
 
 def as_of(bars: Bars) -> str:
@@ -50,6 +84,8 @@ def as_of(bars: Bars) -> str:
 
 
 __all__ = [
+    "FEATURE_LIMIT",
+    "LAST_DATE",
     "REGIME_CONTEXT_ROWS",
     "BadInput",
     "PayloadTooLarge",
@@ -57,4 +93,5 @@ __all__ = [
     "bars_of",
     "latest_features",
     "regime_features",
+    "usable_features",
 ]
