@@ -256,6 +256,16 @@ def test_image_settings_are_read_from_the_environment(monkeypatch: pytest.Monkey
     assert settings.ca_bundle == Path("/etc/ssl/certs/ca-certificates.crt")
 
 
+def test_cli_names_a_wrong_option_value() -> None:
+    from typer.testing import CliRunner
+
+    from training.cli import app
+
+    result = CliRunner().invoke(app, ["image", "--backend", "kaniko", "--no-smoke"])
+    assert result.exit_code == 1
+    assert "--backend: Input should be 'auto', 'docker', 'podman' or 'buildah'" in " ".join(result.output.split())
+
+
 # Slow tier: a real image from a fresh Bento
 
 

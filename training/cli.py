@@ -223,13 +223,19 @@ def image_command(
     smoke: Annotated[bool, typer.Option(help="Start the image, wait for /readyz and call every method.")] = True,
 ) -> None:
     """Build the OCI image of the Bento (no Docker engine needed) and smoke-test it."""
+    from pydantic import ValidationError
+
     from bentos.production import ProductionManifestError
     from training.bento import build
     from training.image import DEFAULT_IMAGE_BYTES, ImageSettings, bento_production, containerize, smoke_test_image
 
     given: dict[str, Any] = {"backend": backend, "base": base, "ca_bundle": ca_bundle}
     given |= {"refresh_base": refresh_base or None, "install_tools": install_tools or None}
-    settings = ImageSettings(**{k: v for k, v in given.items() if v is not None})
+    try:
+        settings = ImageSettings(**{k: v for k, v in given.items() if v is not None})
+    except ValidationError as error:
+        problems = "; ".join(f"--{str(e['loc'][0]).replace('_', '-')}: {e['msg']}" for e in error.errors())
+        raise fail(ValueError(problems)) from error
     try:
         tag = bento or build()
         result = containerize(tag, settings, say=lambda line: console.print(escape(line), highlight=False))
@@ -240,9 +246,9 @@ def image_command(
         )
         if smoke:
             report = smoke_test_image(result.image, bento_production(tag), settings.ready_timeout, settings)
+            timings = ", ".join(f"{method} {ms:.0f} ms" for method, ms in report["milliseconds"].items())
             console.print(
-                f"smoke test passed: ready in {report['ready_seconds']} s, every method answered "
-                f"({', '.join(f'{m} {ms:.0f} ms' for m, ms in report['milliseconds'].items())})"
+                f"smoke test passed: ready in {report['ready_seconds']} s, every method answered ({escape(timings)})"
             )
     except (ProductionManifestError, RuntimeError) as error:
         raise fail(error) from error
