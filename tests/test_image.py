@@ -215,6 +215,22 @@ def test_backend_auto_skips_a_docker_client_without_an_engine(tmp_path: Path, mo
         detect_backend("kaniko")
 
 
+def test_build_commands_of_the_daemonless_tools_and_of_docker() -> None:
+    secrets = {CA_SECRET: Path("/etc/ca.pem")}
+    buildah = Backend("buildah", "/usr/bin/buildah", "vfs").build_command(
+        Path("/ctx"), Path("/ctx/Dockerfile"), ["a:1", "a:latest"], secrets, layers=True
+    )
+    assert buildah == [
+        "/usr/bin/buildah", "--storage-driver", "vfs", "build", "--tag=a:1", "--tag=a:latest",
+        "--file", "/ctx/Dockerfile", "--secret", f"id={CA_SECRET},src=/etc/ca.pem",
+        "--isolation", "chroot", "--format", "oci", "--layers=true", "/ctx",
+    ]  # fmt: skip
+    docker = Backend("docker", "/usr/bin/docker", "vfs").build_command(
+        Path("/ctx"), Path("/ctx/Dockerfile"), ["a:1"], {}, layers=False
+    )
+    assert docker == ["/usr/bin/docker", "build", "--tag=a:1", "--file", "/ctx/Dockerfile", "/ctx"]
+
+
 def test_no_backend_says_what_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(ImageToolError, match=r"docker: not installed; podman: not installed; buildah: not installed"):

@@ -73,7 +73,9 @@ class ImageSettings(BaseSettings):
     )
     layers: bool = Field(True, description="Cache build layers (a new Bento with the same packages reuses them).")
     pull_timeout: float = Field(60.0, gt=0, description="Seconds to wait for a base image pull.")
-    repository: str = Field("", description="Image name; default: the Bento's name (the tag is its version).")
+    repository: str = Field(
+        "", description="Image name; default: the Bento's name. Tagged with the Bento's version and `latest`."
+    )
     cache_dir: Path = Field(default_factory=_cache_home, description="Lock and logs of base and image builds.")
     ready_timeout: float = Field(300.0, gt=0, description="Seconds for a started image to answer /readyz.")
 
@@ -202,7 +204,8 @@ def containerize(
     bento = bentoml.get(bento_tag)
     image_info, envs = bento_image(Path(bento.path))
     base_image, base_cached = choose_base(backend, image_info.base_image, settings, say)
-    image = f"{settings.repository or bento.tag.name}:{bento.tag.version}".lower()
+    repository = (settings.repository or bento.tag.name).lower()
+    image = f"{repository}:{bento.tag.version}"
     say(f"building {image} from Bento {bento.tag} with {backend.name}, on {base_image}")
     settings.cache_dir.mkdir(parents=True, exist_ok=True)
     log = settings.cache_dir / f"image-{bento.tag.version}.log"
@@ -210,7 +213,8 @@ def containerize(
     with construct_containerfile(bento, enable_buildkit=True) as (context, dockerfile):
         Path(dockerfile).write_text(render_containerfile(image_info, base_image, settings.ca_bundle is not None, envs))
         secrets = {CA_SECRET: settings.ca_bundle.resolve()} if settings.ca_bundle else {}
-        command = backend.build_command(Path(context), Path(dockerfile), image, secrets, settings.layers)
+        tags = [image, f"{repository}:latest"]
+        command = backend.build_command(Path(context), Path(dockerfile), tags, secrets, settings.layers)
         with open(log, "wb") as out:
             result = subprocess.run(command, cwd=context, stdout=out, stderr=subprocess.STDOUT, check=False)
     if result.returncode != 0:

@@ -72,10 +72,10 @@ class Backend:
         return [*(config.get("Entrypoint") or []), *(config.get("Cmd") or [])]
 
     def build_command(
-        self, context: Path, containerfile: Path, tag: str, secrets: dict[str, Path], layers: bool
+        self, context: Path, containerfile: Path, tags: list[str], secrets: dict[str, Path], layers: bool
     ) -> list[str]:
-        """The command that builds ``containerfile`` in ``context`` as ``tag``; ``secrets`` are mounted per step."""
-        args = ["build", "--tag", tag, "--file", str(containerfile)]
+        """The command that builds ``containerfile`` in ``context`` as ``tags``; ``secrets`` are mounted per step."""
+        args = ["build", *(f"--tag={tag}" for tag in tags), "--file", str(containerfile)]
         for name, path in secrets.items():
             args += ["--secret", f"id={name},src={path}"]
         if self.name != "docker":
@@ -109,6 +109,7 @@ class Backend:
             self.call("rm", container)
 
     def remove_image(self, image: str) -> None:
+        """Remove the name ``image``: only the name if the image has others (its layers stay as build cache)."""
         self.call("rmi", image)
 
     def _checked(self, *args: str) -> str:
