@@ -582,11 +582,24 @@ def test_a_second_promotion_waits_for_the_first_and_says_so(
 # -------------------------------------------------------------------------------------- entry points
 
 
-def test_containerize_is_refused_not_faked(run_flow: Run) -> None:
-    state = flows.retrain(containerize=True, return_state=True)
-    assert state.is_failed() and "see issue 6" in str(state.message)
-    result = CliRunner().invoke(retrain_cli.retrain_app, ["run", "--containerize"])
-    assert result.exit_code == 2 and "see issue 6" in result.output
+def test_a_containerize_failure_fails_the_run_and_keeps_the_tested_bento(
+    run_flow: Run,
+    challengers: dict[str, str],
+    earlier_production: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No Docker engine here: asking for Docker fails for real, after the Bento was built and smoke-tested."""
+    registry = registry_with(tmp_path, earlier_production)
+    monkeypatch.setenv("MLOPS_IMAGE_BACKEND", "docker")
+    state, summary = run_flow(containerize=True)
+    assert state.is_failed() and "containerize failed" in str(state.message)
+    assert summary["bento"] and summary["smoke_test"] is not None and summary["image"] is None
+    assert summary["promoted"] == challengers and summary["rolled_back"] == {}
+    assert registry.production() == challengers  # the Bento that serves them passed its smoke test
+    assert f"mlops image --bento {summary['bento']}" in str(state.message)
+    result = CliRunner().invoke(retrain_cli.retrain_app, ["run", "--help"])
+    assert "--containerize" in result.output and "not implemented" not in result.output.lower()
 
 
 def test_the_deployment_runs_the_importable_flow_on_the_cron_schedule() -> None:

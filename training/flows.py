@@ -62,10 +62,6 @@ from training.store import MODEL_NAMES, Stage, set_stage
 from training.validation import SanityThresholds, SnapshotUnusableError
 
 FLOW_NAME = "retrain"
-CONTAINERIZE_NOT_IMPLEMENTED = (
-    "containerize is not implemented in this issue; see issue 6 (the OCI image). "
-    "Run without --containerize; the flow builds and smoke-tests the Bento."
-)
 #: Longest first, so two workers finish together (Prophet is about half of the quick mode's training time).
 TRAINING_ORDER: tuple[str, ...] = ("price_prophet", *(n for n in MODEL_NAMES if n != "price_prophet"))
 
@@ -140,8 +136,6 @@ def retrain(
     gate, promotion, build or smoke test failed; production is then what it was before, except for the models
     this run promoted that passed every step after (a failed trainer does not hold back the others).
     """
-    if containerize:
-        raise NotImplementedError(CONTAINERIZE_NOT_IMPLEMENTED)
     logger = get_run_logger()
     settings = RetrainSettings()
     rules: GateRules = load_rules(rules_path)
@@ -195,7 +189,9 @@ def retrain(
             record.lock = lock
             if lock["held_by"]:
                 logger.warning(f"waited {lock['waited_seconds']} s for the promotion lock held by {lock['held_by']}")
-            _gate_promote_build(record, registry, challengers, rules.for_mode(quick), build_context, smoke_timeout)
+            _gate_promote_build(
+                record, registry, challengers, rules.for_mode(quick), build_context, smoke_timeout, containerize
+            )
     except PromotionLockTimeout as error:
         record.lock = {"gave_up": str(error)}
         record.failures.append(str(error))
@@ -272,9 +268,10 @@ def _gate_promote_build(
     rules: RuleSet,
     build_context: Path | None,
     smoke_timeout: float,
+    containerize: bool = False,
 ) -> None:
     """Gate every challenger against production; promote those that pass (all at once); build and smoke-test the
-    new Bento, and roll the promotions back if either fails."""
+    new Bento, and roll the promotions back if either fails; then, if asked, its OCI image."""
     logger = get_run_logger()
     production = registry.production()
     record.production_before = dict(production)
@@ -324,9 +321,6 @@ def _gate_promote_build(
         with record.step("smoke_test"):
             record.smoke_test = smoke_test_bento(record.bento, new_production, smoke_timeout)
         logger.info(f"built {record.bento}; the smoke test called every method")
-        # Containerize (issue 6) goes here: training/image.py builds the image of record.bento and runs the same
-        # smoke test against its entrypoint; a failure lands in the except below and rolls back like the others.
-        # Until it is wired, the flow refuses containerize=True at its start (CONTAINERIZE_NOT_IMPLEMENTED).
     except Exception as error:  # a build or smoke-test failure of any kind leaves production as it was
         step = "smoke test" if record.bento else "bentoml build"
         record.failures.append(f"{step} failed ({_error(error)}); promotions of this run rolled back")
@@ -334,6 +328,33 @@ def _gate_promote_build(
         manifest = context / "bentos" / "production.json"
         if manifest.exists():  # the build wrote this run's versions there: put back the ones that serve again
             write_manifest(manifest, registry.production())
+        return
+    if containerize:
+        _containerize(record, new_production, smoke_timeout)
+
+
+def _containerize(record: RunRecord, production: dict[str, str], smoke_timeout: float) -> None:
+    """The OCI image of the new Bento, started and called on every method (training/image.py).
+
+    A failure fails the run but keeps the promotions: the Bento passed its smoke test and serves them; the image is
+    packaging, rebuilt with ``mlops image --bento <tag>`` once the cause (tools, disk, registry) is fixed.
+    """
+    from training.image import containerize, smoke_test_image
+
+    assert record.bento is not None
+    try:
+        with record.step("containerize"):
+            result = containerize(record.bento, say=get_run_logger().info)
+            record.image = {
+                **result.model_dump(),
+                "smoke_test": smoke_test_image(result.image, production, smoke_timeout),
+            }
+        get_run_logger().info(f"image {result.image} ({result.size_bytes / 2**20:.0f} MiB) answered every method")
+    except Exception as error:
+        record.failures.append(
+            f"containerize failed ({_error(error)}); the promotions stand (the Bento {record.bento} passed its smoke "
+            f"test): rebuild the image with `mlops image --bento {record.bento}`"
+        )
 
 
 def _roll_back(record: RunRecord, registry: Registry, step: str) -> None:

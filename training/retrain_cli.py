@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 
-from training.flows import CONTAINERIZE_NOT_IMPLEMENTED, FLOW_NAME, RetrainSettings, retrain, thread_runner
+from training.flows import FLOW_NAME, RetrainSettings, retrain, thread_runner
 from training.retrain_summary import RetrainFailed, model_table, summary_markdown
 
 if TYPE_CHECKING:
@@ -48,15 +48,14 @@ def run_command(
     force: Annotated[bool, typer.Option(help="Retrain even models the store already has for this snapshot.")] = False,
     rules: Annotated[Path | None, typer.Option(help="TOML file overriding keys of training/gate_rules.toml.")] = None,
     workers: Annotated[int | None, typer.Option(help="Models trained at once (threads).")] = None,
-    containerize: Annotated[bool, typer.Option(help="Not implemented in this issue; see issue 6.")] = False,
+    containerize: Annotated[
+        bool, typer.Option(help="Also build the Bento's OCI image and smoke-test it (see `mlops image`).")
+    ] = False,
 ) -> None:
     """Run the flow once, here, and print what it did; exit 1 if it failed."""
     from rich.console import Console
 
     console = Console()
-    if containerize:
-        console.print(f"[red]error:[/red] {CONTAINERIZE_NOT_IMPLEMENTED}")
-        raise typer.Exit(2)
     console.print(
         f"retrain ({'quick' if quick else 'full'} mode): pull, validate, train, gate, promote, build, smoke-test. "
         "Prefect logs at WARNING; PREFECT_LOGGING_LEVEL=INFO shows each step.",
@@ -74,6 +73,7 @@ def run_command(
         models=model,
         force=force,
         rules_path=rules,
+        containerize=containerize,
         return_state=True,
     )
     outcome = state.result(raise_on_failure=False)

@@ -51,6 +51,8 @@ class RunRecord:
     lock: dict[str, Any] | None = None
     bento: str | None = None
     smoke_test: dict[str, Any] | None = None
+    #: The OCI image of the Bento (``containerize=True``): its reference, size, build and smoke-test figures.
+    image: dict[str, Any] | None = None
     #: This run's training report, or else the report of the run that trained the models it reused.
     report: str | None = None
     report_of_this_run: bool = False
@@ -202,6 +204,11 @@ def _bento_lines(summary: dict[str, Any]) -> list[str]:
         lines = ["- Bento: none built (the build failed)"]
     else:
         lines = ["- Bento: none built (nothing promoted, production unchanged)"]
+    if image := summary.get("image"):
+        lines.append(
+            f"- image `{image['image']}` ({image['size_bytes'] / 2**20:.0f} MiB, {image['backend']}): every method "
+            f"answered, ready in {image['smoke_test']['ready_seconds']} s"
+        )
     if summary["rolled_back"]:
         restored = ", ".join(f"{n} -> {t}" for n, t in summary["rolled_back"].items())
         lines.append(f"- rolled back to the production of before this run: {restored}")
