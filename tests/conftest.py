@@ -1,13 +1,14 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 # One BentoML model store for the whole session, never the user's: BentoML resolves BENTOML_HOME once,
 # on first use, so it is set before anything imports bentoml. Tests that need isolation use their own
 # registry root or model versions.
-os.environ["BENTOML_HOME"] = tempfile.mkdtemp(prefix="mlops-test-bentoml-")
+SESSION_BENTOML_HOME = os.environ["BENTOML_HOME"] = tempfile.mkdtemp(prefix="mlops-test-bentoml-")
 os.environ["BENTOML_DO_NOT_TRACK"] = "true"
 
 import numpy as np
@@ -20,6 +21,12 @@ from data.sources import EmbeddedSource
 from training.config import TrainingConfig
 from training.dataset import Panel, build_panel
 from training.run import ModelResult, TrainingRun, train
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Remove the session's model store (models, Bentos: tens of MB a run) unless asked to keep it."""
+    if os.environ.get("MLOPS_KEEP_TEST_STORE") != "1":
+        shutil.rmtree(SESSION_BENTOML_HOME, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
