@@ -19,9 +19,16 @@ EXAMPLE_FILE = PACKAGE_DIR / "examples" / "sp500_window.json"
 
 
 @cache
+def _example_text() -> str:
+    return EXAMPLE_FILE.read_text()
+
+
 def example_window() -> dict[str, Any]:
-    """The last 260 daily bars of the S&P 500 in 2018 (real data bundled with arch), as a request holds them."""
-    return dict(json.loads(EXAMPLE_FILE.read_text()))
+    """The last 260 daily bars of the S&P 500 in 2018 (real data bundled with arch), as a request holds them.
+
+    A fresh copy each call: callers change it (tests make bad windows from it).
+    """
+    return dict(json.loads(_example_text()))
 
 
 #: A JSON number, never a string or a boolean that looks like one: ``"101.5"`` and ``true`` get 400 like any wrong type.

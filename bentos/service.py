@@ -37,6 +37,7 @@ from bentos.schemas import (
     BarWindow,
     DirectionPrediction,
     ForecastPoint,
+    FormBodiesRefused,
     ModelCardOut,
     ModelRef,
     PayloadTooLarge,
@@ -44,6 +45,7 @@ from bentos.schemas import (
     RegimePrediction,
     ReturnPrediction,
     VolatilityPrediction,
+    correct_openapi,
 )
 from bentos.security import ApiKeyMiddleware, BodyLimitMiddleware
 from bentos.settings import ServiceSettings
@@ -182,6 +184,12 @@ class MarketModels:
             id(r): ModelRef(name=r.identity.name, version=r.identity.version) for r in self.all_runners
         }  # built once: every answer names the same served versions
 
+    async def _latest_row(self, bars: Bars) -> np.ndarray:
+        """The window's last feature row, computed with the requests in flight; checked for this window alone."""
+        from bentos.inputs import usable_features
+
+        return usable_features(bars, await self.latest_rows.submit(bars))
+
     def _ref(self, runner: Runner) -> ModelRef:
         return self.refs[id(runner)]
 
@@ -246,19 +254,19 @@ class MarketModels:
     ) -> ReturnPrediction:
         """Forward log return over the model's horizon (5 trading days by default) after the last bar."""
         window = _window(bars)
-        return self._return(window, await self.latest_rows.submit(window), model)
+        return self._return(window, await self._latest_row(window), model)
 
     @bentoml.api
     async def predict_direction(self, bars: BarWindow) -> DirectionPrediction:
         """Calibrated probability that the next close is above the last one."""
         window = _window(bars)
-        return self._direction(window, await self.latest_rows.submit(window))
+        return self._direction(window, await self._latest_row(window))
 
     @bentoml.api
     async def predict_volatility(self, bars: BarWindow) -> VolatilityPrediction:
         """Annualised realized volatility expected over the model's horizon."""
         window = _window(bars)
-        return self._volatility(window, await self.latest_rows.submit(window))
+        return self._volatility(window, await self._latest_row(window))
 
     @bentoml.api
     def detect_regime(self, bars: BarWindow) -> RegimePrediction:
@@ -326,8 +334,9 @@ class MarketModels:
         ]
 
 
-# in front of every route: the API keys (when configured) first, so an unauthenticated body is never read
 _service = cast(Any, MarketModels)  # a bentoml Service object, typed as the class by the decorator
+correct_openapi(_service)  # /docs.json declares the 4xx answers the methods really give (bentos/schemas.py)
+# in front of every route: the API keys (when configured) first, so an unauthenticated body is never read
 if SETTINGS.authentication:
     _service.add_asgi_middleware(
         ApiKeyMiddleware,
@@ -335,6 +344,7 @@ if SETTINGS.authentication:
         load_keys=lambda: ServiceSettings().load_api_keys(),  # read in the worker: no key in the service object
     )
 _service.add_asgi_middleware(BodyLimitMiddleware, max_bytes=SETTINGS.max_body_bytes)
+_service.add_asgi_middleware(FormBodiesRefused, routes=[method.route for method in _service.apis.values()])
 _service.add_asgi_middleware(ArrivalsMiddleware, paths=COALESCED_ROUTES, arrivals=ARRIVALS)
 
 

@@ -7,10 +7,9 @@ matches the schema documented for its status; every 4xx says what is wrong.
 
 BentoML 1.4.40 documents 400, 404 and 500 on every method, with bodies unlike the real ones, not the 413, 415 and 422
 the service gives, and no null for ``forecast_price``'s optional ``bars``. ``bentos.schemas.corrected_openapi``
-describes the service as it is; until the service serves that (the xfail below), the requests are fuzzed against the
-served schema with those corrections applied. Schema-valid requests are not expected to be accepted (Schemathesis'
-``positive_data_acceptance``): the schema cannot say that bars must be ordered, positive and at least 252 of them,
-so most generated windows rightly get 422.
+describes the service as it is, and the service serves that (``correct_openapi`` in ``bentos/service.py``).
+Schema-valid requests are not expected to be accepted (Schemathesis' ``positive_data_acceptance``): the schema
+cannot say that bars must be ordered, positive and at least 252 of them, so most generated windows rightly get 422.
 """
 
 from __future__ import annotations
@@ -32,7 +31,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from bentos.schemas import FORM_MEDIA_TYPES, corrected_openapi
+from bentos.schemas import corrected_openapi
 from tests.integration_helpers import served
 
 pytestmark = pytest.mark.integration
@@ -104,21 +103,12 @@ CHECKS = [
 ]
 
 
-def sends_a_form(case: Any) -> bool:
-    content_type = str((case.headers or {}).get("Content-Type") or case.media_type or "")
-    return content_type.split(";")[0].strip().lower() in FORM_MEDIA_TYPES
-
-
 api = schemathesis.pytest.from_fixture("served_api")
 
 
 @api.parametrize()
 def test_fuzzed_requests_get_no_5xx_and_documented_answers(case: Any) -> None:
     response = case.call(timeout=60)
-    if sends_a_form(case):
-        # BentoML answers a malformed multipart body with 500 until the service refuses form bodies:
-        # test_hostile_inputs.py::test_form_bodies_are_refused pins that (xfail until service.py is fixed)
-        return
     case.validate_response(response, checks=CHECKS)
 
 
@@ -128,11 +118,6 @@ def test_every_method_is_fuzzed(served_schema: Any, production_models: dict[str,
     assert len(methods) >= 8 and {f"POST /{name}" for name in methods} <= labels
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BentoML 1.4.40 documents only 400/404/500, with other bodies, and drops null from optional parameters: "
-    "service.py must call bentos.schemas.correct_openapi(MarketModels) after the class",
-)
 def test_served_schema_declares_the_real_error_answers(service_url: str) -> None:
     document = served_document(service_url)
     assert document == corrected_openapi(copy.deepcopy(document))

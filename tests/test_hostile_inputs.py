@@ -175,12 +175,7 @@ ROWS: list[tuple[Any, ...]] = [
 CORPUS = [Hostile(*row) for row in ROWS]
 
 #: Cases the service still answers wrongly, with the fix each needs where this module cannot make it.
-KNOWN_BUGS = {
-    "prices 1e-300 to 1e300": "500: the one-window methods' feature path in service.py (_latest_features_stacked) "
-    "skips bentos.inputs.usable_features, so features beyond float32 reach scikit-learn's forest (ValueError). Fix: "
-    "in predict_return, predict_direction and predict_volatility, pass the row from `await self.latest_rows.submit("
-    "window)` through bentos.inputs.usable_features(window, row)",
-}
+KNOWN_BUGS: dict[str, str] = {}  # label -> the bug, for a case marked xfail until it is fixed
 
 
 def message_of(payload: Any) -> str:
@@ -266,11 +261,6 @@ def test_a_million_bars_get_413_quickly_and_the_service_lives_on(
     assert code == 200 and answer["as_of"] == "2018-12-31"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BentoML 1.4.40 parses form bodies and answers a malformed multipart one with 500: service.py must add "
-    "MarketModels.add_asgi_middleware(bentos.schemas.FormBodiesRefused, routes=[...every API route])",
-)
 @pytest.mark.parametrize(
     "content_type", ["multipart/form-data", "multipart/form-data; boundary=xyz", "application/x-www-form-urlencoded"]
 )
