@@ -54,16 +54,19 @@ ROUNDS = int(os.environ.get("MLOPS_BENCH_ROUNDS", "3"))
 STEPS = ("pull", "validate", "train", "report", "gate", "promote", "build", "smoke_test")
 
 
-def run(label: str, runner: Any = None, **parameters: Any) -> tuple[float, dict[str, Any]]:
+def run(label: str, runner: Any = None, **parameters: Any) -> tuple[float, dict[str, Any], str]:
+    """Seconds of one whole flow run, its summary, and the machine's load average before and after it."""
     flow = retrain if runner is None else retrain.with_options(task_runner=runner)
+    load_before = os.getloadavg()[0]
     started = time.perf_counter()
     state = flow(build_context=CONTEXT, reports_root=WORK / "reports", return_state=True, **parameters)
     seconds = time.perf_counter() - started
+    load = f"load {load_before:.1f} -> {os.getloadavg()[0]:.1f}"
     outcome = state.result(raise_on_failure=False)
     summary = outcome.summary if isinstance(outcome, RetrainFailed) else outcome
     assert isinstance(summary, dict) and state.is_completed(), f"{label}: {state.message}"
-    print(f"{label}: {seconds:.0f} s {summary['seconds']}", flush=True)
-    return seconds, summary
+    print(f"{label}: {seconds:.0f} s ({load}) {summary['seconds']}", flush=True)
+    return seconds, summary, load
 
 
 def steps(summary: dict[str, Any]) -> str:
@@ -141,19 +144,19 @@ def main() -> None:
     notes: list[str] = []
     load_before = os.getloadavg()[0]
 
-    seconds, first = run("quick", quick=True, registry_root=WORK / "registry-quick")
+    seconds, first, load = run("quick", quick=True, registry_root=WORK / "registry-quick")
     promoted = len(first["promoted"])
     rows.append(
         (
             "quick: whole flow, first run (incl. Prefect's temporary API start), empty registry",
-            f"{seconds:.0f} s ({promoted} promoted, Bento built and smoke-tested)",
+            f"{seconds:.0f} s ({promoted} promoted, Bento built and smoke-tested; {load})",
             "< 180 s",
             seconds < 180 and promoted == 6 and first["smoke_test"] is not None,
         )
     )
     rows.append(("quick: steps (s)", steps(first), "-", True))
 
-    seconds, again = run("quick rerun", quick=True, registry_root=WORK / "registry-quick")
+    seconds, again, _ = run("quick rerun", quick=True, registry_root=WORK / "registry-quick")
     trained = [n for n, m in again["models"].items() if m["status"] != "cached"]
     rows.append(
         (
@@ -167,12 +170,12 @@ def main() -> None:
     concurrency, quick_note = concurrency_rows(first["snapshot"]["id"], "quick", ROUNDS)
     rows += concurrency
 
-    seconds, full = run("full", quick=False, registry_root=WORK / "registry-full")
+    seconds, full, load = run("full", quick=False, registry_root=WORK / "registry-full")
     promoted = len(full["promoted"])
     rows.append(
         (
             "full: whole flow, empty registry",
-            f"{seconds:.0f} s ({promoted} promoted, Bento built and smoke-tested)",
+            f"{seconds:.0f} s ({promoted} promoted, Bento built and smoke-tested; {load})",
             "< 480 s",
             seconds < 480 and promoted == 6 and full["smoke_test"] is not None,
         )
