@@ -181,14 +181,15 @@ class SnapshotStore:
             return removed
         for entry in self.root.glob(f"{_TEMP_PREFIX}*"):
             pid = entry.name[len(_TEMP_PREFIX) :].split("-", 1)[0]
-            if pid.isdigit() and _process_alive(int(pid)):
+            if pid.isdigit() and process_alive(int(pid)):
                 continue
             _remove_tree(entry)
             removed.append(entry)
         return removed
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs (this one always does)."""
     if pid == os.getpid():
         return True
     try:

@@ -1,4 +1,11 @@
-"""The BentoML model store as this project uses it: the six model names, their cards, their stage labels."""
+"""The BentoML model store as this project uses it: the six model names, their cards, their stage labels.
+
+Writes to the store survive a kill: BentoML 1.4 copies a saved model's files straight into
+``models/<name>/<version>/`` and rewrites ``model.yaml`` in place, so a process killed in the middle left a
+half-written model that listed (and could be promoted) as complete, or a ``model.yaml`` nothing could read.
+Importing this module (every training process does) makes BentoML assemble each saved model beside the store and
+rename it into place whole; :func:`set_stage` replaces ``model.yaml`` whole.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +13,22 @@ import os
 
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")  # no usage analytics calls from an offline machine
 
+import contextlib
+import shutil
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import bentoml
-from bentoml.exceptions import NotFound
+from bentoml._internal.configuration.containers import BentoMLContainer
+from bentoml._internal.models import ModelStore
+from bentoml._internal.tag import Tag
+from bentoml.exceptions import BentoMLException, NotFound
 
+from data.snapshots import process_alive
 from training.card import IncompleteCardError, ModelCard
 
 MODEL_NAMES: tuple[str, ...] = (
@@ -91,4 +106,55 @@ def set_stage(tag: str, stage: str) -> None:
     model = bentoml.models.get(tag)
     if model.info.labels.get(STAGE_LABEL) != stage:
         model.info.labels[STAGE_LABEL] = stage
-        model.flush()
+        write_info(model)
+
+
+def write_info(model: bentoml.Model) -> None:
+    """Write a stored model's ``model.yaml`` (labels, metadata) whole: to a temporary file, then renamed over it."""
+    fd, temp = tempfile.mkstemp(dir=model.path, prefix=".model-", suffix=".yaml")
+    try:
+        with os.fdopen(fd, "w", encoding="utf8") as handle:
+            model.info.dump(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, Path(model.path) / "model.yaml")
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+#: Where models are assembled before they are renamed into the store (beside it: the store lists every directory).
+SAVING_DIR = "models-saving"
+
+
+class AtomicModelStore(ModelStore):
+    """BentoML's model store, whose saves appear in it whole or not at all."""
+
+    @contextlib.contextmanager
+    def register(self, tag: str | Tag) -> Iterator[str]:
+        """A directory to write the model ``tag`` in; it becomes ``models/<name>/<version>`` once written."""
+        tag = Tag.from_taglike(tag)
+        final = self._path / tag.path()
+        if final.exists():
+            raise BentoMLException(f"Item '{tag}' already exists in the store {self._path}")
+        staging_root = self._path.resolve().parent / SAVING_DIR  # the same filesystem, for the rename
+        staging_root.mkdir(parents=True, exist_ok=True)
+        for leftover in staging_root.iterdir():  # saves of processes that were killed
+            pid = leftover.name.split("-", 1)[0]
+            if pid.isdigit() and not process_alive(int(pid)):
+                shutil.rmtree(leftover, ignore_errors=True)
+        staging = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-{tag.name}-", dir=staging_root))
+        try:
+            yield str(staging)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(staging, final)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        latest = self._path / tag.latest_path()
+        if not latest.exists() or self.get(tag).creation_time >= self.get(tag.name).creation_time:
+            temp = latest.with_name(f".latest-{os.getpid()}")
+            temp.write_text(str(tag.version))
+            os.replace(temp, latest)
+
+
+BentoMLContainer.model_store.set(AtomicModelStore(BentoMLContainer.model_store_dir.get()))
