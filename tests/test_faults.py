@@ -1,0 +1,526 @@
+"""Faults: processes killed at the worst moment, a corrupted model file, a full disk, a stop with requests in flight.
+
+Every fault is real: child processes (Python, ``bentoml serve``, the retrain flow) get SIGKILL, files are really
+truncated, a real tmpfs really fills up. Where a kill must land at one exact point (between two writes), the child
+stops there by itself: it wraps the function due to run next so that it writes a marker file and sleeps, and the
+test kills it once the marker exists. The code under test is not changed for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import psutil
+import pytest
+
+from bentos.schemas import example_window
+from data.snapshots import SnapshotStore
+from tests.integration_helpers import ROOT, free_port, post, served, status
+
+pytestmark = pytest.mark.integration
+
+#: A child's way to stop at one exact point: ``pause_if_asked()`` (called once the child has imported what it needs)
+#: wraps the function named by PAUSE_AT (``module.attribute`` or ``module.Class.method``) so that its PAUSE_CALL-th
+#: call writes the file PAUSE_MARKER and sleeps until the test kills the process.
+PAUSE = textwrap.dedent(
+    """
+    import functools, importlib, os, time
+
+    def pause_if_asked():
+        if "PAUSE_AT" not in os.environ:
+            return
+        path, name = os.environ["PAUSE_AT"].rsplit(".", 1)
+        try:
+            owner = importlib.import_module(path)
+        except ImportError:
+            module, cls = path.rsplit(".", 1)
+            owner = getattr(importlib.import_module(module), cls)
+        real, calls = getattr(owner, name), []
+
+        @functools.wraps(real)
+        def paused(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == int(os.environ.get("PAUSE_CALL", "1")):
+                open(os.environ["PAUSE_MARKER"], "w").close()
+                time.sleep(3600)
+            return real(*args, **kwargs)
+
+        setattr(owner, name, paused)
+    """
+)
+
+
+def paused_at(target: str, marker: Path, call: int = 1) -> dict[str, str]:
+    """The environment that makes a child stop at the ``call``-th call of ``target`` (see PAUSE)."""
+    return {"PAUSE_AT": target, "PAUSE_CALL": str(call), "PAUSE_MARKER": str(marker)}
+
+
+def child_env(**overrides: str | Path | int) -> dict[str, str]:
+    return {**os.environ, "BENTOML_DO_NOT_TRACK": "true", **{k: str(v) for k, v in overrides.items()}}
+
+
+def python(code: str) -> list[str]:
+    """The command that runs ``code`` (with PAUSE defined) in a fresh Python process."""
+    return [sys.executable, "-c", PAUSE + textwrap.dedent(code)]
+
+
+def start(code: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "wb") as output:
+        return subprocess.Popen(python(code), cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT)
+
+
+def kill_when(process: subprocess.Popen[bytes], ready: Callable[[], bool], log: Path, timeout: float = 180) -> None:
+    """SIGKILL ``process`` as soon as ``ready()``; fail if it ends or times out first."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if process.poll() is not None:
+            pytest.fail(
+                f"the child ended ({process.returncode}) before the point to kill it:\n{log.read_text()[-3000:]}"
+            )
+        if time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"the child never reached the point to kill it:\n{log.read_text()[-3000:]}")
+        time.sleep(0.001)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait(timeout=30) == -signal.SIGKILL
+
+
+def run(code: str, env: dict[str, str]) -> Any:
+    """Run ``code`` in a fresh Python process; return the JSON it prints last."""
+    done = subprocess.run(python(code), cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def copy_models(tags: dict[str, str], home: Path) -> Path:
+    """A BentoML home of its own holding copies of the session's stored ``tags``."""
+    source = Path(os.environ["BENTOML_HOME"]) / "models"
+    for tag in tags.values():
+        name, version = tag.split(":")
+        shutil.copytree(source / name / version, home / "models" / name / version)
+        (home / "models" / name / "latest").write_text(version)
+    return home
+
+
+# ---- snapshots ---------------------------------------------------------------------------------------------
+
+WRITE_SNAPSHOT = """
+    import os
+    import pandas as pd
+    from data.snapshots import SnapshotStore
+    from data.sources import EmbeddedSource
+
+    bars = EmbeddedSource().fetch()  # 100 copies of both indices: ~1M rows, ~10 MB of Parquet
+    frame = pd.concat([bars.assign(symbol=bars["symbol"] + f"_{i}") for i in range(100)], ignore_index=True)
+    pause_if_asked()
+    SnapshotStore(os.environ["SNAPSHOTS"]).write(frame, source="test")
+"""
+
+
+def big_panel() -> pd.DataFrame:
+    from data.sources import EmbeddedSource
+
+    bars = EmbeddedSource().fetch()
+    return pd.concat([bars.assign(symbol=bars["symbol"] + f"_{i}") for i in range(100)], ignore_index=True)
+
+
+@pytest.mark.parametrize("moment", ["while the Parquet file is written", "just before the rename"])
+def test_a_snapshot_write_killed_leaves_no_partial_snapshot(tmp_path: Path, moment: str) -> None:
+    root = tmp_path / "snapshots"
+    marker, log = tmp_path / "paused", tmp_path / "child.log"
+    if moment == "just before the rename":
+        process = start(WRITE_SNAPSHOT, child_env(SNAPSHOTS=root, **paused_at("os.rename", marker)), log)
+        kill_when(process, marker.exists, log)
+    else:
+        process = start(WRITE_SNAPSHOT, child_env(SNAPSHOTS=root), log)
+        kill_when(process, lambda: any(root.glob(".tmp-*/bars.parquet")), log)
+
+    store = SnapshotStore(root)
+    assert store.snapshots() == []
+    assert [p.name for p in root.iterdir() if not p.name.startswith(".")] == []
+    leftovers = list(root.glob(".tmp-*"))
+    assert leftovers, "the kill came after the snapshot was complete: nothing was interrupted"
+
+    info, new = store.write(big_panel(), source="test")  # the next write sweeps the dead writer's leftovers
+    assert new and not list(root.glob(".tmp-*"))
+    assert len(store.load(info.id, verify=True)) == info.rows == 1_006_200
+
+
+# ---- the model store ---------------------------------------------------------------------------------------
+
+SAVE_MODEL = """
+    import os
+    import bentoml
+    import training.store  # as every training process does: the project's view of the store
+
+    with bentoml.models.create("regime_hmm", labels={"stage": "candidate"}, metadata={"note": "fault test"}) as m:
+        with open(os.path.join(m.path, "weights.bin"), "wb") as handle:
+            handle.write(os.urandom(1 << 20) * int(os.environ["MEGABYTES"]))
+    print(m.tag, flush=True)
+"""
+MEGABYTES = 200
+
+
+def weights(home: Path) -> list[Path]:
+    return list(home.rglob("weights.bin"))
+
+
+def stored_weights(home: Path, tag: str) -> Path:
+    return home / "models" / tag.replace(":", "/") / "weights.bin"
+
+
+def test_a_model_save_killed_leaves_no_half_saved_model(tmp_path: Path) -> None:
+    home, log = tmp_path / "bentoml", tmp_path / "child.log"
+    (tmp_path / "tmp").mkdir()  # where BentoML assembles a model before it copies it into the store
+    env = child_env(BENTOML_HOME=home, MEGABYTES=MEGABYTES, TMPDIR=tmp_path / "tmp")
+    process = start(SAVE_MODEL, env, log)
+    full = MEGABYTES << 20
+    # BentoML writes the model in a temporary directory, then copies it into the store: kill in the middle of the copy
+    kill_when(process, lambda: any(0 < p.stat().st_size < full for p in weights(home)), log)
+
+    listed = run(
+        """
+        import json
+        from training.store import list_models
+        print(json.dumps([m.tag for m in list_models(("regime_hmm",))]))
+        """,
+        env,
+    )
+    half_saved = [tag for tag in listed if stored_weights(home, tag).stat().st_size < full]
+    assert not half_saved, f"half-saved models listed in the store: {half_saved}"
+
+    saved = subprocess.run(python(SAVE_MODEL), cwd=ROOT, env=env, capture_output=True)
+    assert saved.returncode == 0, saved.stderr[-2000:]
+    tag = saved.stdout.decode().split()[-1]
+    assert stored_weights(home, tag).stat().st_size == full
+    assert [p for p in weights(home) if p.stat().st_size < full] == []  # the killed save's leftovers are swept
+
+
+# ---- promotion ---------------------------------------------------------------------------------------------
+
+NEW_VERSION = """
+    import json, os, shutil
+    import bentoml
+
+    source = bentoml.models.get(os.environ["TAG"])  # a new version of a stored model: the same files and card
+    labels = {**source.info.labels, "stage": "candidate"}
+    with bentoml.models.create(source.tag.name, labels=labels, metadata=source.info.metadata) as model:
+        for item in os.listdir(source.path):
+            if item != "model.yaml":
+                shutil.copy(os.path.join(source.path, item), model.path)
+    print(json.dumps(str(model.tag)))
+"""
+PROMOTE = """
+    import json, os
+    from training.registry import Registry
+
+    pause_if_asked()
+    print(json.dumps(Registry().promote(json.loads(os.environ["TAGS"]), reason="fault test")))
+"""
+CHECK_PRODUCTION = """
+    import json
+    import bentoml
+    from training.registry import Registry
+    from training.store import get_model, list_models
+
+    production = Registry().production()
+    for tag in production.values():
+        model = get_model(tag)
+        assert model.card.name == model.name, tag  # the card reads back whole
+        assert bentoml.models.get(tag).info.labels["task"], tag
+    print(json.dumps({"production": production, "stored": [m.tag for m in list_models()]}))
+"""
+KILL_POINTS = {
+    "while the state is written": ("os.replace", 1),
+    "while the old version is relabelled": ("bentoml._internal.models.model.ModelInfo.dump", 1),
+    "while the new version is relabelled": ("bentoml._internal.models.model.ModelInfo.dump", 2),
+}
+
+
+@pytest.fixture(scope="module")
+def promoted(tmp_path_factory: pytest.TempPathFactory, production_models: dict[str, str]) -> tuple[Path, str]:
+    """A BentoML home whose registry serves copies of the session's models, and a challenger for regime_hmm."""
+    home = copy_models(production_models, tmp_path_factory.mktemp("promoted") / "bentoml")
+    env = {**child_env(BENTOML_HOME=home), "TAGS": json.dumps(list(production_models.values()))}
+    challenger = run(PROMOTE + NEW_VERSION, {**env, "TAG": production_models["regime_hmm"]})
+    return home, challenger
+
+
+@pytest.mark.parametrize("moment", list(KILL_POINTS))
+def test_a_promotion_killed_leaves_production_on_complete_models(
+    tmp_path: Path, production_models: dict[str, str], promoted: tuple[Path, str], moment: str
+) -> None:
+    template, challenger = promoted
+    shutil.copytree(template, tmp_path / "bentoml")
+    env = {**child_env(BENTOML_HOME=tmp_path / "bentoml"), "TAGS": json.dumps([challenger])}
+    marker, log = tmp_path / "paused", tmp_path / "child.log"
+    target, call = KILL_POINTS[moment]
+    kill_when(start(PROMOTE, {**env, **paused_at(target, marker, call=call)}, log), marker.exists, log)
+
+    after = run(CHECK_PRODUCTION, env)
+    assert after["production"]["regime_hmm"] in (production_models["regime_hmm"], challenger)
+    assert {k: v for k, v in after["production"].items() if k != "regime_hmm"} == {
+        k: v for k, v in production_models.items() if k != "regime_hmm"
+    }
+    assert challenger in after["stored"] and production_models["regime_hmm"] in after["stored"]
+    # the dead process held the registry lock: it is free again, and the promotion can be made
+    assert run(PROMOTE + CHECK_PRODUCTION, env)["production"]["regime_hmm"] == challenger
+
+
+# ---- a corrupted model file --------------------------------------------------------------------------------
+
+
+def truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def scramble(path: Path) -> None:
+    path.write_bytes(bytes(255 - b for b in path.read_bytes()))
+
+
+CORRUPTIONS: dict[str, tuple[str, str, Callable[[Path], None]]] = {
+    "LightGBM booster cut in half": ("direction_lightgbm", "saved_model.ubj", truncate),
+    "forest pickle scrambled": ("return_random_forest", "saved_model.pkl", scramble),
+    "Prophet JSON cut in half": ("price_prophet", "prophet_0.json", truncate),
+    "BentoML model.yaml scrambled": ("volatility_lightgbm", "model.yaml", scramble),
+}
+
+
+#: Corruptions the service does not yet name, with the fix each needs in code this module does not own.
+UNNAMED = {
+    "LightGBM booster cut in half": "LightGBM segfaults reading a truncated booster: the worker dies without a "
+    "Python error and BentoML restarts it forever, the log silent. Fix in bentos/runners.py load_runner: write "
+    "'loading <tag> (<name>)' to stderr, flushed, before each model is loaded (and faulthandler.enable() in "
+    "MarketModels.__init__), so the last line before a crash names the model; better, check digests of the model's "
+    "files recorded at save before any native loader reads them (ModelMismatchError naming the tag)",
+    "BentoML model.yaml scrambled": "bentoml serve exits 1 with a UnicodeDecodeError from BentoML's model store "
+    "that names neither the model nor the file. Fix in bentos/service.py, before the class: for each name, tag of "
+    "PRODUCTION, bentoml.models.get(tag) in a try that raises ProductionManifestError(f'cannot read the stored "
+    "model {tag} ({name}) in the model store: {type(error).__name__}: {error}')",
+}
+
+
+@pytest.mark.parametrize(
+    "corruption",
+    [
+        pytest.param(c, marks=[pytest.mark.xfail(strict=True, reason=UNNAMED[c])]) if c in UNNAMED else c
+        for c in CORRUPTIONS
+    ],
+)
+def test_a_corrupted_model_file_stops_the_service_naming_the_model(
+    tmp_path: Path, production_models: dict[str, str], corruption: str
+) -> None:
+    name, filename, corrupt = CORRUPTIONS[corruption]
+    home = copy_models(production_models, tmp_path / "bentoml")
+    corrupt(home / "models" / production_models[name].replace(":", "/") / filename)
+    ready, output = start_once(child_env(BENTOML_HOME=home), tmp_path / "serve.log")
+    assert not ready, f"the service started on a corrupted {name}"
+    assert production_models[name] in output, output[-3000:]
+
+
+def start_once(env: dict[str, str], log: Path, timeout: float = 120) -> tuple[bool, str]:
+    """Start ``bentoml serve`` and stop it once it is ready, has exited, or has replaced its worker (so one whole
+    start-up has failed: BentoML restarts a dead worker for ever); return whether it was ready, and its log."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-m", "bentoml", "serve", "bentos.service:MarketModels", "--port", str(port)]
+    command += ["--host", "127.0.0.1"]
+    with open(log, "wb") as output:
+        server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT)
+    workers: set[int] = set()
+    deadline = time.monotonic() + timeout
+    try:
+        while server.poll() is None and len(workers) < 2 and time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                if status(f"{url}/readyz") == 200:
+                    return True, log.read_text(errors="replace")
+            with contextlib.suppress(psutil.Error):
+                workers |= {child.pid for child in psutil.Process(server.pid).children()}
+            time.sleep(0.25)
+        return False, log.read_text(errors="replace")
+    finally:
+        server.terminate()
+        if psutil.wait_procs([psutil.Process(server.pid)], timeout=30)[1]:  # still running
+            server.kill()
+
+
+# ---- a full disk -------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def small_disk(path: Path, kilobytes: int) -> Iterator[dict[str, Any]]:
+    """A tmpfs of ``kilobytes`` at ``path`` (as root), else a file-size limit on the child: what it writes is cut."""
+    path.mkdir()
+    mount = ["mount", "-t", "tmpfs", "-o", f"size={kilobytes}k", "tmpfs", str(path)]
+    mounted = subprocess.run(mount, capture_output=True, check=False)
+    if mounted.returncode == 0:
+        try:
+            yield {}
+        finally:
+            subprocess.run(["umount", "-l", str(path)], check=False)
+        return
+
+    def limit() -> None:  # no mount here: a process limit gives the same failed write (EFBIG, not ENOSPC)
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (kilobytes << 10, kilobytes << 10))
+
+    yield {"preexec_fn": limit}
+
+
+def mlops(*args: str, env: dict[str, str], **options: Any) -> subprocess.CompletedProcess[str]:
+    command = [str(Path(sys.executable).parent / "mlops"), *args]
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, **options)
+
+
+def test_a_full_disk_during_a_pull_gives_a_clear_error_and_corrupts_nothing(tmp_path: Path) -> None:
+    root = tmp_path / "disk"
+    env = child_env(MLOPS_SNAPSHOT_DIR=root, COLUMNS=200)
+    # the S&P 500 alone (~210 kB of Parquet) fits; both indices (~390 kB) do not
+    with small_disk(root, kilobytes=300) as limits:
+        first = mlops("data", "pull", "--source", "embedded", "-t", "^GSPC", env=env, **limits)
+        assert first.returncode == 0, first.stdout + first.stderr
+        full = mlops("data", "pull", "--source", "embedded", env=env, **limits)
+        output = " ".join((full.stdout + full.stderr).split())  # as one line: the console wraps long ones
+        assert full.returncode == 1, output
+        assert "Traceback" not in output, output
+        assert any(reason in output for reason in ("No space left on device", "File too large")), output
+        assert str(root) in output, output
+
+        store = SnapshotStore(root)
+        (only,) = store.snapshots()
+        assert only.symbols == ["^GSPC"] and len(store.load(only.id, verify=True)) == only.rows
+        assert [p.name for p in root.iterdir()] == [only.id]  # no partial snapshot, no temporary directory
+
+
+# ---- stopping the service ----------------------------------------------------------------------------------
+
+
+def serve_process(url: str) -> psutil.Process:
+    """The ``bentoml serve`` process answering at ``url`` (started by ``served``)."""
+    port = url.rsplit(":", 1)[1]
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline = process.info["cmdline"] or []
+        if "serve" in cmdline and "--port" in cmdline and cmdline[cmdline.index("--port") + 1] == port:
+            return process
+    raise LookupError(f"no bentoml serve on port {port}")
+
+
+def slow_batch() -> dict[str, Any]:
+    """predict_all for 64 windows of 1000 bars: about a second of work."""
+    data = example_window()
+    dates = [str(d.date()) for d in pd.bdate_range("2000-01-03", periods=1000)]
+    window = {"date": dates, **{k: (data[k] * 4)[:1000] for k in data if k != "date"}}
+    return {"windows": [window] * 64}
+
+
+def test_in_flight_requests_finish_when_the_service_is_stopped(production_models: dict[str, str]) -> None:
+    body = json.dumps(slow_batch()).encode()
+    answers: list[tuple[int, Any]] = []
+    with served("bentos.service:MarketModels") as url:
+        server = serve_process(url)
+        started = time.monotonic()
+        assert post(f"{url}/predict_all_batch", body)[0] == 200
+        seconds = time.monotonic() - started
+        requests = [
+            threading.Thread(target=lambda: answers.append(post(f"{url}/predict_all_batch", body))) for _ in range(4)
+        ]
+        for request in requests:
+            request.start()
+        time.sleep(min(0.5, seconds / 2))  # the requests are in, their answers are not
+        assert not answers
+        server.send_signal(signal.SIGTERM)
+        for request in requests:
+            request.join(timeout=120)
+        assert psutil.wait_procs([server], timeout=60)[1] == [], "the service did not stop"
+    assert [code for code, _ in answers] == [200] * 4, [str(payload)[:300] for _, payload in answers]
+    assert all(len(payload) == 64 for _, payload in answers)
+
+
+# ---- a retrain killed mid-flight ---------------------------------------------------------------------------
+
+RETRAIN = """
+    import json, os
+    from pathlib import Path
+    from training.flows import RetrainFailed, retrain
+
+    pause_if_asked()
+    tmp = Path(os.environ["RETRAIN_TMP"])
+    state = retrain(
+        quick=True,
+        models=["regime_hmm"],
+        registry_root=Path(os.environ["BENTOML_HOME"]) / "mlops",
+        snapshot_dir=tmp / "snapshots",
+        reports_root=tmp / "reports",
+        build_context=tmp / "context",
+        return_state=True,
+    )
+    outcome = state.result(raise_on_failure=False)
+    print(json.dumps(outcome.summary if isinstance(outcome, RetrainFailed) else outcome, default=str))
+"""
+
+
+@pytest.mark.slow
+def test_a_retrain_killed_mid_flight_leaves_production_untouched_and_the_next_run_recovers(
+    tmp_path: Path, production_models: dict[str, str]
+) -> None:
+    from training.bento import build_context
+
+    (tmp_path / "context").mkdir()
+    build_context(tmp_path / "context")  # the Bento is built from a copy: never from (and into) the checkout
+    env = {
+        **child_env(
+            BENTOML_HOME=copy_models(production_models, tmp_path / "bentoml"),
+            MLOPS_HOME=tmp_path / "home",
+            PREFECT_HOME=tmp_path / "prefect",
+            PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=180,
+            RETRAIN_TMP=tmp_path,
+        ),
+    }
+    env.pop("PREFECT_API_URL", None)  # the flow's own temporary Prefect API
+    run(PROMOTE, {**env, "TAGS": json.dumps(list(production_models.values()))})
+
+    # killed while the HMM is fitted, after its walk-forward evaluation: the whole process group (with any
+    # Prefect server it started)
+    marker, log = tmp_path / "paused", tmp_path / "retrain.log"
+    pause = paused_at("training.regime_hmm.RegimeHMM.fit", marker)
+    with open(log, "wb") as output:
+        process = subprocess.Popen(
+            python(RETRAIN),
+            cwd=ROOT,
+            env={**env, **pause},
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        kill_when(process, marker.exists, log, timeout=600)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+
+    assert run(CHECK_PRODUCTION, env)["production"] == production_models
+
+    summary = run(RETRAIN, env)
+    assert summary["ok"], summary["failures"]
+    assert summary["models"]["regime_hmm"]["status"] == "trained"
+    after = run(CHECK_PRODUCTION, env)["production"]
+    assert {k: v for k, v in after.items() if k != "regime_hmm"} == {
+        k: v for k, v in production_models.items() if k != "regime_hmm"
+    }
+    if after["regime_hmm"] != production_models["regime_hmm"]:  # promoted: then built and smoke-tested
+        assert summary["bento"] and summary["smoke_test"]
