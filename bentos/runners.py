@@ -7,6 +7,7 @@ Runners know nothing of HTTP. Tabular runners take feature rows computed by the 
 from __future__ import annotations
 
 import os
+import sys
 
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
 
@@ -262,7 +263,12 @@ RUNNERS: dict[str, type[Runner]] = {
 
 
 def load_runner(name: str, model: bentoml.Model) -> Runner:
-    """The runner of a served model; raises :class:`ModelMismatchError` naming the model when it cannot serve."""
+    """The runner of a served model; raises :class:`ModelMismatchError` naming the model when it cannot serve.
+
+    The model is named on stderr before a native library reads its files: a damaged file can crash the process
+    (LightGBM segfaults on a truncated booster) and then that line, and faulthandler's traceback, are the last words.
+    """
+    print(f"loading {model.tag} ({name})", file=sys.stderr, flush=True)
     try:
         return RUNNERS[name](model)
     except ModelMismatchError:

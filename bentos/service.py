@@ -13,6 +13,7 @@ path then only looks these modules up (the ``_window`` helpers below).
 
 from __future__ import annotations
 
+import faulthandler
 import functools
 import gc
 import math
@@ -30,7 +31,7 @@ from pydantic import Field
 
 from bentos import client_errors
 from bentos.batching import Arrivals, ArrivalsMiddleware, Coalescer
-from bentos.production import read_manifest
+from bentos.production import ProductionManifestError, read_manifest
 from bentos.schemas import (
     AllPredictions,
     BadInput,
@@ -58,6 +59,20 @@ if TYPE_CHECKING:  # imported by MarketModels.__init__, in the worker only (see 
 
 SETTINGS = ServiceSettings()
 PRODUCTION = read_manifest(SETTINGS.production_file)
+
+
+def _check_stored(production: dict[str, str]) -> None:
+    """Every production model readable in the store, or an error naming the one that is not (not BentoML's own)."""
+    for name, tag in production.items():
+        try:
+            bentoml.models.get(tag)
+        except Exception as error:
+            raise ProductionManifestError(
+                f"cannot read the stored model {tag} ({name}) in the model store: {type(error).__name__}: {error}"
+            ) from error
+
+
+_check_stored(PRODUCTION)
 #: the one-window methods whose features are coalesced, and the count of their requests on the way in
 COALESCED_ROUTES = ("/predict_return", "/predict_direction", "/predict_volatility")
 ARRIVALS = Arrivals()
@@ -147,6 +162,7 @@ class MarketModels:
     regime_hmm = BentoModel(PRODUCTION["regime_hmm"])
 
     def __init__(self) -> None:
+        faulthandler.enable()  # a native crash while loading a model still prints where it was (and which model)
         if cpus := os.environ.get("MLOPS_WORKER_CPUS"):
             pin_worker(cpus)
         client_errors.install()  # a 4xx is one warning line in the log, not an error with a traceback
