@@ -78,7 +78,8 @@ class FeatureSpec:
         With ``rows``, only the last ``rows`` bars' features (the same values as the full matrix's last rows).
         """
         columns = compute_feature_columns(bars, self.params, rows)
-        return np.stack([columns[name] for name in self.names], axis=-1)
+        # np.array then moving the feature axis last: the same matrix as np.stack(axis=-1) at half the cost
+        return np.moveaxis(np.array([columns[name] for name in self.names]), 0, -1)
 
     def compute_latest_stacked(self, windows: list[Bars]) -> np.ndarray:
         """The last bar's feature row of each window (windows x features), in one pass over them all.

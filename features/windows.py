@@ -26,6 +26,8 @@ def trailing_windows(x: np.ndarray, window: int) -> np.ndarray:
     ~40 calls of one serving window.
     """
     x = np.ascontiguousarray(x, dtype=np.float64)
+    if x.shape[-1] == window:  # one window (serving's last row): the series itself, as a view of one window
+        return x[..., None, :]
     shape = (*x.shape[:-1], x.shape[-1] - window + 1, window)
     view = np.ndarray(shape, np.float64, x, 0, (*x.strides[:-1], 8, 8))
     view.flags.writeable = False
@@ -40,9 +42,11 @@ def output_rows(n: int, rows: int | None) -> int:
 def _trailing(x: np.ndarray, window: int, reduce: Reducer, rows: int | None) -> np.ndarray:
     n = x.shape[-1]
     k = output_rows(n, rows)
-    out = np.empty((*x.shape[:-1], k))
     # out[..., i] is position t = n - k + i, which has a full window once t >= window - 1
     valid_from = max(window - 1 - (n - k), 0)
+    if valid_from == 0:  # every position asked for has a full window (always so for serving's last row)
+        return reduce(trailing_windows(x[..., n - k - window + 1 :], window))
+    out = np.empty((*x.shape[:-1], k))
     out[..., :valid_from] = np.nan
     if valid_from < k:
         out[..., valid_from:] = reduce(trailing_windows(x[..., n - k + valid_from - window + 1 :], window))
