@@ -32,6 +32,24 @@ def test_items_submitted_together_are_computed_together() -> None:
     assert coalescer.batches == 4 and coalescer.mean_batch_size == pytest.approx(8 / 4)
 
 
+def test_requests_read_in_the_same_turn_join_one_batch_though_each_runs_in_a_task_of_its_own() -> None:
+    """BentoML's TimeoutMiddleware runs a request's app in a new task: it reaches the coalescer turns later."""
+    sizes: list[int] = []
+    coalescer: Coalescer[int, int] = Coalescer(lambda items: sizes.append(len(items)) or items)
+
+    async def request(i: int) -> int:  # the request's task, which starts the app's task and waits for it
+        return await asyncio.ensure_future(coalescer.submit(i))
+
+    async def main() -> list[int]:
+        first = asyncio.ensure_future(coalescer.submit(0))
+        await asyncio.sleep(0)  # the first is queued; the others' tasks are created only now
+        rest = await asyncio.gather(*(request(i) for i in range(1, 8)))
+        return [await first, *rest]
+
+    assert asyncio.run(main()) == list(range(8))
+    assert sizes == [8]
+
+
 def test_a_failing_computation_reaches_every_caller_and_the_next_batch_runs() -> None:
     def fail_on_three(items: list[int]) -> list[int]:
         if 3 in items:
