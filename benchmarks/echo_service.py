@@ -1,6 +1,7 @@
 """The floor of the service benchmark: the production service's HTTP shape with no model and no feature work.
 
-Same BentoML configuration as ``bentos.service.MarketModels`` (one worker, access log off, same timeout), same
+Same BentoML configuration as ``bentos.service.MarketModels`` (one worker, access log off, same timeout), the same
+HTTP guards in front (``bentos.security.guard_http``: API keys when configured, body limit, no form bodies), same
 request schema (``BarWindow``, parsed and validated by pydantic exactly as in production) and the same response
 schema (``DirectionPrediction``), but the answer is a constant. What ``predict_direction`` costs above ``echo``
 is the price of the model: OHLCV validation, features, the booster and building the answer.
@@ -16,9 +17,13 @@ import os
 
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
 
+from typing import Any, cast
+
 import bentoml
 
 from bentos.schemas import BarWindow, DirectionPrediction, ModelRef
+from bentos.security import guard_http
+from bentos.settings import ServiceSettings
 
 _ANSWER = DirectionPrediction(
     as_of="2018-12-31",
@@ -54,3 +59,6 @@ class Echo:
     def echo_sync(self, bars: BarWindow) -> DirectionPrediction:
         """``echo`` as a plain ``def``, which BentoML runs in its thread pool (like ``predict_all``)."""
         return _ANSWER.model_copy(update={"as_of": bars.date[-1] if bars.date else ""})
+
+
+guard_http(cast(Any, Echo), ServiceSettings())  # the service's HTTP guards (API keys when configured, body limit)

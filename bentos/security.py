@@ -168,3 +168,22 @@ class BodyLimitMiddleware:
             return await receive()
 
         await self.app(scope, replay, send)
+
+
+def guard_http(service: Any, settings: Any) -> None:
+    """Put the service's HTTP guards in front of every route of a BentoML ``service``, outermost first.
+
+    API keys (when configured; before anything reads an unauthenticated body), the body size limit, and 415 for form
+    bodies. ``settings`` is a ``bentos.settings.ServiceSettings``. The service benchmark's echo has the same guards.
+    """
+    from bentos.schemas import FormBodiesRefused
+
+    routes = [method.route for method in service.apis.values()]
+    if settings.authentication:
+        service.add_asgi_middleware(
+            ApiKeyMiddleware,
+            protected=routes,
+            load_keys=lambda: type(settings)().load_api_keys(),  # read in the worker: no key in the service object
+        )
+    service.add_asgi_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    service.add_asgi_middleware(FormBodiesRefused, routes=routes)

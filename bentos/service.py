@@ -38,7 +38,6 @@ from bentos.schemas import (
     BarWindow,
     DirectionPrediction,
     ForecastPoint,
-    FormBodiesRefused,
     ModelCardOut,
     ModelRef,
     PayloadTooLarge,
@@ -48,7 +47,7 @@ from bentos.schemas import (
     VolatilityPrediction,
     correct_openapi,
 )
-from bentos.security import ApiKeyMiddleware, BodyLimitMiddleware
+from bentos.security import guard_http
 from bentos.settings import ServiceSettings
 
 if TYPE_CHECKING:  # imported by MarketModels.__init__, in the worker only (see the module docstring)
@@ -352,15 +351,7 @@ class MarketModels:
 
 _service = cast(Any, MarketModels)  # a bentoml Service object, typed as the class by the decorator
 correct_openapi(_service)  # /docs.json declares the 4xx answers the methods really give (bentos/schemas.py)
-# in front of every route: the API keys (when configured) first, so an unauthenticated body is never read
-if SETTINGS.authentication:
-    _service.add_asgi_middleware(
-        ApiKeyMiddleware,
-        protected=[method.route for method in _service.apis.values()],
-        load_keys=lambda: ServiceSettings().load_api_keys(),  # read in the worker: no key in the service object
-    )
-_service.add_asgi_middleware(BodyLimitMiddleware, max_bytes=SETTINGS.max_body_bytes)
-_service.add_asgi_middleware(FormBodiesRefused, routes=[method.route for method in _service.apis.values()])
+guard_http(_service, SETTINGS)  # API keys (when configured), body limit, no form bodies
 _service.add_asgi_middleware(ArrivalsMiddleware, paths=COALESCED_ROUTES, arrivals=ARRIVALS)
 
 
