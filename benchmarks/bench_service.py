@@ -64,9 +64,18 @@ LATENCY_TARGET = 1.5
 
 # models and the request ------------------------------------------------------------------------------------
 def production_models() -> dict[str, str]:
-    """Quick models trained, promoted and named in a manifest (reused when MLOPS_BENCH_HOME already has one)."""
+    """Quick models trained, promoted and named in a manifest (reused when MLOPS_BENCH_HOME already has models of
+    the current feature code, retrained when the feature code has changed since)."""
     if MANIFEST.is_file():
-        return dict(json.loads(MANIFEST.read_text())["models"])
+        import bentoml
+
+        from features import DEFAULT_SPEC
+
+        tags = dict(json.loads(MANIFEST.read_text())["models"])
+        cards = [bentoml.models.get(tag).info.metadata for tag in tags.values()]
+        if all(card.get("feature_spec_hash") == DEFAULT_SPEC.version_hash for card in cards):
+            return tags
+        print("the feature code has changed since the stored models were trained: retraining", flush=True)
     from bentos.production import write_manifest
     from data.pull import pull
     from data.settings import DataSettings
