@@ -159,7 +159,7 @@ def _all_valid(dates: np.ndarray, values: dict[str, np.ndarray], symbols: np.nda
     Few numpy calls, each over all the columns at once: serving runs this on every request.
     """
     o, h, low, c, v = (values[n] for n in VALUE_COLUMNS)
-    prices = np.stack((o, h, low, c))
+    prices = np.array((o, h, low, c))
     with np.errstate(invalid="ignore"):
         if not (np.isfinite(prices).all() and np.isfinite(v).all()):
             return False

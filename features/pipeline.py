@@ -16,11 +16,11 @@ from features.windows import (
     ema_weights,
     exponential_average,
     lagged_difference,
+    lagged_differences,
     output_rows,
     rolling_max,
     rolling_mean,
     rolling_min,
-    rolling_rms,
     rolling_skew,
     rolling_std,
 )
@@ -149,40 +149,65 @@ def compute_feature_columns(bars: Bars, params: FeatureParams, rows: int | None 
     """Every feature of ``params`` in layout order, for every bar or only the last ``rows`` bars.
 
     NaN where the lookback is not met. Intermediate series are computed over the whole input; each
-    feature only at the positions asked for, with the same window arithmetic either way.
+    feature only at the positions asked for, with the same window arithmetic either way. Series that share a
+    window length are stacked and reduced in one call (serving computes one row, where the number of numpy calls,
+    not their size, is the cost).
     """
-    p = params
-    k = output_rows(len(bars), rows)
+    with np.errstate(divide="ignore", invalid="ignore"):  # flat windows divide 0 by 0; each feature says what then
+        return _feature_columns(bars, params, output_rows(len(bars), rows))
+
+
+def _feature_columns(bars: Bars, p: FeatureParams, k: int) -> dict[str, np.ndarray]:
     annual = np.sqrt(p.trading_days_per_year)
     c, o, h, low, v = bars.close, bars.open, bars.high, bars.low, bars.volume
     log_c, r = bars.log_close, bars.log_returns
     log_hl = np.log(h / low)
     log_co = np.log(c / o)
+    log_v = np.log1p(v)
+    squared = r * r
     cols: dict[str, np.ndarray] = {}
 
     def last(x: np.ndarray) -> np.ndarray:
         return x[..., x.shape[-1] - k :]
 
-    for lag in p.return_lags:
-        cols[f"ret_{lag}"] = lagged_difference(log_c, lag, k)
-    realized = {w: rolling_rms(r, w, k) * annual for w in p.volatility_windows}
-    for w, rv in realized.items():
-        cols[f"rv_{w}"] = rv
+    lagged = lagged_differences(log_c, p.return_lags, k)
+    for i, lag in enumerate(p.return_lags):
+        cols[f"ret_{lag}"] = lagged[..., i, :]
+
+    # the trailing means, one call per window length: {window: {name: series}}
+    w, vw, (vs, vl) = p.range_volatility_window, p.volume_window, p.volume_ratio_windows
+    prev_close = _previous(c)
+    by_window: dict[int, dict[str, np.ndarray]] = {}
+    for window, name, series in (
+        *((rv, f"rv_{rv}", squared) for rv in p.volatility_windows),
+        (w, "parkinson", log_hl * log_hl),
+        (w, "garman_klass", 0.5 * log_hl**2 - (2.0 * _LOG2 - 1.0) * log_co**2),
+        (p.atr_window, "true_range", np.maximum(h, prev_close) - np.minimum(low, prev_close)),
+        (p.rsi_window, "gains", np.maximum(r, 0.0)),
+        (p.rsi_window, "losses", np.maximum(-r, 0.0)),
+        (vw, "log_volume", log_v),
+        (vs, "volume_short", log_v),
+        (vl, "volume_long", log_v),
+    ):
+        by_window.setdefault(window, {})[name] = series
+    means: dict[str, np.ndarray] = {}
+    for window, named in by_window.items():
+        reduced = rolling_mean(np.array(tuple(named.values())), window, k)  # np.array: np.stack costs 3x more
+        means.update(zip(named, reduced, strict=True))
+
+    realized = {rv: np.sqrt(means[f"rv_{rv}"]) * annual for rv in p.volatility_windows}
+    for rv, value in realized.items():
+        cols[f"rv_{rv}"] = value
     short, long = p.volatility_windows[0], p.volatility_windows[-1]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = realized[short] / realized[long]
+    ratio = realized[short] / realized[long]
     cols[f"vol_ratio_{short}_{long}"] = np.where(realized[long] > 0, ratio, np.where(np.isnan(ratio), np.nan, 1.0))
 
-    w = p.range_volatility_window
-    cols[f"parkinson_{w}"] = np.sqrt(rolling_mean(log_hl**2, w, k) / (4.0 * _LOG2)) * annual
-    gk = 0.5 * log_hl**2 - (2.0 * _LOG2 - 1.0) * log_co**2
-    cols[f"garman_klass_{w}"] = np.sqrt(np.maximum(rolling_mean(gk, w, k), 0.0)) * annual
-
-    prev_close = _previous(c)
-    true_range = np.maximum(h, prev_close) - np.minimum(low, prev_close)
-    cols[f"atr_{p.atr_window}"] = rolling_mean(true_range, p.atr_window, k) / last(c)
+    cols[f"parkinson_{w}"] = np.sqrt(means["parkinson"] / (4.0 * _LOG2)) * annual
+    cols[f"garman_klass_{w}"] = np.sqrt(np.maximum(means["garman_klass"], 0.0)) * annual
+    close = last(c)
+    cols[f"atr_{p.atr_window}"] = means["true_range"] / close
     cols[f"skew_{p.skew_window}"] = rolling_skew(r, p.skew_window, k)
-    cols[f"rsi_{p.rsi_window}"] = _relative_strength(r, p.rsi_window, k)
+    cols[f"rsi_{p.rsi_window}"] = _relative_strength(means["gains"], means["losses"])
 
     fast, slow, signal = p.macd_spans
     # the signal line averages the MACD line, so the MACD line is needed over the signal's window too
@@ -196,37 +221,30 @@ def compute_feature_columns(bars: Bars, params: FeatureParams, rows: int | None 
     cols["macd_signal"] = macd_signal
     cols["macd_hist"] = macd - macd_signal
 
-    close = last(c)
-    sma = {w: rolling_mean(c, w, k) for w in (*p.moving_averages, p.bollinger_window)}
-    for w in p.moving_averages:
-        cols[f"close_sma_{w}"] = np.log(close / sma[w])
+    sma = {window: rolling_mean(c, window, k) for window in (*p.moving_averages, p.bollinger_window)}
+    for window in p.moving_averages:
+        cols[f"close_sma_{window}"] = np.log(close / sma[window])
     first, second = p.moving_averages[0], p.moving_averages[1]
     cols[f"sma_{first}_{second}"] = np.log(sma[first] / sma[second])
     bw = p.bollinger_window
     band = rolling_std(c, bw, k)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        z = (close - sma[bw]) / band
+    z = (close - sma[bw]) / band
     cols[f"bollinger_z_{bw}"] = np.where(band > 0, z, np.where(np.isnan(band), np.nan, 0.0))
 
     ew = p.extremes_window
     cols[f"dist_high_{ew}"] = last(log_c) - np.log(rolling_max(h, ew, k))
     cols[f"dist_low_{ew}"] = last(log_c) - np.log(rolling_min(low, ew, k))
 
-    cols["gap"] = last(np.log(o) - _previous(log_c))
+    cols["gap"] = np.log(last(o)) - last(_previous(log_c))
     cols["intraday"] = last(log_co)
     cols["range"] = last(log_hl)
-    spread = last(h - low)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        cols["close_location"] = np.where(spread > 0, (close - last(low)) / spread, 0.5)
+    spread = last(h) - last(low)
+    cols["close_location"] = np.where(spread > 0, (close - last(low)) / spread, 0.5)
 
-    log_v = np.log1p(v)
-    vw = p.volume_window
     v_std = rolling_std(log_v, vw, k)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        vz = (last(log_v) - rolling_mean(log_v, vw, k)) / v_std
+    vz = (last(log_v) - means["log_volume"]) / v_std
     cols[f"volume_z_{vw}"] = np.where(v_std > 0, vz, np.where(np.isnan(v_std), np.nan, 0.0))
-    vs, vl = p.volume_ratio_windows
-    cols[f"volume_ratio_{vs}_{vl}"] = rolling_mean(log_v, vs, k) - rolling_mean(log_v, vl, k)
+    cols[f"volume_ratio_{vs}_{vl}"] = means["volume_short"] - means["volume_long"]
 
     dates = last(bars.dates)
     days = dates.astype("datetime64[D]").astype(np.int64)
@@ -245,20 +263,17 @@ def _previous(x: np.ndarray) -> np.ndarray:
 def stack_windows(windows: list[Bars]) -> Bars:
     """Equally long windows as one stacked :class:`Bars` (one row a window) for a single feature pass."""
     return Bars(
-        np.stack([w.dates for w in windows]),
-        np.stack([w.open for w in windows]),
-        np.stack([w.high for w in windows]),
-        np.stack([w.low for w in windows]),
-        np.stack([w.close for w in windows]),
-        np.stack([w.volume for w in windows]),
+        np.array([w.dates for w in windows]),
+        np.array([w.open for w in windows]),
+        np.array([w.high for w in windows]),
+        np.array([w.low for w in windows]),
+        np.array([w.close for w in windows]),
+        np.array([w.volume for w in windows]),
     )
 
 
-def _relative_strength(returns: np.ndarray, window: int, rows: int) -> np.ndarray:
-    """RSI on [0, 1] from simple averages of gains and losses over ``window`` returns (0.5 when flat)."""
-    gains = rolling_mean(np.maximum(returns, 0.0), window, rows)
-    losses = rolling_mean(np.maximum(-returns, 0.0), window, rows)
+def _relative_strength(gains: np.ndarray, losses: np.ndarray) -> np.ndarray:
+    """RSI on [0, 1] from the average gain and loss over its window (0.5 when flat)."""
     total = gains + losses
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rsi = gains / total
+    rsi = gains / total
     return np.where(total > 0, rsi, np.where(np.isnan(total), np.nan, 0.5))

@@ -65,6 +65,17 @@ def lagged_difference(x: np.ndarray, lag: int, rows: int | None = None) -> np.nd
     return out
 
 
+def lagged_differences(x: np.ndarray, lags: tuple[int, ...], rows: int | None = None) -> np.ndarray:
+    """``x[t] - x[t - lag]`` for every lag at once, stacked along a new second-to-last axis (one row a lag)."""
+    n = x.shape[-1]
+    k = output_rows(n, rows)
+    earlier = np.arange(n - k, n) - np.array(lags)[:, None]  # (lags, k): the position each difference reaches back to
+    out = x[..., None, n - k :] - x[..., np.maximum(earlier, 0)]
+    if n - k < max(lags):  # some positions have no bar that far back
+        out[..., earlier < 0] = np.nan
+    return out
+
+
 def rolling_mean(x: np.ndarray, window: int, rows: int | None = None) -> np.ndarray:
     return _trailing(x, window, lambda w: np.add.reduce(w, axis=-1) / window, rows)
 
