@@ -20,7 +20,7 @@ from pathlib import Path
 from training.card import library_versions
 from training.config import TrainingConfig
 from training.run import TRAINERS
-from training.store import get_model, list_models
+from training.store import get_model, list_models, write_info
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PROJECT_PACKAGES = ("features", "training")
@@ -107,12 +107,12 @@ def find_trained(name: str, key: TrainingKey) -> str | None:
 
 
 def label(tag: str, labels: dict[str, str]) -> None:
-    """Add ``labels`` to a stored model."""
+    """Add ``labels`` to a stored model (its ``model.yaml`` replaced whole, as every relabelling is)."""
     import bentoml
 
     model = bentoml.models.get(tag)
     model.info.labels.update(labels)
-    model.flush()
+    write_info(model)
 
 
 def record_training_key(tag: str, key: TrainingKey) -> None:
