@@ -90,11 +90,6 @@ def rolling_std(x: np.ndarray, window: int, rows: int | None = None) -> np.ndarr
     return _trailing(x, window, std, rows)
 
 
-def rolling_rms(x: np.ndarray, window: int, rows: int | None = None) -> np.ndarray:
-    """Root mean square over the trailing window (realized volatility of returns around zero)."""
-    return _trailing(x, window, lambda w: np.sqrt(np.add.reduce(w * w, axis=-1) / window), rows)
-
-
 def rolling_max(x: np.ndarray, window: int, rows: int | None = None) -> np.ndarray:
     return _trailing(x, window, lambda w: np.maximum.reduce(w, axis=-1), rows)
 
