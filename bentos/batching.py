@@ -75,11 +75,14 @@ class ArrivalsMiddleware:
 
 
 class Coalescer(Generic[In, Out]):
-    """Runs ``compute`` once for all the items submitted during one turn of the event loop (at most ``max_size``)."""
+    """Runs ``compute`` once for all the items submitted during one turn of the event loop (at most ``max_size``).
+
+    ``compute`` returns a result per item, or the exception that item's caller gets; if it raises, every caller does.
+    """
 
     def __init__(
         self,
-        compute: Callable[[list[In]], Sequence[Out]],
+        compute: Callable[[list[In]], Sequence[Out | BaseException]],
         max_size: int = 64,
         observe: Callable[[int], None] | None = None,
         arrivals: Arrivals | None = None,
@@ -151,7 +154,10 @@ class Coalescer(Generic[In, Out]):
                 future.set_exception(error)
             return
         for (_, future), result in zip(batch, results, strict=True):
-            future.set_result(result)
+            if isinstance(result, BaseException):  # this item's own failure (e.g. its window is invalid)
+                future.set_exception(result)
+            else:
+                future.set_result(result)
 
     @property
     def mean_batch_size(self) -> float:

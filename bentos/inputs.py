@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 
 from bentos.regime_model import OBSERVATIONS, observation_matrix
 from bentos.schemas import BadInput, BarWindow, PayloadTooLarge
-from features import DEFAULT_SPEC, Bars, OHLCVValidationError, validate_bars
+from features import DEFAULT_SPEC, Bars, OHLCVValidationError, validate_bars, validate_stacked
 
 #: How many complete feature rows of a window the regime model decodes (more bars give more context).
 REGIME_CONTEXT_ROWS = 250
@@ -44,6 +46,35 @@ def bars_of(window: BarWindow, max_bars: int, where: str = "bars") -> Bars:
             "it stays within the calendar [date_out_of_range]"
         )
     return bars
+
+
+def bars_of_many(windows: list[BarWindow], max_bars: int) -> list[Bars | Exception]:
+    """:func:`bars_of` of each window, or the error it raises; equally long windows are checked together.
+
+    One check over the stack of a length's windows when every one passes (the concurrent requests of a busy
+    service), else each alone, so a bad window gets its own message and fails alone.
+    """
+    results: list[Bars | Exception | None] = [None] * len(windows)
+    by_length: dict[int, list[int]] = {}
+    for i, window in enumerate(windows):
+        by_length.setdefault(len(window.date), []).append(i)
+    for n, members in by_length.items():
+        if len(members) > 1 and n <= max_bars:
+            group = [windows[i] for i in members]
+            stacked = validate_stacked(
+                *([getattr(w, name) for w in group] for name in ("date", "open", "high", "low", "close", "volume")),
+                min_bars=DEFAULT_SPEC.min_bars,
+            )
+            if stacked is not None and all(bars.dates[-1] <= LAST_DATE for bars in stacked):
+                for i, bars in zip(members, stacked, strict=True):
+                    results[i] = bars
+                continue
+        for i in members:
+            try:
+                results[i] = bars_of(windows[i], max_bars)
+            except Exception as error:  # this window's answer, not its neighbours'
+                results[i] = error
+    return cast(list[Bars | Exception], results)
 
 
 def usable_features(bars: Bars, rows: np.ndarray) -> np.ndarray:
@@ -91,6 +122,7 @@ __all__ = [
     "PayloadTooLarge",
     "as_of",
     "bars_of",
+    "bars_of_many",
     "latest_features",
     "regime_features",
     "usable_features",

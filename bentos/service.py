@@ -120,6 +120,30 @@ def _latest_features_stacked(windows: list[Bars]) -> list[np.ndarray]:
     return [matrix[i : i + 1] for i in range(matrix.shape[0])]
 
 
+def _latest_rows(requests: list[BarWindow]) -> list[tuple[Bars, np.ndarray] | Exception]:
+    """Each request's validated window and its last feature row, the windows checked and computed together.
+
+    A window that breaks the OHLCV contract, or whose features the models cannot take, gets its own error.
+    """
+    from bentos.inputs import bars_of_many, usable_features
+    from features import Bars
+
+    parsed = bars_of_many(requests, SETTINGS.max_bars)
+    valid = [p for p in parsed if isinstance(p, Bars)]
+    rows = iter(_latest_features_stacked(valid) if valid else ())
+    results: list[tuple[Bars, np.ndarray] | Exception] = []
+    for window in parsed:
+        if isinstance(window, Exception):
+            results.append(window)
+            continue
+        row = next(rows)
+        try:
+            results.append((window, usable_features(window, row)))
+        except Exception as error:
+            results.append(error)
+    return results
+
+
 def _regime_features(bars: Bars) -> np.ndarray:
     from bentos.inputs import regime_features
 
@@ -189,8 +213,8 @@ class MarketModels:
         gc.collect()
         gc.freeze()
         # the one-window methods' features, computed for all the requests in flight at once (bentos/batching.py)
-        self.latest_rows: Coalescer[Bars, np.ndarray] = Coalescer(
-            _latest_features_stacked,
+        self.latest_rows: Coalescer[BarWindow, tuple[Bars, np.ndarray]] = Coalescer(
+            _latest_rows,
             SETTINGS.max_coalesced,
             observe=_feature_pass_histogram().observe,
             arrivals=ARRIVALS,
@@ -199,11 +223,9 @@ class MarketModels:
             id(r): ModelRef(name=r.identity.name, version=r.identity.version) for r in self.all_runners
         }  # built once: every answer names the same served versions
 
-    async def _latest_row(self, bars: Bars) -> np.ndarray:
-        """The window's last feature row, computed with the requests in flight; checked for this window alone."""
-        from bentos.inputs import usable_features
-
-        return usable_features(bars, await self.latest_rows.submit(bars))
+    async def _latest_row(self, bars: BarWindow) -> tuple[Bars, np.ndarray]:
+        """The request's validated window and its last feature row, checked and computed with the requests in flight."""
+        return await self.latest_rows.submit(bars)
 
     def _ref(self, runner: Runner) -> ModelRef:
         return self.refs[id(runner)]
@@ -260,28 +282,28 @@ class MarketModels:
 
     # the API -------------------------------------------------------------------------------------------
     # The one-window tabular methods are coroutines: a request costs ~1 ms of CPU, less than handing it to a
-    # thread and back, so they run on the event loop and share each feature computation with the requests
-    # parsed meanwhile (bentos/batching.py). The methods that take longer (regime decoding, Prophet, batches)
-    # stay plain functions, which BentoML runs in its thread pool, off the loop.
+    # thread and back, so they run on the event loop and share the OHLCV check and the feature computation with
+    # the requests parsed meanwhile (bentos/batching.py). The methods that take longer (regime decoding, Prophet,
+    # batches) stay plain functions, which BentoML runs in its thread pool, off the loop.
     @bentoml.api
     async def predict_return(
         self, bars: BarWindow, model: Literal["lightgbm", "random_forest"] = "lightgbm"
     ) -> ReturnPrediction:
         """Forward log return over the model's horizon (5 trading days by default) after the last bar."""
-        window = _window(bars)
-        return self._return(window, await self._latest_row(window), model)
+        window, features = await self._latest_row(bars)
+        return self._return(window, features, model)
 
     @bentoml.api
     async def predict_direction(self, bars: BarWindow) -> DirectionPrediction:
         """Calibrated probability that the next close is above the last one."""
-        window = _window(bars)
-        return self._direction(window, await self._latest_row(window))
+        window, features = await self._latest_row(bars)
+        return self._direction(window, features)
 
     @bentoml.api
     async def predict_volatility(self, bars: BarWindow) -> VolatilityPrediction:
         """Annualised realized volatility expected over the model's horizon."""
-        window = _window(bars)
-        return self._volatility(window, await self._latest_row(window))
+        window, features = await self._latest_row(bars)
+        return self._volatility(window, features)
 
     @bentoml.api
     def detect_regime(self, bars: BarWindow) -> RegimePrediction:

@@ -1,6 +1,13 @@
 """The contract shared by training and serving: the OHLCV schema, the FeatureSpec and the feature pipeline."""
 
-from features.ohlcv import OHLCV_COLUMNS, OHLCVValidationError, Violation, validate_bars, validate_ohlcv
+from features.ohlcv import (
+    OHLCV_COLUMNS,
+    OHLCVValidationError,
+    Violation,
+    validate_bars,
+    validate_ohlcv,
+    validate_stacked,
+)
 from features.pipeline import Bars, FeatureParams
 from features.spec import DEFAULT_SPEC, FeatureSpec, build_spec
 
@@ -15,4 +22,5 @@ __all__ = [
     "build_spec",
     "validate_bars",
     "validate_ohlcv",
+    "validate_stacked",
 ]

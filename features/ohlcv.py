@@ -156,7 +156,8 @@ _AT_LEAST = (np.array([1, 1, 0, 3]), np.array([0, 3, 2, 2]))  # high >= open, cl
 def _all_valid(dates: np.ndarray, values: dict[str, np.ndarray], symbols: np.ndarray | None) -> bool:
     """A few whole-array checks that pass for valid bars: the common case never builds a violation.
 
-    Few numpy calls, each over all the columns at once: serving runs this on every request.
+    Few numpy calls, each over all the columns at once: serving runs this on every request. Without ``symbols``
+    the arrays may be stacked windows (one row a window, time along the last axis).
     """
     o, h, low, c, v = (values[n] for n in VALUE_COLUMNS)
     prices = np.array((o, h, low, c))
@@ -166,10 +167,10 @@ def _all_valid(dates: np.ndarray, values: dict[str, np.ndarray], symbols: np.nda
         high, low_side = _AT_LEAST
         if not ((prices[high] >= prices[low_side]).all() and (low > 0).all() and (v >= 0).all()):
             return False
-    if dates.shape[0] < 2:
+    if dates.shape[-1] < 2:
         return not np.isnat(dates).any()
     days = dates.astype("datetime64[D]", copy=False)
-    increasing = days[1:] > days[:-1]  # NaT compares False, so it fails here too
+    increasing = days[..., 1:] > days[..., :-1]  # NaT compares False, so it fails here too
     if symbols is None:
         return bool(increasing.all())
     # a panel: when each symbol's rows are one block, the date order holds if it holds between neighbours
@@ -302,6 +303,33 @@ def _raise_if_any(violations: list[Violation]) -> None:
     kept = [v for v in violations if not (v.rule == Rule.NOT_FINITE and (v.row, v.column) in unreadable)]
     kept.sort(key=lambda v: -1 if v.row is None else v.row)
     raise OHLCVValidationError(kept)
+
+
+def validate_stacked(
+    dates: Any,
+    open: Any,
+    high: Any,
+    low: Any,
+    close: Any,
+    volume: Any,
+    *,
+    min_bars: int = 1,
+) -> list[Bars] | None:
+    """Equally long windows (each argument a sequence of them, one per window) as Bars, checked in one pass.
+
+    The Bars :func:`validate_bars` gives each window, or None unless every window is valid: then validate each
+    alone for the rows and rules it breaks. Serving checks the windows of concurrent requests this way.
+    """
+    try:
+        day_dates = np.asarray(dates, dtype="datetime64[D]")
+        values = np.array((open, high, low, close, volume), dtype=np.float64)
+    except (ValueError, TypeError):
+        return None
+    if day_dates.ndim != 2 or values.shape != (len(VALUE_COLUMNS), *day_dates.shape):
+        return None
+    if day_dates.shape[-1] < min_bars or not _all_valid(day_dates, dict(zip(VALUE_COLUMNS, values, strict=True)), None):
+        return None
+    return [Bars(day_dates[i], *values[:, i]) for i in range(day_dates.shape[0])]
 
 
 def validate_ohlcv(frame: pd.DataFrame, *, min_bars: int = 1, panel: bool = False) -> pd.DataFrame:

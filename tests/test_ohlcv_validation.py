@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.ohlcv import OHLCVValidationError, Rule, validate_bars, validate_ohlcv
+from features.ohlcv import OHLCVValidationError, Rule, validate_bars, validate_ohlcv, validate_stacked
 from tests.conftest import as_panel, make_bars
 
 
@@ -239,3 +239,21 @@ def test_validate_bars_reports_every_violation_once() -> None:
 def test_validate_bars_rejects_ragged_columns() -> None:
     with pytest.raises(OHLCVValidationError, match="same length"):
         validate_bars(["2020-01-02"], [1.0, 2.0], [2.0], [0.5], [1.5], [1.0])
+
+
+def test_stacked_windows_give_the_bars_each_gets_alone_or_none_if_any_is_invalid() -> None:
+    frames = [make_bars(300, seed=seed) for seed in (1, 2, 3)]
+    columns = ("date", "open", "high", "low", "close", "volume")
+    lists = [{c: (f[c].dt.strftime("%Y-%m-%d") if c == "date" else f[c]).tolist() for c in columns} for f in frames]
+    stacked = validate_stacked(*([w[c] for w in lists] for c in columns), min_bars=252)
+    assert stacked is not None and len(stacked) == 3
+    for got, window in zip(stacked, lists, strict=True):
+        alone = validate_bars(*(window[c] for c in columns), min_bars=252)
+        for name in ("dates", "open", "high", "low", "close", "volume"):
+            np.testing.assert_array_equal(getattr(got, name), getattr(alone, name))
+    lists[1]["low"][7] = -1.0  # one bad window: the caller validates each alone for the message
+    assert validate_stacked(*([w[c] for w in lists] for c in columns), min_bars=252) is None
+    lists[1]["low"][7] = lists[0]["low"][7]
+    lists[2]["date"][5], lists[2]["date"][6] = lists[2]["date"][6], lists[2]["date"][5]  # unsorted dates
+    assert validate_stacked(*([w[c] for w in lists] for c in columns), min_bars=252) is None
+    assert validate_stacked(*([w[c] for w in lists[:1]] for c in columns), min_bars=301) is None  # too few bars

@@ -238,3 +238,28 @@ def test_a_bad_window_among_concurrent_requests_fails_alone(service: Any) -> Non
     assert good == service.predict_direction(bars=window())
     assert isinstance(bad, BentoMLException) and bad.error_code == HTTPStatus.UNPROCESSABLE_ENTITY
     assert "row 3" in str(bad)
+
+
+def test_concurrent_windows_are_checked_together_yet_each_error_is_its_own(service: Any) -> None:
+    instance = service.instance
+    data = example_window()
+    short = {k: v[-100:] for k, v in data.items()}
+    unsorted = {k: list(v) for k, v in data.items()}
+    unsorted["date"][5], unsorted["date"][6] = unsorted["date"][6], unsorted["date"][5]
+
+    async def together() -> list[Any]:
+        return await asyncio.gather(
+            instance.predict_direction(bars=window()),
+            instance.predict_direction(bars=window(**short)),
+            instance.predict_volatility(bars=window(**unsorted)),
+            instance.predict_return(bars=window()),
+            return_exceptions=True,
+        )
+
+    good, too_short, disordered, returned = asyncio.run(together())
+    assert good == service.predict_direction(bars=window())
+    assert returned == service.predict_return(bars=window())
+    assert isinstance(too_short, BentoMLException) and too_short.error_code == HTTPStatus.UNPROCESSABLE_ENTITY
+    assert "100 bars given, at least 252 are needed" in str(too_short)
+    assert isinstance(disordered, BentoMLException) and disordered.error_code == HTTPStatus.UNPROCESSABLE_ENTITY
+    assert "row 6" in str(disordered) and "dates must increase" in str(disordered)
