@@ -212,7 +212,7 @@ class MarketModels:
         # a queued request), and every full collection would otherwise rescan this heap (150-300 ms a time).
         gc.collect()
         gc.freeze()
-        # the one-window methods' features, computed for all the requests in flight at once (bentos/batching.py)
+        # the one-window methods' OHLCV checks and features, for all the requests in flight at once (bentos/batching.py)
         self.latest_rows: Coalescer[BarWindow, tuple[Bars, np.ndarray]] = Coalescer(
             _latest_rows,
             SETTINGS.max_coalesced,
