@@ -75,7 +75,7 @@ class ArrivalsMiddleware:
 
 
 class Coalescer(Generic[In, Out]):
-    """Runs ``compute`` once for all the items submitted during one turn of the event loop (at most ``max_size``).
+    """Runs ``compute`` once for all the items submitted within a few turns of the event loop (at most ``max_size``).
 
     ``compute`` returns a result per item, or the exception that item's caller gets; if it raises, every caller does.
     """
