@@ -1,7 +1,10 @@
 """Serving side of ``regime_hmm``: a Gaussian HMM over (daily log return, log realized volatility).
 
-Imported by the service and by the trainer (which writes the format read here); it uses numpy, hmmlearn, json and
-``features`` only, never ``training`` or ``data``.
+Imported by the service and by the trainer (which writes the format read here); it never imports ``training`` or
+``data``. Serving (:meth:`RegimeModel.posterior_last`) needs numpy only: the forward filter is implemented here, so a
+service's cold start does not pay for hmmlearn (which pulls scikit-learn and scipy.stats). Training and the
+hmmlearn-backed inference (:meth:`RegimeModel.hmm`, ``decode``, ``posteriors``, ``log_likelihood``) import hmmlearn
+lazily, on first use.
 
 The observation of day t is built from the shared feature pipeline's row at t (so it only uses bars up to t):
 
@@ -25,10 +28,12 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from hmmlearn.hmm import GaussianHMM
+
+if TYPE_CHECKING:  # annotations only: importing hmmlearn costs ~2 s (scikit-learn, scipy.stats)
+    from hmmlearn.hmm import GaussianHMM
 
 MODEL_FILE = "regime_hmm.json"
 FORMAT_VERSION = 1
@@ -37,6 +42,12 @@ COVARIANCE_TYPES = ("diag", "full")
 ORDER_BY = "log_volatility"
 _TRANSFORMS = ("identity", "log")
 _PROBABILITY_TOLERANCE = 1e-6
+_LOG_2PI = float(np.log(2.0 * np.pi))
+#: Forward filter: steps multiplied together (vectorised) between two normalisations, a power of two.
+_FILTER_BLOCK = 32
+#: A block is used as is only if, from every state, its most likely path keeps at least this (scaled) weight;
+#: otherwise its steps are filtered one at a time in the log domain (see ``_forward_last``).
+_FILTER_BLOCK_FLOOR = 1e-150
 
 
 @dataclass(frozen=True)
@@ -123,6 +134,7 @@ class RegimeModel:
         self.covars = _frozen(covars)
         self._validate()
         self._model: GaussianHMM | None = None
+        self._emission: tuple[np.ndarray, np.ndarray] | None = None
 
     # ----------------------------------------------------------------------------------------------- structure
 
@@ -171,7 +183,12 @@ class RegimeModel:
     # --------------------------------------------------------------------------------------- hmmlearn and canon
 
     def hmm(self, implementation: str = "log") -> GaussianHMM:
-        """A fresh ``hmmlearn.hmm.GaussianHMM`` with exactly these parameters (ready to decode or score)."""
+        """A fresh ``hmmlearn.hmm.GaussianHMM`` with exactly these parameters (ready to decode or score).
+
+        hmmlearn is imported here, not at module level: serving never calls this (see ``posterior_last``).
+        """
+        from hmmlearn.hmm import GaussianHMM
+
         model = GaussianHMM(
             n_components=self.n_states,
             covariance_type=self.covariance_type,
@@ -198,7 +215,10 @@ class RegimeModel:
         observations: Sequence[Observation] = OBSERVATIONS,
         state_names: Sequence[str] | None = None,
     ) -> RegimeModel:
-        """The canonical form of a fitted hmmlearn model: states sorted by mean log volatility, then named."""
+        """The canonical form of a fitted hmmlearn model: states sorted by mean log volatility, then named.
+
+        Only reads ``model``'s attributes, so it needs no hmmlearn import of its own.
+        """
         covariance_type = str(model.covariance_type)
         if covariance_type not in COVARIANCE_TYPES:
             raise ValueError(f"covariance_type must be one of {COVARIANCE_TYPES}, got {covariance_type!r}")
@@ -280,8 +300,43 @@ class RegimeModel:
 
         At the last row the smoothed and the filtered distributions coincide (the backward message is 1), so
         this is what a live service should report: it never uses rows after the day it describes.
+
+        numpy only (no hmmlearn, no scipy); equal to ``self.hmm().predict_proba(observations)[-1]`` to rounding.
         """
-        return self.posteriors(observations)[-1]
+        values = self._checked(observations)
+        return _forward_last(self.startprob, self.transmat, self._log_densities(values))
+
+    def _log_densities(self, values: np.ndarray) -> np.ndarray:
+        """log N(x_t; mean_i, covar_i) of every (checked) row t and state i, shape (n, n_states); numpy only."""
+        offset, scale = self._emission_terms()
+        diff = values[:, None, :] - self.means  # (rows, states, d)
+        if self.covariance_type == "diag":
+            quadratic = (diff * diff * scale).sum(axis=2)  # scale = 1 / variances, (states, d)
+        else:
+            # scale = L^-1 per state (covar = L L^T), so |L^-1 (x - mean)|^2 is the Mahalanobis distance
+            whitened = np.matmul(scale, diff.transpose(1, 2, 0))  # (states, d, d) @ (states, d, rows)
+            quadratic = (whitened * whitened).sum(axis=1).T
+        return offset - 0.5 * quadratic
+
+    def _emission_terms(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(offset (states,), scale)``, computed once per model: offset = -(d log 2 pi + log det covar) / 2;
+        scale = 1 / variances ("diag", (states, d)) or the inverse Cholesky factor ("full", (states, d, d))."""
+        if self._emission is None:
+            d = self.n_features
+            if self.covariance_type == "diag":
+                log_det = np.log(self.covars).sum(axis=1)
+                scale = 1.0 / self.covars
+            else:
+                if not np.allclose(self.covars, self.covars.transpose(0, 2, 1)):
+                    raise ValueError("full covariances must be symmetric")
+                try:
+                    cholesky = np.linalg.cholesky(self.covars)
+                except np.linalg.LinAlgError as error:
+                    raise ValueError("full covariances must be positive definite") from error
+                log_det = 2.0 * np.log(np.diagonal(cholesky, axis1=1, axis2=2)).sum(axis=1)
+                scale = np.linalg.solve(cholesky, np.broadcast_to(np.eye(d), cholesky.shape))
+            self._emission = (-0.5 * (d * _LOG_2PI + log_det), scale)
+        return self._emission
 
     def log_likelihood(self, observations: np.ndarray, lengths: Sequence[int] | None = None) -> float:
         """Total log-likelihood of the observations under the model."""
@@ -361,6 +416,58 @@ class RegimeModel:
             f"RegimeModel({self.n_states} states {list(self.state_names)}, covariance {self.covariance_type!r}, "
             f"observations {list(self.observation_names)})"
         )
+
+
+def _forward_last(startprob: np.ndarray, transmat: np.ndarray, log_b: np.ndarray) -> np.ndarray:
+    """The normalised forward variable at the last row, P(state_T | x_1..x_T), from per-row log densities ``log_b``.
+
+    alpha_0 ∝ startprob * b_0 and alpha_t ∝ (alpha_{t-1} @ transmat) * b_t, with b_t = exp(log_b_t - max_i log_b_ti)
+    (the per-row constant cancels in the normalisation and keeps every b in [0, 1], the best state at 1).
+    Equivalently alpha_T ∝ alpha_0 @ M_1 @ ... @ M_T with M_t = transmat * b_t (columns scaled). A Python loop of
+    one tiny numpy call per row costs ~1-5 us a row, so the M_t are multiplied together in blocks of
+    ``_FILTER_BLOCK`` rows with batched matmuls (a pairwise tree), and the loop only runs over the blocks,
+    normalising after each. Every M_t is sub-stochastic (entries in [0, 1]), so a block product cannot overflow,
+    and rounding in it is bounded by ~1e-308 absolutely; a block is used only if every one of its rows keeps a
+    maximum above ``_FILTER_BLOCK_FLOOR`` (1e-150), which bounds the rounding relative to the normalisation by
+    ~1e-158. A block failing that test (observations that are near impossible from some state: an extreme outlier
+    with near-zero transitions) is filtered row by row in the log domain, as is the first row: log(prediction) +
+    log_b, minus its maximum, exponentiated and normalised. The prediction sums to 1, so its largest entry is
+    positive and the result is never NaN, whatever underflows or is zero (a zero-probability start state stays at
+    zero).
+    """
+    rows, n = log_b.shape
+    alpha = _log_domain_step(startprob, log_b[0])
+    if rows == 1:
+        return alpha
+    later = log_b[1:]
+    b = np.exp(later - later.max(axis=1, keepdims=True))
+    steps = b[:, None, :] * transmat  # (rows - 1, n, n): M_t[i, j] = transmat[i, j] * b_t[j]
+    blocks = -(-(rows - 1) // _FILTER_BLOCK)
+    padding = blocks * _FILTER_BLOCK - (rows - 1)
+    if padding:
+        steps = np.concatenate([steps, np.broadcast_to(np.eye(n), (padding, n, n))])
+    products = steps.reshape(blocks, _FILTER_BLOCK, n, n)
+    while products.shape[1] > 1:  # pairwise, in order: the product of each block's matrices
+        products = np.matmul(products[:, 0::2], products[:, 1::2])
+    products = products[:, 0]
+    usable = products.max(axis=2).min(axis=1) > _FILTER_BLOCK_FLOOR
+    for block in range(blocks):
+        if usable[block]:
+            alpha = alpha @ products[block]
+            alpha = alpha / alpha.sum()  # >= _FILTER_BLOCK_FLOOR: alpha sums to 1, every row keeps that much
+        else:
+            first = 1 + block * _FILTER_BLOCK
+            for t in range(first, min(first + _FILTER_BLOCK, rows)):
+                alpha = _log_domain_step(alpha @ transmat, log_b[t])
+    return alpha
+
+
+def _log_domain_step(prediction: np.ndarray, log_b: np.ndarray) -> np.ndarray:
+    """prediction * exp(log_b), normalised, computed in logs (safe when densities underflow)."""
+    with np.errstate(divide="ignore"):  # log(0) = -inf: an unreachable state stays at probability 0
+        log_alpha = np.log(prediction) + log_b
+    alpha = np.exp(log_alpha - log_alpha.max())
+    return alpha / alpha.sum()
 
 
 def _frozen(values: Any) -> np.ndarray:

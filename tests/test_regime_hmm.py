@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -14,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from bentos import regime_model
 from bentos.regime_model import MODEL_FILE, RegimeModel, observation_matrix
 from data.snapshots import SnapshotInfo
 from features import DEFAULT_SPEC, Bars, validate_ohlcv
@@ -27,6 +30,7 @@ from training.trainer import Fitted
 # module docstring of training/regime_hmm.py) with two yearly refits plus the final one: three fits.
 CONFIG = TrainingConfig(test_years=2, hmm_restarts=2, hmm_iterations=200, seed=0)
 NAMES = ("calm", "normal", "turbulent")
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def assert_basic_json(value: Any, where: str = "") -> None:
@@ -74,6 +78,13 @@ def fitted(panel: Panel) -> Fitted:
 def everything(panel: Panel) -> tuple[np.ndarray, list[int]]:
     sequences = RegimeData.from_panel(panel).sequences()
     return sequences.observations, sequences.lengths
+
+
+@pytest.fixture(scope="module")
+def full_covariance(panel: Panel) -> RegimeModel:
+    """A 3-state model with full covariances fitted on the same data (the trainer's default is "diag")."""
+    sequences = RegimeData.from_panel(panel).sequences()
+    return fit_hmm(sequences, n_states=3, restarts=1, n_iter=200, seed=0, covariance_type="full").model
 
 
 @pytest.fixture
@@ -266,6 +277,89 @@ def test_posterior_last_is_the_forward_filter(fitted: Fitted, everything: tuple[
         alpha = (alpha @ model.transmat) * emission[t]
         alpha /= alpha.sum()
     np.testing.assert_allclose(model.posterior_last(window), alpha, atol=1e-10)
+
+
+def _windows(everything: tuple[np.ndarray, list[int]]) -> list[np.ndarray]:
+    """Real windows of the first symbol: the served length (250), the whole history, and lengths around the filter's
+    blocks of 32 rows."""
+    first = everything[0][: everything[1][0]]
+    return [first[1000:1250], first[-250:], first, *(first[2000 : 2000 + k] for k in (1, 2, 32, 33, 34, 65, 97))]
+
+
+def _assert_matches_hmmlearn(model: RegimeModel, windows: list[np.ndarray]) -> float:
+    hmm = model.hmm()
+    worst = 0.0
+    for window in windows:
+        expected = hmm.predict_proba(window)[-1]
+        got = model.posterior_last(window)
+        assert np.isfinite(got).all() and got.sum() == pytest.approx(1.0, abs=1e-12)
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-10, err_msg=f"{len(window)} rows")
+        worst = max(worst, float(np.abs(got - expected).max()))
+    return worst
+
+
+@pytest.mark.parametrize("covariance_type", ["diag", "full"])
+def test_posterior_last_equals_hmmlearn(
+    covariance_type: str,
+    fitted: Fitted,
+    full_covariance: RegimeModel,
+    everything: tuple[np.ndarray, list[int]],
+) -> None:
+    model: RegimeModel = fitted.model if covariance_type == "diag" else full_covariance
+    assert model.covariance_type == covariance_type
+    _assert_matches_hmmlearn(model, _windows(everything))
+
+
+@pytest.mark.parametrize("covariance_type", ["diag", "full"])
+def test_posterior_last_survives_outliers_and_impossible_states(
+    covariance_type: str,
+    fitted: Fitted,
+    full_covariance: RegimeModel,
+    everything: tuple[np.ndarray, list[int]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Rows whose densities underflow for some states (|log density gaps| of 10^3), a zero start probability on the
+    only state that explains the first row, and (below) states the chain cannot reach: no NaN, hmmlearn's answer."""
+    fit: RegimeModel = fitted.model if covariance_type == "diag" else full_covariance
+    window = everything[0][1000:1250].copy()
+    window[0] = [-0.5, 2.0]  # a -40 % day at 700 % volatility: only "turbulent" comes close
+    window[100] = [0.4, 2.5]
+    window[101] = [-0.3, -6.0]
+    gaps = fit._log_densities(window[[0, 100, 101]])
+    assert (gaps.max(axis=1) - gaps.min(axis=1) > 745).all()  # exp() of the gap underflows to 0
+    outliers = [window, window[:1], window[:2], window[:101], window[:102], window[:103], window[:140]]
+
+    # the fitted chain, but the first row's state cannot start a sequence
+    no_turbulent_start = RegimeModel(NAMES, [0.5, 0.5, 0.0], fit.transmat, fit.means, fit.covars, covariance_type)
+    _assert_matches_hmmlearn(no_turbulent_start, outliers)
+
+    # "turbulent" unreachable: at the outlier rows every reachable state's scaled density underflows to 0, so the
+    # filter's blocked products lose their rows and those blocks must be redone row by row in the log domain
+    transmat = [[0.9, 0.1, 0.0], [0.1, 0.9, 0.0], [0.0, 0.0, 1.0]]
+    unreachable = RegimeModel(NAMES, [0.5, 0.5, 0.0], transmat, fit.means, fit.covars, covariance_type)
+    calls: list[int] = []
+    step = regime_model._log_domain_step
+
+    def counted(prediction: np.ndarray, log_b: np.ndarray) -> np.ndarray:
+        calls.append(1)
+        return step(prediction, log_b)
+
+    monkeypatch.setattr(regime_model, "_log_domain_step", counted)
+    _assert_matches_hmmlearn(unreachable, outliers)
+    assert len(calls) > len(outliers), "the log-domain fallback was not exercised"
+    last = unreachable.posterior_last(window[:101])
+    assert last[2] == 0.0 and last.sum() == pytest.approx(1.0)
+
+
+def test_serving_does_not_import_hmmlearn() -> None:
+    """The service loads bentos.regime_model; hmmlearn (and scikit-learn, scipy.stats behind it) costs ~2 s of cold
+    start, so only training and the hmmlearn-backed helpers may import it, lazily."""
+    code = (
+        "import sys, json, bentos.regime_model\n"
+        "print(json.dumps(sorted(m for m in ('hmmlearn', 'sklearn', 'scipy.stats') if m in sys.modules)))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert json.loads(result.stdout) == []
 
 
 def test_card_details_are_metadata_safe(fitted: Fitted) -> None:
