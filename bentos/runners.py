@@ -12,14 +12,18 @@ import sys
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
 
 import ctypes
+import functools
+import importlib.util
 import weakref
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import bentoml
 import numpy as np
 import pandas as pd
 
+from bentos.forest_model import CUSTOM_OBJECT, FlatForest, forest_nodes
 from bentos.prophet_model import ProphetModels
 from bentos.regime_model import RegimeModel
 from features import DEFAULT_SPEC
@@ -68,41 +72,129 @@ class Runner:
 
 #: Prediction parameters of every booster call: one thread (the default threads cost milliseconds a row).
 BOOSTER_PARAMETERS = "num_threads=1"
+#: The file ``bentoml.lightgbm.save_model`` writes the booster to (LightGBM's text model format).
+LIGHTGBM_MODEL_FILE = "saved_model.ubj"
+_C_API_DTYPE_FLOAT64 = 1
+_C_API_PREDICT_NORMAL = 0
+
+
+class LightGBMError(RuntimeError):
+    """An error reported by LightGBM's C library."""
+
+
+@functools.cache
+def _lightgbm_library() -> tuple[ctypes.CDLL, ctypes.PyDLL]:
+    """LightGBM's shared library, found in the installed ``lightgbm`` package without importing the package.
+
+    ``import lightgbm`` imports scikit-learn when it is installed (for its optional scikit-learn API), and with it
+    scipy.stats: 1.5-2.5 s of a worker's start on a 2-core machine, for nothing the service calls. Two handles on
+    the one library: ``CDLL`` calls release the GIL (batch predictions), ``PyDLL`` calls keep it (one row: see
+    :class:`SingleRowPredictor`).
+    """
+    spec = importlib.util.find_spec("lightgbm")
+    if spec is None or not spec.submodule_search_locations:
+        raise LightGBMError("the lightgbm package is not installed")
+    names = {"win32": "lib_lightgbm.dll", "darwin": "lib_lightgbm.dylib"}
+    name = names.get(sys.platform, "lib_lightgbm.so")
+    for folder in spec.submodule_search_locations:
+        for candidate in (Path(folder) / "lib" / name, Path(folder) / name):
+            if candidate.is_file():
+                return ctypes.CDLL(str(candidate)), ctypes.PyDLL(str(candidate))
+    raise LightGBMError(f"no {name} in the lightgbm package at {list(spec.submodule_search_locations)}")
+
+
+def _check(lib: ctypes.CDLL, status: int) -> None:
+    if status != 0:
+        lib.LGBM_GetLastError.restype = ctypes.c_char_p
+        raise LightGBMError(lib.LGBM_GetLastError().decode(errors="replace"))
+
+
+class NativeBooster:
+    """A LightGBM model file, predicted through LightGBM's C library (the same calls ``lightgbm.Booster`` makes).
+
+    Predictions are ``Booster.predict(rows, num_threads=1)``'s; the tests compare the two on stored models.
+    """
+
+    def __init__(self, model_file: str | Path, parameters: str = BOOSTER_PARAMETERS):
+        self.lib, self.gil_lib = _lightgbm_library()
+        self.parameters = parameters.encode()
+        handle = ctypes.c_void_p()
+        iterations = ctypes.c_int(0)
+        _check(self.lib, self.lib.LGBM_BoosterCreateFromModelfile(str(model_file).encode(), ctypes.byref(iterations), ctypes.byref(handle)))
+        self._handle = handle
+        weakref.finalize(self, self.lib.LGBM_BoosterFree, handle)
+        self.num_iterations = int(iterations.value)
+        self.num_features = self._int("LGBM_BoosterGetNumFeature")
+        self.num_classes = self._int("LGBM_BoosterGetNumClasses")
+        self.models_per_iteration = self._int("LGBM_BoosterNumModelPerIteration")
+
+    def _int(self, function: str) -> int:
+        value = ctypes.c_int(0)
+        _check(self.lib, getattr(self.lib, function)(self._handle, ctypes.byref(value)))
+        return int(value.value)
+
+    def predict(self, rows: np.ndarray) -> np.ndarray:
+        """One prediction per row of ``rows`` (n, num_features): the raw score transformed by the objective."""
+        data = np.ascontiguousarray(np.atleast_2d(rows), dtype=np.float64)
+        if data.ndim != 2 or data.shape[1] != self.num_features:
+            raise ValueError(f"expected rows of {self.num_features} features, got shape {np.shape(rows)}")
+        if self.models_per_iteration != 1:
+            raise ValueError("only one-output boosters are served")
+        out = np.empty(data.shape[0], dtype=np.float64)
+        length = ctypes.c_int64(0)
+        _check(
+            self.lib,
+            self.lib.LGBM_BoosterPredictForMat(
+                self._handle,
+                data.ctypes.data_as(ctypes.c_void_p),
+                ctypes.c_int(_C_API_DTYPE_FLOAT64),
+                ctypes.c_int32(data.shape[0]),
+                ctypes.c_int32(data.shape[1]),
+                ctypes.c_int(1),  # row major
+                ctypes.c_int(_C_API_PREDICT_NORMAL),
+                ctypes.c_int(0),  # start iteration
+                ctypes.c_int(-1),  # every iteration
+                ctypes.c_char_p(self.parameters),
+                ctypes.byref(length),
+                out.ctypes.data_as(ctypes.c_void_p),
+            ),
+        )
+        if length.value != data.shape[0]:
+            raise LightGBMError(f"LightGBM returned {length.value} predictions for {data.shape[0]} rows")
+        return out
 
 
 class SingleRowPredictor:
     """LightGBM's single-row fast path (``LGBM_BoosterPredictForMatSingleRowFast``) for one feature row.
 
-    A service request predicts one row: ``Booster.predict`` spends ~50 us on Python-side setup and five C calls
-    that each release the GIL, and in a server every release can hand the GIL to the event loop and leave the
-    request waiting. This path costs a few microseconds and one C call made *without* releasing the GIL
-    (``ctypes.PyDLL``), which is also what makes sharing one fast-config handle between threads safe. It walks the
-    same trees with the same iterations and parameters as ``Booster.predict``; :func:`single_row_predictor` checks
-    that the two agree bit for bit before it is used.
+    A service request predicts one row: the general call costs more setup than the trees' walk, and in a server it
+    releases the GIL, which can hand the GIL to the event loop and leave the request waiting. This path costs a few
+    microseconds and one C call made *without* releasing the GIL (``ctypes.PyDLL``), which is also what makes sharing
+    one fast-config handle between threads safe. It walks the same trees with the same iterations and parameters as
+    :meth:`NativeBooster.predict`; :func:`single_row_predictor` checks that the two agree bit for bit before it is used.
     """
 
-    def __init__(self, booster: Any, num_iteration: int, parameters: str = BOOSTER_PARAMETERS):
-        from lightgbm.basic import _C_API_DTYPE_FLOAT64, _C_API_PREDICT_NORMAL, _LIB, _safe_call
-
-        lib = ctypes.PyDLL(_LIB._name)  # same library, but calls keep the GIL (no Python callbacks run here)
+    def __init__(self, booster: NativeBooster):
+        lib = booster.gil_lib
         self.booster = booster  # the fast config points into the booster: keep it alive as long as this
-        self.num_features = int(booster.num_feature())
+        self.num_features = booster.num_features
         handle = ctypes.c_void_p()
-        _safe_call(
+        _check(
+            booster.lib,
             lib.LGBM_BoosterPredictForMatSingleRowFastInit(
                 booster._handle,
                 ctypes.c_int(_C_API_PREDICT_NORMAL),
                 ctypes.c_int(0),
-                ctypes.c_int(num_iteration),
+                ctypes.c_int(-1),
                 ctypes.c_int(_C_API_DTYPE_FLOAT64),
                 ctypes.c_int32(self.num_features),
-                ctypes.c_char_p(parameters.encode()),
+                ctypes.c_char_p(booster.parameters),
                 ctypes.byref(handle),
-            )
+            ),
         )
         weakref.finalize(self, lib.LGBM_FastConfigFree, handle)
         self._handle = handle
-        self._check = _safe_call
+        self._lib = booster.lib
         self._call = lib.LGBM_BoosterPredictForMatSingleRowFast
         self._call.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.POINTER(ctypes.c_int64), ctypes.c_void_p]
         self._call.restype = ctypes.c_int
@@ -112,23 +204,25 @@ class SingleRowPredictor:
         row = np.ascontiguousarray(row, dtype=np.float64)
         out = np.empty(1)
         length = ctypes.c_int64(0)
-        self._check(self._call(self._handle, row.ctypes.data, ctypes.byref(length), out.ctypes.data))
+        status = self._call(self._handle, row.ctypes.data, ctypes.byref(length), out.ctypes.data)
+        if status != 0:
+            _check(self._lib, status)
         return out
 
 
-def single_row_predictor(booster: Any) -> SingleRowPredictor | None:
+def single_row_predictor(booster: NativeBooster) -> SingleRowPredictor | None:
     """The fast one-row predictor of a one-output booster, or None if LightGBM lacks it or it disagrees."""
     try:
-        if booster.num_model_per_iteration() != 1:
+        if booster.models_per_iteration != 1:
             return None
-        predictor = SingleRowPredictor(booster, num_iteration=booster.best_iteration)
+        predictor = SingleRowPredictor(booster)
         rng = np.random.default_rng(0)
         probes = rng.normal(size=(8, predictor.num_features))
         probes[0] = 0.0
         probes[1, ::3] = np.nan
-        expected = np.asarray(booster.predict(probes, num_threads=1))
+        expected = booster.predict(probes)
         fast = np.concatenate([predictor(row) for row in probes])
-    except Exception:  # a LightGBM without the fast C API: Booster.predict serves every request
+    except Exception:  # a LightGBM without the fast C API: the general call serves every request
         return None
     return predictor if np.array_equal(fast, expected) else None
 
@@ -138,7 +232,13 @@ class BoosterRunner(Runner):
 
     def __init__(self, model: bentoml.Model):
         super().__init__(model)
-        self.booster = bentoml.lightgbm.load_model(model)
+        if model.info.module != "bentoml.lightgbm" or not Path(model.path_of(LIGHTGBM_MODEL_FILE)).is_file():
+            raise ModelMismatchError(
+                f"{self.identity.tag} is not a LightGBM model saved by bentoml.lightgbm (module {model.info.module!r})"
+            )
+        self.booster = NativeBooster(model.path_of(LIGHTGBM_MODEL_FILE))
+        if self.booster.models_per_iteration != 1:
+            raise ModelMismatchError(f"{self.identity.tag} predicts more than one value a row; one is served")
         self.one_row = single_row_predictor(self.booster)
 
     def predict(self, features: np.ndarray) -> np.ndarray:
@@ -146,61 +246,43 @@ class BoosterRunner(Runner):
         one_row = self.one_row
         if one_row is not None and rows.shape[0] == 1 and rows.shape[1] == one_row.num_features:
             return one_row(rows[0])
-        return np.asarray(self.booster.predict(rows, num_threads=1))
+        return self.booster.predict(rows)
 
 
 class ForestRunner(Runner):
-    """The scikit-learn RandomForest return regression."""
+    """The scikit-learn RandomForest return regression, predicted from its flat nodes (bentos/forest_model.py).
+
+    A forest stored without the nodes (before they were stored) is unpickled with scikit-learn and flattened at load.
+    Large batches (the batch CLI) go to scikit-learn's own predict, loaded on the first one: per row it is faster
+    than walking every tree of every row at once, and its answers are the same.
+    """
+
+    #: Up to this many rows, the flat nodes predict; more go to scikit-learn.
+    FLAT_ROWS = 64
 
     def __init__(self, model: bentoml.Model):
         super().__init__(model)
-        self.forest = bentoml.sklearn.load_model(model)
-        self.one_row = SingleRowForest.of(self.forest)
+        self._model = model
+        self._forest: Any = None
+        nodes = model.custom_objects.get(CUSTOM_OBJECT)
+        if nodes is None:
+            self.flat = FlatForest(forest_nodes(self.forest))
+            self.flat.check(self.forest)
+        else:
+            self.flat = FlatForest(nodes)
+
+    @property
+    def forest(self) -> Any:
+        """The stored scikit-learn forest (imports scikit-learn on first use)."""
+        if self._forest is None:
+            self._forest = bentoml.sklearn.load_model(self._model)
+        return self._forest
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         rows = np.atleast_2d(features)
-        one_row = self.one_row
-        if one_row is not None and rows.shape[0] == 1 and rows.shape[1] == one_row.num_features:
-            row = np.ascontiguousarray(rows, dtype=np.float32)  # the dtype sklearn's trees compare in
-            if np.isfinite(row).all():  # NaN: sklearn decides (it rejects it unless its trees handle it)
-                return one_row(row)
+        if rows.shape[0] <= self.FLAT_ROWS:
+            return self.flat.predict(rows)
         return np.asarray(self.forest.predict(rows))
-
-
-class SingleRowForest:
-    """``RandomForestRegressor.predict`` of one row, without the forest's per-tree Python overhead.
-
-    The forest's own ``predict`` spends ~0.1 ms a tree on input checks, joblib dispatch and warning filters (25 ms
-    a row for 200 trees); each tree's compiled ``apply`` finds the row's leaf in ~3 us. The leaf values are summed
-    in the forest's order (it predicts with ``n_jobs=1``) and divided the same way, so the result is the forest's to
-    the bit; :meth:`of` checks that before it is used.
-    """
-
-    def __init__(self, forest: Any):
-        self.num_features = int(forest.n_features_in_)
-        self.trees = [estimator.tree_ for estimator in forest.estimators_]
-        self.values = [tree.value[:, 0, 0].copy() for tree in self.trees]  # one output: the leaf's mean
-
-    @classmethod
-    def of(cls, forest: Any) -> SingleRowForest | None:
-        """The fast path of a one-output forest regression, or None if it does not give the forest's answers."""
-        try:
-            if getattr(forest, "n_outputs_", 1) != 1:
-                return None
-            fast = cls(forest)
-            probes = np.random.default_rng(0).normal(size=(8, fast.num_features)) * 0.05
-            expected = np.asarray(forest.predict(probes))
-            got = np.concatenate([fast(probes[i : i + 1].astype(np.float32)) for i in range(len(probes))])
-        except Exception:  # an unexpected scikit-learn: its own predict serves every request
-            return None
-        return fast if np.array_equal(got, expected) else None
-
-    def __call__(self, row: np.ndarray) -> np.ndarray:
-        """The prediction for one C-contiguous float32 row of shape (1, num_features), as an array of shape (1,)."""
-        total = 0.0
-        for tree, values in zip(self.trees, self.values, strict=True):
-            total += values[tree.apply(row)[0]]
-        return np.array([total / len(self.trees)])
 
 
 class DirectionRunner(BoosterRunner):
@@ -217,7 +299,14 @@ class DirectionRunner(BoosterRunner):
             raise ModelMismatchError(f"{self.identity.tag} has no usable calibration in its card: {error}") from error
 
     def predict(self, features: np.ndarray) -> np.ndarray:
-        raw = np.minimum(np.maximum(super().predict(features), 1e-6), 1 - 1e-6)  # np.clip, at a third of the cost
+        raw = super().predict(features)
+        if raw.shape[0] == 1:
+            # one row (every service request): the same IEEE operations on a float64 scalar, and numpy's own log
+            # and exp (not math's, which may round differently), at a third of the cost of ufuncs on an array of one
+            p = min(max(float(raw[0]), 1e-6), 1 - 1e-6)
+            logit = np.log(np.float64(p / (1 - p)))
+            return np.array([1.0 / (1.0 + np.exp(-(self.slope * logit + self.intercept)))])
+        raw = np.minimum(np.maximum(raw, 1e-6), 1 - 1e-6)  # np.clip, at a third of the cost
         return np.asarray(1.0 / (1.0 + np.exp(-(self.slope * np.log(raw / (1 - raw)) + self.intercept))))
 
 

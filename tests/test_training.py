@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import bentoml
 import numpy as np
 import pytest
 
+from bentos.forest_model import CUSTOM_OBJECT as FOREST_NODES
+from bentos.forest_model import FlatForest
+from bentos.runners import load_runner
 from features import DEFAULT_SPEC
 from tests.conftest import TABULAR
 from training.card import ModelCard
@@ -80,6 +86,54 @@ def test_random_forest_round_trip_gives_identical_predictions(
     loaded = bentoml.sklearn.load_model(result.tag)
     rows = quick_panel.features[-300:]
     np.testing.assert_array_equal(loaded.predict(rows), result.fitted.model.predict(rows))
+
+
+def test_served_runners_predict_what_the_trained_models_do(
+    tabular_results: dict[str, ModelResult], quick_panel: Panel
+) -> None:
+    """The service predicts through LightGBM's C library and the forest's flat nodes: the same values, bit for bit.
+
+    Rows one at a time (the fast one-row paths), a few together (flat forest, general booster call) and many
+    (scikit-learn's forest, loaded for big batches), including rows with missing features.
+    """
+    rows = quick_panel.features[-300:].copy()
+    rows[5, ::4] = np.nan
+    rows[9, 0] = np.nan
+    for name in TABULAR:
+        result = tabular_results[name]
+        runner = load_runner(name, bentoml.models.get(result.tag))
+        expected = np.asarray(result.fitted.model.predict(rows), dtype=np.float64)
+        one_by_one = np.concatenate([runner.predict(rows[i : i + 1]) for i in range(0, 300, 10)])
+        np.testing.assert_array_equal(one_by_one, expected[::10], err_msg=name)
+        np.testing.assert_array_equal(runner.predict(rows[:40]), expected[:40], err_msg=name)
+        np.testing.assert_array_equal(runner.predict(rows), expected, err_msg=name)
+
+
+def test_forest_is_stored_with_its_flat_nodes(tabular_results: dict[str, ModelResult]) -> None:
+    result = tabular_results["return_random_forest"]
+    stored = bentoml.models.get(result.tag)
+    flat = FlatForest(stored.custom_objects[FOREST_NODES])
+    forest = result.fitted.model
+    assert flat.n_trees == len(forest.estimators_) and flat.n_features == forest.n_features_in_
+    assert flat.depth == max(e.tree_.max_depth for e in forest.estimators_)
+    flat.check(forest, probes=256, seed=7)  # raises unless bit for bit equal, NaN rows included
+
+
+def test_service_process_imports_no_scikit_learn(production_models: dict[str, str]) -> None:
+    """LightGBM's package imports scikit-learn and scipy.stats (~2 s of a worker's start): serving loads neither."""
+    code = (
+        "import sys, bentoml\n"
+        "import bentos.inputs\n"
+        "from bentos.runners import load_runner\n"
+        f"tags = {production_models!r}\n"
+        "for name, tag in tags.items():\n"
+        "    load_runner(name, bentoml.models.get(tag))\n"
+        "heavy = sorted(m for m in ('sklearn', 'scipy.stats', 'hmmlearn', 'lightgbm') if m in sys.modules)\n"
+        "print('imported:', heavy)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "imported: []" in done.stdout, done.stdout + done.stderr[-2000:]
 
 
 def test_feature_importances_cover_the_spec(tabular_results: dict[str, ModelResult]) -> None:

@@ -8,6 +8,7 @@ import bentoml
 import numpy as np
 from sklearn.ensemble import RandomForestRegressor
 
+from bentos.forest_model import CUSTOM_OBJECT, FlatForest, forest_nodes
 from training.return_lightgbm import ReturnTrainer
 from training.trainer import Fitted
 
@@ -37,4 +38,9 @@ class ReturnRandomForest(ReturnTrainer):
         return np.asarray(model.feature_importances_)
 
     def save(self, fitted: Fitted, metadata: dict[str, Any], labels: dict[str, str]) -> bentoml.Model:
-        return bentoml.sklearn.save_model(self.name, fitted.model, metadata=metadata, labels=labels)
+        # the service predicts from the flat nodes (no scikit-learn in its process): they must give the forest's answers
+        nodes = forest_nodes(fitted.model)
+        FlatForest(nodes).check(fitted.model)
+        return bentoml.sklearn.save_model(
+            self.name, fitted.model, metadata=metadata, labels=labels, custom_objects={CUSTOM_OBJECT: nodes}
+        )
