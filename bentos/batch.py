@@ -102,9 +102,11 @@ class BatchModels:
         missing = [name for name in BATCH_MODELS if name not in manifest]
         if missing:
             raise ProductionManifestError(f"the manifest names no version of {', '.join(missing)}")
+        forest = _runner("return_random_forest", manifest["return_random_forest"], ForestRunner)
+        forest.load_batch_model()  # batches go to scikit-learn's forest: loaded now, with the others, not mid-file
         return cls(
             return_lightgbm=_runner("return_lightgbm", manifest["return_lightgbm"], BoosterRunner),
-            return_random_forest=_runner("return_random_forest", manifest["return_random_forest"], ForestRunner),
+            return_random_forest=forest,
             direction=_runner("direction_lightgbm", manifest["direction_lightgbm"], DirectionRunner),
             volatility=_runner("volatility_lightgbm", manifest["volatility_lightgbm"], BoosterRunner),
             regime=_runner("regime_hmm", manifest["regime_hmm"], RegimeRunner),

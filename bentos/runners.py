@@ -274,6 +274,10 @@ class ForestRunner(Runner):
     @property
     def forest(self) -> Any:
         """The stored scikit-learn forest (imports scikit-learn on first use)."""
+        return self.load_batch_model()
+
+    def load_batch_model(self) -> Any:
+        """Load (once) the scikit-learn forest that predicts batches of more than ``FLAT_ROWS`` rows, and return it."""
         if self._forest is None:
             self._forest = bentoml.sklearn.load_model(self._model)
         return self._forest
