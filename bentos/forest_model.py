@@ -125,4 +125,6 @@ class FlatForest:
         got = self.predict(rows)
         if not np.array_equal(got, expected):
             worst = float(np.nanmax(np.abs(got - expected)))
-            raise ValueError(f"the flat forest does not reproduce the forest's predictions (largest difference {worst})")
+            raise ValueError(
+                f"the flat forest does not reproduce the forest's predictions (largest difference {worst})"
+            )

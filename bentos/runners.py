@@ -120,7 +120,12 @@ class NativeBooster:
         self.parameters = parameters.encode()
         handle = ctypes.c_void_p()
         iterations = ctypes.c_int(0)
-        _check(self.lib, self.lib.LGBM_BoosterCreateFromModelfile(str(model_file).encode(), ctypes.byref(iterations), ctypes.byref(handle)))
+        _check(
+            self.lib,
+            self.lib.LGBM_BoosterCreateFromModelfile(
+                str(model_file).encode(), ctypes.byref(iterations), ctypes.byref(handle)
+            ),
+        )
         self._handle = handle
         weakref.finalize(self, self.lib.LGBM_BoosterFree, handle)
         self.num_iterations = int(iterations.value)
