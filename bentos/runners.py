@@ -284,7 +284,12 @@ class ForestRunner(Runner):
     def load_batch_model(self) -> Any:
         """Load (once) the scikit-learn forest that predicts batches of more than ``FLAT_ROWS`` rows, and return it."""
         if self._forest is None:
-            self._forest = bentoml.sklearn.load_model(self._model)
+            try:
+                self._forest = bentoml.sklearn.load_model(self._model)
+            except Exception as error:
+                raise ModelMismatchError(
+                    f"cannot load {self._model.tag} (return_random_forest): {type(error).__name__}: {error}"
+                ) from error
         return self._forest
 
     def predict(self, features: np.ndarray) -> np.ndarray:

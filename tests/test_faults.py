@@ -295,7 +295,8 @@ def scramble(path: Path) -> None:
 
 CORRUPTIONS: dict[str, tuple[str, str, Callable[[Path], None]]] = {
     "LightGBM booster cut in half": ("direction_lightgbm", "saved_model.ubj", truncate),
-    "forest pickle scrambled": ("return_random_forest", "saved_model.pkl", scramble),
+    # the service predicts the forest from its flat nodes (the custom objects), never from the pickle
+    "forest nodes scrambled": ("return_random_forest", "custom_objects.pkl", scramble),
     "Prophet JSON cut in half": ("price_prophet", "prophet_0.json", truncate),
     "BentoML model.yaml scrambled": ("volatility_lightgbm", "model.yaml", scramble),
 }
@@ -321,6 +322,28 @@ def test_a_corrupted_model_file_stops_the_service_naming_the_model(
     ready, output = start_once(child_env(BENTOML_HOME=home), tmp_path / "serve.log")
     assert not ready, f"the service started on a corrupted {name}"
     assert production_models[name] in output, output[-3000:]
+
+
+def test_a_scrambled_forest_pickle_stops_batch_inference_naming_the_model(
+    tmp_path: Path, production_models: dict[str, str]
+) -> None:
+    """The service never reads the forest's pickle (it predicts from the flat nodes); batch inference does, for
+    batches of more than 64 rows, and loads it with the other models: a damaged one stops it there, named."""
+    tag = production_models["return_random_forest"]
+    home = copy_models(production_models, tmp_path / "bentoml")
+    scramble(home / "models" / tag.replace(":", "/") / "saved_model.pkl")
+    code = f"""
+        from bentos.batch import BatchModels
+        from bentos.runners import ModelMismatchError
+        try:
+            BatchModels.load({production_models!r})
+        except ModelMismatchError as error:
+            print("refused:", error)
+    """
+    done = subprocess.run(
+        python(code), cwd=ROOT, env=child_env(BENTOML_HOME=home), capture_output=True, text=True, timeout=120
+    )
+    assert f"refused: cannot load {tag} (return_random_forest)" in done.stdout, done.stdout + done.stderr[-3000:]
 
 
 def start_once(env: dict[str, str], log: Path, timeout: float = 120) -> tuple[bool, str]:
