@@ -153,12 +153,6 @@ class RegimeFilter:
         self.block = context_rows - 1  # transitions in a full context window
         self.start = np.asarray(model.startprob, dtype=np.float64)
         self.transition = np.asarray(model.transmat, dtype=np.float64)
-        self._means = np.asarray(model.means, dtype=np.float64)
-        covars = np.asarray(model.covars, dtype=np.float64)
-        if model.covariance_type == "diag":
-            covars = np.stack([np.diag(c) for c in covars])
-        self._whitening = np.linalg.cholesky(np.linalg.inv(covars))  # (x - mu) W has the squared norm of the quadratic
-        self._log_norm = -0.5 * (np.linalg.slogdet(covars)[1] + model.n_features * np.log(2.0 * np.pi))
 
     def observations(self, feature_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The observation of every feature row and whether it is complete (as the service builds them)."""
@@ -167,10 +161,7 @@ class RegimeFilter:
     def emissions(self, observations: np.ndarray, valid: np.ndarray) -> np.ndarray:
         """Gaussian likelihood of each row under each state, scaled so its largest is 1 (1 everywhere if invalid)."""
         complete = np.where(valid[:, None], observations, 0.0)  # incomplete rows are skipped by the filter
-        log_likelihood = np.empty((complete.shape[0], self._means.shape[0]))
-        for state, (mean, whitening) in enumerate(zip(self._means, self._whitening, strict=True)):
-            z = (complete - mean) @ whitening
-            log_likelihood[:, state] = self._log_norm[state] - 0.5 * np.einsum("nd,nd->n", z, z)
+        log_likelihood = self.model.log_densities(complete)  # the service's densities (RegimeModel)
         log_likelihood[~valid] = 0.0
         return np.exp(log_likelihood - log_likelihood.max(axis=1, keepdims=True))
 

@@ -304,10 +304,11 @@ class RegimeModel:
         numpy only (no hmmlearn, no scipy); equal to ``self.hmm().predict_proba(observations)[-1]`` to rounding.
         """
         values = self._checked(observations)
-        return _forward_last(self.startprob, self.transmat, self._log_densities(values))
+        return _forward_last(self.startprob, self.transmat, self.log_densities(values))
 
-    def _log_densities(self, values: np.ndarray) -> np.ndarray:
-        """log N(x_t; mean_i, covar_i) of every (checked) row t and state i, shape (n, n_states); numpy only."""
+    def log_densities(self, values: np.ndarray) -> np.ndarray:
+        """log N(x_t; mean_i, covar_i) of every row t (finite, as :meth:`observations` gives) and state i, shape
+        (n, n_states); numpy only. The service's filter and batch inference's both start from these."""
         offset, scale = self._emission_terms()
         diff = values[:, None, :] - self.means  # (rows, states, d)
         if self.covariance_type == "diag":

@@ -325,7 +325,7 @@ def test_posterior_last_survives_outliers_and_impossible_states(
     window[0] = [-0.5, 2.0]  # a -40 % day at 700 % volatility: only "turbulent" comes close
     window[100] = [0.4, 2.5]
     window[101] = [-0.3, -6.0]
-    gaps = fit._log_densities(window[[0, 100, 101]])
+    gaps = fit.log_densities(window[[0, 100, 101]])
     assert (gaps.max(axis=1) - gaps.min(axis=1) > 745).all()  # exp() of the gap underflows to 0
     outliers = [window, window[:1], window[:2], window[:101], window[:102], window[:103], window[:140]]
 
