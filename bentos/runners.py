@@ -112,7 +112,8 @@ def _check(lib: ctypes.CDLL, status: int) -> None:
 class NativeBooster:
     """A LightGBM model file, predicted through LightGBM's C library (the same calls ``lightgbm.Booster`` makes).
 
-    Predictions are ``Booster.predict(rows, num_threads=1)``'s; the tests compare the two on stored models.
+    Predictions are ``Booster.predict(rows, num_threads=1)``'s; the tests compare the two on stored models. One output
+    a row: :class:`BoosterRunner` refuses a booster with more (``models_per_iteration``) at load.
     """
 
     def __init__(self, model_file: str | Path, parameters: str = BOOSTER_PARAMETERS):
@@ -128,9 +129,7 @@ class NativeBooster:
         )
         self._handle = handle
         weakref.finalize(self, self.lib.LGBM_BoosterFree, handle)
-        self.num_iterations = int(iterations.value)
         self.num_features = self._int("LGBM_BoosterGetNumFeature")
-        self.num_classes = self._int("LGBM_BoosterGetNumClasses")
         self.models_per_iteration = self._int("LGBM_BoosterNumModelPerIteration")
 
     def _int(self, function: str) -> int:
@@ -143,8 +142,6 @@ class NativeBooster:
         data = np.ascontiguousarray(np.atleast_2d(rows), dtype=np.float64)
         if data.ndim != 2 or data.shape[1] != self.num_features:
             raise ValueError(f"expected rows of {self.num_features} features, got shape {np.shape(rows)}")
-        if self.models_per_iteration != 1:
-            raise ValueError("only one-output boosters are served")
         out = np.empty(data.shape[0], dtype=np.float64)
         length = ctypes.c_int64(0)
         _check(
