@@ -47,7 +47,7 @@ bench: setup
 IMAGE_CA_BUNDLE ?= $(or $(MLOPS_IMAGE_CA_BUNDLE),$(SSL_CERT_FILE),$(PIP_CERT))
 IMAGE_FLAGS ?=
 image: setup
-	@$(BIN)/python -c "from training.registry import Registry; raise SystemExit(not Registry().production())" \
+	@$(BIN)/python -c "from training.registry.promotion import Registry; raise SystemExit(not Registry().production())" \
 		|| { $(BIN)/mlops data pull --source embedded && $(BIN)/mlops train --quick --promote; }
 	$(BIN)/mlops image --install-tools $(if $(IMAGE_CA_BUNDLE),--ca-bundle $(IMAGE_CA_BUNDLE)) $(IMAGE_FLAGS)
 

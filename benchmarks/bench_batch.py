@@ -61,7 +61,7 @@ def train_quick_models(work: Path) -> Path:
     from data.snapshots import SnapshotStore
     from data.sources import EmbeddedSource
     from training.config import TrainingConfig
-    from training.registry import Registry
+    from training.registry.promotion import Registry
     from training.run import train
 
     store = SnapshotStore(DataSettings().snapshots)

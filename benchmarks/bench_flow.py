@@ -27,7 +27,7 @@ os.environ["MLOPS_HOME"] = str(WORK / "home")
 os.environ["PREFECT_HOME"] = str(WORK / "prefect")
 os.environ["BENTOML_DO_NOT_TRACK"] = "true"
 os.environ.pop("PREFECT_API_URL", None)  # the temporary local API, as a user without a server gets
-# training.flows sets these defaults too, but prefect is imported first here and reads its settings on import
+# training.flows.retrain sets these defaults too, but prefect is imported first here and reads its settings on import
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
@@ -39,13 +39,13 @@ from prefect.task_runners import ProcessPoolTaskRunner  # noqa: E402
 from benchmarks._report import write_results  # noqa: E402
 from data.settings import DataSettings  # noqa: E402
 from data.snapshots import SnapshotStore  # noqa: E402
-from training.bento import build_context  # noqa: E402
+from deploy.bento import build_context  # noqa: E402
 from training.config import TrainingConfig  # noqa: E402
 from training.dataset import build_panel  # noqa: E402
-from training.flows import _train_all, retrain, thread_runner  # noqa: E402
-from training.retrain_cache import training_key  # noqa: E402
-from training.retrain_summary import RetrainFailed, RunRecord  # noqa: E402
-from training.store import MODEL_NAMES  # noqa: E402
+from training.flows.cache import training_key  # noqa: E402
+from training.flows.retrain import _train_all, retrain, thread_runner  # noqa: E402
+from training.flows.summary import RetrainFailed, RunRecord  # noqa: E402
+from training.registry.store import MODEL_NAMES  # noqa: E402
 
 (WORK / "context").mkdir()
 CONTEXT = build_context(WORK / "context")

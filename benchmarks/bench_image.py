@@ -26,15 +26,14 @@ os.environ["BENTOML_DO_NOT_TRACK"] = "true"
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._report import write_results  # noqa: E402
+from cli.demo import wait_ready  # noqa: E402
 from data.pull import pull  # noqa: E402
 from data.settings import DataSettings  # noqa: E402
 from data.snapshots import SnapshotStore  # noqa: E402
 from data.sources import EmbeddedSource  # noqa: E402
-from training.base_image import host_recipe  # noqa: E402
-from training.bento import build, build_context  # noqa: E402
-from training.config import TrainingConfig  # noqa: E402
-from training.demo import wait_ready  # noqa: E402
-from training.image import (  # noqa: E402
+from deploy.base_image import host_recipe  # noqa: E402
+from deploy.bento import build, build_context  # noqa: E402
+from deploy.image import (  # noqa: E402
     DEFAULT_IMAGE_BYTES,
     ImageResult,
     ImageSettings,
@@ -45,9 +44,10 @@ from training.image import (  # noqa: E402
     run_image,
     smoke_test_image,
 )
-from training.registry import Registry  # noqa: E402
+from deploy.smoke import call_every_method, free_port, smoke_test  # noqa: E402
+from training.config import TrainingConfig  # noqa: E402
+from training.registry.promotion import Registry  # noqa: E402
 from training.run import train  # noqa: E402
-from training.smoke import call_every_method, free_port, smoke_test  # noqa: E402
 
 ROUNDS = int(os.environ.get("MLOPS_BENCH_ROUNDS", "3"))
 TARGET_BYTES = 900e6

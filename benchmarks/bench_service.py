@@ -87,7 +87,7 @@ def production_models() -> dict[str, str]:
     from data.snapshots import SnapshotStore
     from data.sources import EmbeddedSource
     from training.config import TrainingConfig
-    from training.registry import Registry
+    from training.registry.promotion import Registry
     from training.run import train
 
     store = SnapshotStore(DataSettings().snapshots)

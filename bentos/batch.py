@@ -40,22 +40,17 @@ import typer
 from bentoml.exceptions import NotFound
 
 from bentos.inputs import REGIME_CONTEXT_ROWS
-from bentos.production import ProductionManifestError, read_manifest
+from bentos.production import ProductionManifestError, bento_tags, production_tags, read_manifest
 from bentos.regime_model import RegimeModel, observation_matrix
 from bentos.runners import BoosterRunner, DirectionRunner, ForestRunner, ModelMismatchError, RegimeRunner, load_runner
 from bentos.settings import ServiceSettings
 from features import DEFAULT_SPEC, OHLCV_COLUMNS, Bars, OHLCVValidationError, Violation, validate_ohlcv
+from features.catalog import PER_ROW_MODELS
 from features.ohlcv import SYMBOL_COLUMN, Rule
 
 INPUT_COLUMNS: tuple[str, ...] = (SYMBOL_COLUMN, *OHLCV_COLUMNS)
 #: The served models batch inference uses (price_prophet forecasts per symbol, not per row).
-BATCH_MODELS: tuple[str, ...] = (
-    "return_lightgbm",
-    "return_random_forest",
-    "direction_lightgbm",
-    "volatility_lightgbm",
-    "regime_hmm",
-)
+BATCH_MODELS = PER_ROW_MODELS
 #: Bars kept per symbol between chunks: the first new row needs its regime context and each context row its lookback.
 CARRY_BARS = DEFAULT_SPEC.lookback + REGIME_CONTEXT_ROWS - 1
 DEFAULT_CHUNK_ROWS = 100_000
@@ -119,14 +114,10 @@ class BatchModels:
 
 
 def production_manifest(bento: str | None = None) -> dict[str, str]:
-    """The production tags: those shipped inside a built Bento, or the service's production file by default."""
+    """The production tags: those a built Bento ships, or by default what the service serves (the registry's)."""
     if bento is None:
-        return read_manifest(ServiceSettings().production_file)
-    try:
-        path = Path(bentoml.get(bento).path)
-    except NotFound:
-        raise ProductionManifestError(f"no Bento {bento} in the local store (`bentoml list` shows them)") from None
-    return read_manifest(path / "src" / "bentos" / "production.json")
+        return production_tags(ServiceSettings().production_file)
+    return bento_tags(bento)
 
 
 # ---------------------------------------------------------------------------------------------------- regime
@@ -623,7 +614,7 @@ def score(
         str | None, typer.Option(help="Serve the models of this built Bento (its shipped production manifest).")
     ] = None,
     manifest: Annotated[
-        Path | None, typer.Option(help="A production manifest file; default: the service's (MLOPS_PRODUCTION_FILE).")
+        Path | None, typer.Option(help="A production manifest file; default: what the registry calls production.")
     ] = None,
     chunk_rows: Annotated[int, typer.Option(min=1, help="Rows read, validated and scored at a time.")] = (
         DEFAULT_CHUNK_ROWS

@@ -27,6 +27,7 @@ from bentos.forest_model import CUSTOM_OBJECT, FlatForest, forest_nodes
 from bentos.prophet_model import ProphetModels
 from bentos.regime_model import RegimeModel
 from features import DEFAULT_SPEC
+from features.catalog import Runtime, model_kind
 
 
 class ModelMismatchError(RuntimeError):
@@ -352,13 +353,13 @@ class PriceRunner(Runner):
         return self.models.forecast(symbol, periods, recent=recent)
 
 
-RUNNERS: dict[str, type[Runner]] = {
-    "return_lightgbm": BoosterRunner,
-    "return_random_forest": ForestRunner,
-    "direction_lightgbm": DirectionRunner,
-    "volatility_lightgbm": BoosterRunner,
-    "price_prophet": PriceRunner,
-    "regime_hmm": RegimeRunner,
+#: the runner of each way of serving a model (features.catalog names each model's)
+RUNNERS: dict[Runtime, type[Runner]] = {
+    "booster": BoosterRunner,
+    "direction": DirectionRunner,
+    "forest": ForestRunner,
+    "regime": RegimeRunner,
+    "prophet": PriceRunner,
 }
 
 
@@ -370,7 +371,7 @@ def load_runner(name: str, model: bentoml.Model) -> Runner:
     """
     print(f"loading {model.tag} ({name})", file=sys.stderr, flush=True)
     try:
-        return RUNNERS[name](model)
+        return RUNNERS[model_kind(name).runtime](model)
     except ModelMismatchError:
         raise
     except Exception as error:

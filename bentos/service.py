@@ -33,7 +33,7 @@ from pydantic import Field
 
 from bentos import client_errors
 from bentos.batching import Arrivals, ArrivalsMiddleware, Coalescer
-from bentos.production import ProductionManifestError, read_manifest
+from bentos.production import ProductionManifestError, production_tags
 from bentos.schemas import (
     AllPredictions,
     BadInput,
@@ -59,7 +59,7 @@ if TYPE_CHECKING:  # imported by MarketModels.__init__, in the worker only (see 
     from features import Bars
 
 SETTINGS = ServiceSettings()
-PRODUCTION = read_manifest(SETTINGS.production_file)
+PRODUCTION = production_tags(SETTINGS.production_file)
 
 
 def _check_stored(production: dict[str, str]) -> None:

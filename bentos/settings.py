@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -15,9 +15,10 @@ class ServiceSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="MLOPS_", extra="ignore")
 
-    production_file: Path = Field(
-        PACKAGE_DIR / "production.json",
-        description="Model name -> tag of the versions to serve; written by `mlops build` from the registry.",
+    production_file: Path | None = Field(
+        None,
+        description="A manifest (model name -> tag) of the versions to serve; by default a built Bento's shipped "
+        "manifest, or in the source tree what the registry calls production.",
     )
     max_bars: int = Field(5000, ge=300, description="Most bars accepted in one window.")
     max_windows: int = Field(256, ge=1, description="Most windows accepted in one batch call.")
@@ -33,6 +34,11 @@ class ServiceSettings(BaseSettings):
     api_keys_file: Path | None = Field(
         None, description="A file of API keys, one a line ('#' comments), e.g. a mounted Kubernetes secret."
     )
+
+    @field_validator("production_file", mode="before")
+    @classmethod
+    def _unset_when_empty(cls, value: object) -> object:
+        return None if value == "" else value
 
     def load_api_keys(self) -> list[str]:
         """The configured keys (none: authentication off); an empty or unreadable key file is an error."""

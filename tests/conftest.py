@@ -133,7 +133,7 @@ def production_models(quick_run: TrainingRun, tmp_path_factory: pytest.TempPathF
     Sets MLOPS_PRODUCTION_FILE for the rest of the session so the service module serves them.
     """
     from bentos.production import write_manifest
-    from training.registry import Registry
+    from training.registry.promotion import Registry
 
     assert quick_run.ok, quick_run.failures
     root = tmp_path_factory.mktemp("production")

@@ -233,7 +233,7 @@ def test_command_line_scores_with_the_production_manifest_and_reports_bad_rows(
 def test_scoring_with_the_models_of_a_built_bento(
     parquet_file: Path, scored: pd.DataFrame, production_models: dict[str, str], tmp_path: Path
 ) -> None:
-    from training.bento import build, build_context
+    from deploy.bento import build, build_context
 
     (tmp_path / "context").mkdir()
     tag = build(production_models, build_context(tmp_path / "context"))

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
+from cli.main import app
 from tests.conftest import make_bars
-from training.cli import app
 
 runner = CliRunner()
 

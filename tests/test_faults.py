@@ -166,7 +166,7 @@ def test_a_snapshot_write_killed_leaves_no_partial_snapshot(tmp_path: Path, mome
 SAVE_MODEL = """
     import os
     import bentoml
-    import training.store  # as every training process does: the project's view of the store
+    import training.registry.store  # as every training process does: the project's view of the store
 
     with bentoml.models.create("regime_hmm", labels={"stage": "candidate"}, metadata={"note": "fault test"}) as m:
         with open(os.path.join(m.path, "weights.bin"), "wb") as handle:
@@ -196,7 +196,7 @@ def test_a_model_save_killed_leaves_no_half_saved_model(tmp_path: Path) -> None:
     listed = run(
         """
         import json
-        from training.store import list_models
+        from training.registry.store import list_models
         print(json.dumps([m.tag for m in list_models(("regime_hmm",))]))
         """,
         env,
@@ -227,7 +227,7 @@ NEW_VERSION = """
 """
 PROMOTE = """
     import json, os
-    from training.registry import Registry
+    from training.registry.promotion import Registry
 
     pause_if_asked()
     print(json.dumps(Registry().promote(json.loads(os.environ["TAGS"]), reason="fault test")))
@@ -235,8 +235,8 @@ PROMOTE = """
 CHECK_PRODUCTION = """
     import json
     import bentoml
-    from training.registry import Registry
-    from training.store import get_model, list_models
+    from training.registry.promotion import Registry
+    from training.registry.store import get_model, list_models
 
     production = Registry().production()
     for tag in production.values():
@@ -473,7 +473,7 @@ def test_in_flight_requests_finish_when_the_service_is_stopped(production_models
 RETRAIN = """
     import json, os
     from pathlib import Path
-    from training.flows import RetrainFailed, retrain
+    from training.flows.retrain import RetrainFailed, retrain
 
     pause_if_asked()
     tmp = Path(os.environ["RETRAIN_TMP"])
@@ -495,7 +495,7 @@ RETRAIN = """
 def test_a_retrain_killed_mid_flight_leaves_production_untouched_and_the_next_run_recovers(
     tmp_path: Path, production_models: dict[str, str]
 ) -> None:
-    from training.bento import build_context
+    from deploy.bento import build_context
 
     (tmp_path / "context").mkdir()
     build_context(tmp_path / "context")  # the Bento is built from a copy: never from (and into) the checkout
@@ -514,7 +514,7 @@ def test_a_retrain_killed_mid_flight_leaves_production_untouched_and_the_next_ru
     # killed while the HMM is fitted, after its walk-forward evaluation: the whole process group (with any
     # Prefect server it started)
     marker, log = tmp_path / "paused", tmp_path / "retrain.log"
-    pause = paused_at("training.regime_hmm.RegimeHMM.fit", marker)
+    pause = paused_at("training.models.regime_hmm.RegimeHMM.fit", marker)
     with open(log, "wb") as output:
         process = subprocess.Popen(
             python(RETRAIN),

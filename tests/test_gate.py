@@ -9,8 +9,8 @@ import pytest
 from pydantic import ValidationError
 
 from features import DEFAULT_SPEC
-from training.card import ModelCard
-from training.gate import GateRules, RuleSet, Tolerance, gate, load_rules, shared_folds
+from training.flows.gate import GateRules, RuleSet, Tolerance, gate, load_rules, shared_folds
+from training.registry.card import ModelCard
 
 PRIMARY = {
     "return_lightgbm": ("r2_vs_mean", True, "return_regression"),

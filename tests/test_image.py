@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from training.base_image import AptSource, BaseImageError, BaseRecipe, read_apt_sources, sources_for_suite
-from training.image import (
+from deploy.base_image import AptSource, BaseImageError, BaseRecipe, read_apt_sources, sources_for_suite
+from deploy.image import (
     CA_PATH,
     CA_SECRET,
     ImageBuildError,
@@ -24,7 +24,7 @@ from training.image import (
     lean_commands,
     render_containerfile,
 )
-from training.oci import Backend, ImageToolError, apt_install, detect_backend
+from deploy.oci import Backend, ImageToolError, apt_install, detect_backend
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 K8S = PROJECT_ROOT / "deploy" / "k8s"
@@ -255,7 +255,7 @@ def test_base_falls_back_to_the_debian_build_only_when_allowed(monkeypatch: pyte
         built.append(recipe.suite)
         return recipe.image, True
 
-    monkeypatch.setattr("training.base_image.ensure_base_image", fake_ensure)
+    monkeypatch.setattr("deploy.base_image.ensure_base_image", fake_ensure)
     settings = ImageSettings(base="auto", debian_mirror="http://mirror.example/debian")
     image, cached = choose_base(backend, "python:3.11-slim", settings, say=lambda _: None)
     assert image.startswith("localhost/mlops-finance/python-base:3.11-bookworm-")
@@ -275,7 +275,7 @@ def test_image_settings_are_read_from_the_environment(monkeypatch: pytest.Monkey
 def test_cli_names_a_wrong_option_value() -> None:
     from typer.testing import CliRunner
 
-    from training.cli import app
+    from cli.main import app
 
     result = CliRunner().invoke(app, ["image", "--backend", "kaniko", "--no-smoke"])
     assert result.exit_code == 1
@@ -324,8 +324,8 @@ def _pypi_answers(ca_bundle: Path | None) -> str:
 def test_image_from_a_fresh_bento_starts_and_answers_every_method(
     production_models: dict[str, str], tmp_path: Path
 ) -> None:
-    from training.bento import build, build_context
-    from training.image import bento_production, containerize, smoke_test_image
+    from deploy.bento import build, build_context
+    from deploy.image import bento_production, containerize, smoke_test_image
 
     settings = _image_settings()
     backend = backend_from(settings)

@@ -12,8 +12,8 @@ import bentoml
 import pytest
 
 from bentos.schemas import example_window
+from deploy.bento import build, build_context
 from tests.integration_helpers import post, served, status
-from training.bento import build, build_context
 
 pytestmark = pytest.mark.integration
 

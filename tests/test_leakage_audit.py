@@ -7,12 +7,12 @@ import dataclasses
 import numpy as np
 import pytest
 
-from training.audit import leakage_audit
 from training.config import TrainingConfig
 from training.dataset import Panel
-from training.direction_lightgbm import DirectionLightGBM
-from training.return_lightgbm import ReturnLightGBM
-from training.volatility_lightgbm import VolatilityLightGBM
+from training.evaluation.audit import leakage_audit
+from training.models.direction_lightgbm import DirectionLightGBM
+from training.models.return_lightgbm import ReturnLightGBM
+from training.models.volatility_lightgbm import VolatilityLightGBM
 
 CONFIG = TrainingConfig.quick()
 

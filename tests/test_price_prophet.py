@@ -29,9 +29,9 @@ from bentos.prophet_model import (
 from data.snapshots import SnapshotStore
 from training.config import TrainingConfig
 from training.dataset import Panel, build_panel
-from training.evaluation import Evaluation
-from training.price_prophet import PREDICTION_COLUMNS, PriceProphet
-from training.trainer import Fitted
+from training.evaluation.walk_forward import Evaluation
+from training.models.price_prophet import PREDICTION_COLUMNS, PriceProphet
+from training.models.trainer import Fitted
 
 SYMBOLS = ["^GSPC", "^IXIC"]
 

@@ -22,12 +22,12 @@ from data.snapshots import SnapshotInfo
 from features import DEFAULT_SPEC, Bars, validate_ohlcv
 from training.config import TrainingConfig
 from training.dataset import Panel, build_panel
-from training.evaluation import Evaluation
-from training.regime_hmm import BASELINE, RegimeData, RegimeHMM, fit_hmm
-from training.trainer import Fitted
+from training.evaluation.walk_forward import Evaluation
+from training.models.regime_hmm import BASELINE, RegimeData, RegimeHMM, fit_hmm
+from training.models.trainer import Fitted
 
 # The whole 1999-2018 span (the 3-state optimum is well identified on it; from 2010 only it is not, see the
-# module docstring of training/regime_hmm.py) with two yearly refits plus the final one: three fits.
+# module docstring of training/models/regime_hmm.py) with two yearly refits plus the final one: three fits.
 CONFIG = TrainingConfig(test_years=2, hmm_restarts=2, hmm_iterations=200, seed=0)
 NAMES = ("calm", "normal", "turbulent")
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,10 +11,10 @@ import lightgbm as lgb
 import numpy as np
 import pytest
 
-from training.card import ModelCard
-from training.registry import PromotionError, Registry, RegistryBusyError
+from training.registry.card import ModelCard
+from training.registry.promotion import PromotionError, Registry, RegistryBusyError
+from training.registry.store import get_model
 from training.run import ModelResult
-from training.store import get_model
 
 
 def tiny_booster() -> lgb.Booster:

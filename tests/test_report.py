@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
+from training.registry.store import MODEL_NAMES
 from training.run import TrainingRun, summary
-from training.store import MODEL_NAMES
 
 
 def test_report_shows_every_model_beside_its_baselines(quick_run: TrainingRun) -> None:

@@ -15,8 +15,8 @@ import pytest
 from bentos.schemas import example_window
 from bentos.security import DRAIN_BYTES, UNAUTHORIZED, ApiKeyMiddleware, BodyLimitMiddleware
 from bentos.settings import ServiceSettings
+from deploy.bento import build, build_context
 from tests.integration_helpers import post, served, status
-from training.bento import build, build_context
 
 KEYS = ("k-3f9a1c0d5e7b2a4c6d8e0f1a", "k-rotated-9b8c7d6e5f4a3b2c")
 

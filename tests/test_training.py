@@ -14,9 +14,9 @@ from bentos.forest_model import FlatForest
 from bentos.runners import load_runner
 from features import DEFAULT_SPEC
 from tests.conftest import TABULAR
-from training.card import ModelCard
 from training.dataset import Panel
-from training.direction_lightgbm import calibrate
+from training.models.direction_lightgbm import calibrate
+from training.registry.card import ModelCard
 from training.run import ModelResult
 
 

@@ -1,4 +1,4 @@
-"""Sanity checks of a snapshot before training (training/validation.py): gaps, stale prices, jumps, the contract."""
+"""Sanity checks of a snapshot before training (data/quality.py): gaps, stale prices, jumps, the contract."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.validation import SanityThresholds, validate_snapshot
+from data.quality import SanityThresholds, validate_snapshot
 
 
 def test_the_embedded_data_passes_every_sanity_check(embedded_bars: pd.DataFrame) -> None:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from training.dataset import Panel
-from training.splits import walk_forward_splits, yearly_test_periods
+from training.evaluation.splits import walk_forward_splits, yearly_test_periods
 
 
 def test_yearly_periods_are_the_last_calendar_years(quick_panel: Panel) -> None:

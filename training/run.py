@@ -13,30 +13,19 @@ from typing import Any
 
 from data.settings import DataSettings
 from data.snapshots import SnapshotInfo, SnapshotStore
-from training.audit import leakage_audit
-from training.card import ModelCard, build_card
+from features.catalog import MODEL_NAMES, model_kind
 from training.config import TrainingConfig
 from training.dataset import Panel, build_panel
-from training.evaluation import Evaluation
-from training.store import MODEL_NAMES, Stage
-from training.trainer import Fitted, Trainer
-
-#: store name -> "module:class" of its trainer, imported only when that model is trained.
-TRAINERS: dict[str, str] = {
-    "return_lightgbm": "training.return_lightgbm:ReturnLightGBM",
-    "return_random_forest": "training.return_random_forest:ReturnRandomForest",
-    "direction_lightgbm": "training.direction_lightgbm:DirectionLightGBM",
-    "volatility_lightgbm": "training.volatility_lightgbm:VolatilityLightGBM",
-    "price_prophet": "training.price_prophet:PriceProphet",
-    "regime_hmm": "training.regime_hmm:RegimeHMM",
-}
-assert tuple(TRAINERS) == MODEL_NAMES
+from training.evaluation.audit import leakage_audit
+from training.evaluation.walk_forward import Evaluation
+from training.models.trainer import Fitted, Trainer
+from training.registry.card import ModelCard, build_card
+from training.registry.store import Stage
 
 
 def trainer_class(name: str) -> type[Trainer]:
-    if name not in TRAINERS:
-        raise KeyError(f"unknown model {name!r}; the models are {', '.join(TRAINERS)}")
-    module, cls = TRAINERS[name].split(":")
+    """The trainer of model ``name``, imported only when that model is trained."""
+    module, cls = model_kind(name).trainer.split(":")
     trainer: type[Trainer] = getattr(import_module(module), cls)
     return trainer
 
@@ -123,7 +112,7 @@ def train(
         else:
             notify(name, "done")
     notify("report", "writing")
-    from training.report import write_report
+    from training.evaluation.report import write_report
 
     run.report_dir = write_report(run, panel, (reports_root or settings.home / "reports") / run.run_id)
     return run

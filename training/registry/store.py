@@ -28,17 +28,11 @@ from bentoml._internal.models import ModelStore
 from bentoml._internal.tag import Tag
 from bentoml.exceptions import BentoMLException, NotFound
 
+from bentos import production
 from data.snapshots import process_alive
-from training.card import IncompleteCardError, ModelCard
+from features.catalog import MODEL_NAMES
+from training.registry.card import IncompleteCardError, ModelCard
 
-MODEL_NAMES: tuple[str, ...] = (
-    "return_lightgbm",
-    "return_random_forest",
-    "direction_lightgbm",
-    "volatility_lightgbm",
-    "price_prophet",
-    "regime_hmm",
-)
 STAGE_LABEL = "stage"
 
 
@@ -69,8 +63,7 @@ class StoredModel:
             return None
 
 
-def bentoml_home() -> Path:
-    return Path(os.environ.get("BENTOML_HOME", Path.home() / "bentoml"))
+bentoml_home = production.bentoml_home
 
 
 def get_model(tag: str) -> StoredModel:

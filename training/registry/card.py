@@ -94,7 +94,7 @@ def library_versions() -> dict[str, str]:
 
 def git_commit(root: Path | None = None) -> str:
     """The checkout's commit, with ``-dirty`` when files differ from it; ``unknown`` outside a git checkout."""
-    root = root or Path(__file__).resolve().parents[1]
+    root = root or Path(__file__).resolve().parents[2]
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True, timeout=10

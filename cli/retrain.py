@@ -1,7 +1,6 @@
 """``mlops retrain``: run the retrain flow once here, or serve it as a deployment on a cron schedule.
 
-``python -m training.flows run|serve`` is the same command. Prefect is imported through ``training.flows``, which
-sets its quiet, offline defaults first.
+Prefect is imported through ``training.flows.retrain``, which sets its quiet, offline defaults first.
 """
 
 from __future__ import annotations
@@ -11,8 +10,8 @@ from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 
-from training.flows import FLOW_NAME, RetrainSettings, retrain, thread_runner
-from training.retrain_summary import RetrainFailed, model_table, summary_markdown
+from training.flows.retrain import FLOW_NAME, RetrainSettings, retrain, thread_runner
+from training.flows.summary import RetrainFailed, model_table, summary_markdown
 
 if TYPE_CHECKING:
     from prefect.deployments.runner import RunnerDeployment
@@ -46,7 +45,9 @@ def run_command(
         list[str] | None, typer.Option("--model", "-m", help="Model(s) to retrain; all by default.")
     ] = None,
     force: Annotated[bool, typer.Option(help="Retrain even models the store already has for this snapshot.")] = False,
-    rules: Annotated[Path | None, typer.Option(help="TOML file overriding keys of training/gate_rules.toml.")] = None,
+    rules: Annotated[
+        Path | None, typer.Option(help="TOML file overriding keys of training/flows/gate_rules.toml.")
+    ] = None,
     workers: Annotated[int | None, typer.Option(help="Models trained at once (threads).")] = None,
     containerize: Annotated[
         bool, typer.Option(help="Also build the Bento's OCI image and smoke-test it (see `mlops image`).")
@@ -119,7 +120,7 @@ def retrain_deployment(name: str, cron: str, parameters: dict[str, Any]) -> Runn
         name=name,
         cron=cron,
         parameters=parameters,
-        description="Pull, validate, train, gate, promote, build and smoke-test (training/flows.py).",
+        description="Pull, validate, train, gate, promote, build and smoke-test (training/flows/retrain.py).",
         entrypoint_type=EntrypointType.MODULE_PATH,
     )
     return cast("RunnerDeployment", deployment)  # synchronous here: Prefect's dispatch types it as maybe a coroutine

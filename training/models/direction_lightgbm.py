@@ -10,12 +10,12 @@ import lightgbm as lgb
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
-from training.baselines import majority_probability
 from training.dataset import Panel
-from training.lgbm import booster_params, gain_importance, train_booster
-from training.metrics import classification_metrics
-from training.splits import Split
-from training.trainer import Fitted, TabularTrainer
+from training.evaluation.baselines import majority_probability
+from training.evaluation.metrics import classification_metrics
+from training.evaluation.splits import Split
+from training.models.lgbm import booster_params, gain_importance, train_booster
+from training.models.trainer import Fitted, TabularTrainer
 
 DECISION_THRESHOLD = 0.5
 

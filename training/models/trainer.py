@@ -11,8 +11,8 @@ import pandas as pd
 
 from training.config import TrainingConfig
 from training.dataset import Panel
-from training.evaluation import Evaluation
-from training.splits import Split, walk_forward_splits, yearly_test_periods
+from training.evaluation.splits import Split, walk_forward_splits, yearly_test_periods
+from training.evaluation.walk_forward import Evaluation
 
 
 @dataclass

@@ -1,13 +1,13 @@
 """``retrain``: the Prefect flow that pulls, validates, trains, gates, promotes, builds and smoke-tests.
 
-Run it once with ``mlops retrain run [--quick]`` (or ``python -m training.flows run``), or serve it on a schedule with
+Run it once with ``mlops retrain run [--quick]``, or serve it on a schedule with
 ``mlops retrain serve`` and trigger a run of the served deployment with ``prefect deployment run 'retrain/daily'``
-(training/retrain_cli.py). No Prefect server is needed for a run: without ``PREFECT_API_URL`` it starts a temporary
+(cli/retrain.py). No Prefect server is needed for a run: without ``PREFECT_API_URL`` it starts a temporary
 local API. Prefect is kept quiet and offline unless the environment says otherwise.
 
-Beside this module: the training cache (training/retrain_cache.py), the promotion lock
-(training/retrain_lock.py), the summary and its artifacts (training/retrain_summary.py), the gate
-(training/gate.py), the snapshot checks (training/validation.py) and the smoke test (training/smoke.py).
+Beside this module: the training cache (training/flows/cache.py), the promotion lock
+(training/flows/lock.py), the summary and its artifacts (training/flows/summary.py), the gate
+(training/flows/gate.py), the snapshot checks (data/quality.py) and the smoke test (deploy/smoke.py).
 """
 
 # No ``from __future__ import annotations`` here: a served deployment rebuilds the flow's parameter model from
@@ -33,19 +33,18 @@ from prefect.utilities.annotations import quote
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from bentos.production import write_manifest
+from data.quality import SanityThresholds, SnapshotUnusableError
 from data.settings import DataSettings
 from data.snapshots import SnapshotError, SnapshotInfo, SnapshotStore
 from data.sources import EMBEDDED_SYMBOLS
-from training.bento import PROJECT_ROOT
+from deploy.bento import PROJECT_ROOT
 from training.config import TrainingConfig
 from training.dataset import Panel
-from training.gate import GateRules, RuleSet, load_rules
-from training.registry import PromotionError, Registry
-from training.retrain_cache import TrainingKey, record_report, report_of, training_key
-from training.retrain_lock import PromotionLockTimeout, promotion_lock
-from training.retrain_summary import RetrainFailed, RunRecord, publish_artifacts
-from training.retrain_tasks import (
+from training.flows.cache import TrainingKey, record_report, report_of, training_key
+from training.flows.gate import GateRules, RuleSet, load_rules
+from training.flows.lock import PromotionLockTimeout, promotion_lock
+from training.flows.summary import RetrainFailed, RunRecord, publish_artifacts
+from training.flows.tasks import (
     PullFailed,
     Trained,
     build_bento,
@@ -57,9 +56,9 @@ from training.retrain_tasks import (
     smoke_test_bento,
     train_model,
 )
+from training.registry.promotion import PromotionError, Registry
+from training.registry.store import MODEL_NAMES, Stage, set_stage
 from training.run import TrainingRun
-from training.store import MODEL_NAMES, Stage, set_stage
-from training.validation import SanityThresholds, SnapshotUnusableError
 
 FLOW_NAME = "retrain"
 #: Longest first, so two workers finish together (Prophet is about half of the quick mode's training time).
@@ -147,7 +146,7 @@ def retrain(
     record = RunRecord(
         flow_run=str(flow_run.get_name() or "local"),
         mode="quick" if quick else "full",
-        rules=str(rules_path or "training/gate_rules.toml"),
+        rules=str(rules_path or "training/flows/gate_rules.toml"),
     )
     store = SnapshotStore(snapshot_dir or DataSettings().snapshots)
 
@@ -237,7 +236,7 @@ def _write_report(
     results = [t.result for t in challengers.values() if t.result is not None]
     failures = {n: m["error"] for n, m in record.models.items() if m["status"] == "failed"}
     if results or failures:
-        from training.report import write_report
+        from training.evaluation.report import write_report
 
         run = TrainingRun(
             run_id=f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{info.id[:8]}-retrain",
@@ -325,21 +324,18 @@ def _gate_promote_build(
         step = "smoke test" if record.bento else "bentoml build"
         record.failures.append(f"{step} failed ({_error(error)}); promotions of this run rolled back")
         _roll_back(record, registry, step)
-        manifest = context / "bentos" / "production.json"
-        if manifest.exists():  # the build wrote this run's versions there: put back the ones that serve again
-            write_manifest(manifest, registry.production())
         return
     if containerize:
         _containerize(record, new_production, smoke_timeout)
 
 
 def _containerize(record: RunRecord, production: dict[str, str], smoke_timeout: float) -> None:
-    """The OCI image of the new Bento, started and called on every method (training/image.py).
+    """The OCI image of the new Bento, started and called on every method (deploy/image.py).
 
     A failure fails the run but keeps the promotions: the Bento passed its smoke test and serves them; the image is
     packaging, rebuilt with ``mlops image --bento <tag>`` once the cause (tools, disk, registry) is fixed.
     """
-    from training.image import containerize, smoke_test_image
+    from deploy.image import containerize, smoke_test_image
 
     assert record.bento is not None
     try:
@@ -375,9 +371,3 @@ def _roll_back(record: RunRecord, registry: Registry, step: str) -> None:
             f"cannot roll back {', '.join(first)}: this run promoted their first production version; "
             "promote a known-good version with `mlops promote` before serving"
         )
-
-
-if __name__ == "__main__":
-    from training.retrain_cli import retrain_app
-
-    retrain_app()

@@ -2,7 +2,8 @@
 
 Every model the flow trains is labelled in the BentoML store with its training key: the snapshot id, a hash of the
 code that fits it and a hash of the training config. A later run with the same key reuses the stored model. The code
-hashed is the trainer modules and every module of ``features/`` and ``training/`` they import, at any depth, plus
+hashed is the trainer modules and every project module they import (``features/``, ``data/``, ``training/`` and the
+serving-side model formats of ``bentos/``), at any depth, plus
 the libraries' versions: orchestration (the flow, the gate, the smoke test, the image build) is not imported by a
 trainer, so editing it does not make the store's models look stale. The store's labels, not Prefect's result
 cache, hold the key, so it survives the temporary Prefect API and a new ``PREFECT_HOME``.
@@ -17,13 +18,14 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from training.card import library_versions
+from features.catalog import MODELS
 from training.config import TrainingConfig
-from training.run import TRAINERS
-from training.store import get_model, list_models, write_info
+from training.registry.card import library_versions
+from training.registry.store import get_model, list_models, write_info
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-PROJECT_PACKAGES = ("features", "training")
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+#: every project package a trainer may import: a serving-side model format in ``bentos/`` shapes what is saved too
+PROJECT_PACKAGES = ("features", "data", "bentos", "training")
 REPORT_LABEL = "report"
 
 
@@ -66,8 +68,8 @@ def _imported(path: Path) -> set[str]:
 @functools.cache
 def training_modules() -> tuple[str, ...]:
     """The project files a trained model depends on (relative paths, sorted): the trainers, ``training/run.py``
-    and everything they import from ``features/`` and ``training/``."""
-    pending = ["training.run", *(spec.split(":")[0] for spec in TRAINERS.values())]
+    and every project module they import, at any depth."""
+    pending = ["training.run", *(kind.trainer_module for kind in MODELS)]
     found: dict[str, Path] = {}
     while pending:
         module = pending.pop()

@@ -61,9 +61,9 @@ from bentos.regime_model import (
 )
 from training.config import TrainingConfig
 from training.dataset import Panel
-from training.evaluation import Evaluation
-from training.splits import yearly_test_periods
-from training.trainer import Fitted, Trainer
+from training.evaluation.splits import yearly_test_periods
+from training.evaluation.walk_forward import Evaluation
+from training.models.trainer import Fitted, Trainer
 
 COVARIANCE_TYPE = "diag"
 #: EM stops when the total log-likelihood improves by less than this times the number of observations.

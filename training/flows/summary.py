@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from training.store import get_model
+from training.registry.store import get_model
 
 TABLE_KEY = "retrain-models"
 SUMMARY_KEY = "retrain-summary"

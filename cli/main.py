@@ -13,8 +13,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from data.cli import app as data_app
-from data.cli import store_from_settings
+from cli.data import app as data_app
+from cli.data import store_from_settings
 from data.snapshots import SnapshotError
 from features import DEFAULT_SPEC, validate_ohlcv
 
@@ -66,15 +66,15 @@ def train_command(
     promote: Annotated[bool, typer.Option(help="Promote every model trained in this run to production.")] = False,
 ) -> None:
     """Evaluate walk-forward, fit, audit and save models to the BentoML store; write the report."""
+    from features.catalog import MODEL_NAMES
     from training.config import TrainingConfig
-    from training.registry import PromotionError, Registry
-    from training.run import TRAINERS, train
-    from training.store import MODEL_NAMES
+    from training.registry.promotion import PromotionError, Registry
+    from training.run import train
 
     names = tuple(model) if model else MODEL_NAMES
-    unknown = [n for n in names if n not in TRAINERS]
+    unknown = [n for n in names if n not in MODEL_NAMES]
     if unknown:
-        raise typer.BadParameter(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(TRAINERS)}")
+        raise typer.BadParameter(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODEL_NAMES)}")
     config = TrainingConfig.quick() if quick else TrainingConfig()
     with Progress(
         TextColumn("[bold]{task.description}"),
@@ -122,8 +122,8 @@ def models_command(
     ] = False,
 ) -> None:
     """List the stored models with their stage and headline metric against their best baseline."""
-    from training.registry import Registry
-    from training.store import list_models
+    from training.registry.promotion import Registry
+    from training.registry.store import list_models
 
     production = set(Registry().production().values())
     table = Table("model", "version", "created (UTC)", "stage", "metric", "model", "best baseline", "snapshot")
@@ -159,7 +159,7 @@ def promote_command(
     reason: Annotated[str, typer.Option(help="Why, for the registry's history.")] = "manual promotion",
 ) -> None:
     """Mark the given model versions as production (all or none)."""
-    from training.registry import PromotionError, Registry
+    from training.registry.promotion import PromotionError, Registry
 
     try:
         promoted = Registry().promote(tags, reason=reason)
@@ -176,7 +176,7 @@ def rollback_command(
     reason: Annotated[str, typer.Option(help="Why, for the registry's history.")] = "manual rollback",
 ) -> None:
     """Put back the previous production version of the given models."""
-    from training.registry import PromotionError, Registry
+    from training.registry.promotion import PromotionError, Registry
 
     try:
         restored = Registry().rollback(model or None, reason=reason)
@@ -189,10 +189,11 @@ def rollback_command(
 def build_command() -> None:
     """Build the Bento of the production versions (`bentoml build`); print its tag."""
     from bentos.production import ProductionManifestError
-    from training.bento import build
+    from deploy.bento import build
+    from training.registry.promotion import Registry
 
     try:
-        tag = build()
+        tag = build(Registry().production())
     except (ProductionManifestError, RuntimeError) as error:
         raise fail(error) from error
     console.print(f"built Bento [bold]{tag}[/bold]")
@@ -226,8 +227,9 @@ def image_command(
     from pydantic import ValidationError
 
     from bentos.production import ProductionManifestError
-    from training.bento import build
-    from training.image import DEFAULT_IMAGE_BYTES, ImageSettings, bento_production, containerize, smoke_test_image
+    from deploy.bento import build
+    from deploy.image import DEFAULT_IMAGE_BYTES, ImageSettings, bento_production, containerize, smoke_test_image
+    from training.registry.promotion import Registry
 
     given: dict[str, Any] = {"backend": backend, "base": base, "ca_bundle": ca_bundle}
     given |= {"refresh_base": refresh_base or None, "install_tools": install_tools or None}
@@ -237,7 +239,7 @@ def image_command(
         problems = "; ".join(f"--{str(e['loc'][0]).replace('_', '-')}: {e['msg']}" for e in error.errors())
         raise fail(ValueError(problems)) from error
     try:
-        tag = bento or build()
+        tag = bento or build(Registry().production())
         result = containerize(tag, settings, say=lambda line: console.print(escape(line), highlight=False))
         console.print(
             f"built [bold]{result.image}[/bold] with {result.backend} in {result.build_seconds:.0f} s: "
@@ -263,12 +265,12 @@ def serve_command(
     """Serve the production models (from the source tree, or a built Bento) with `bentoml serve`."""
     import os
 
-    from bentos.production import ProductionManifestError
-    from training.bento import SERVICE, serve_command, write_production_manifest
+    from bentos.production import ProductionManifestError, production_tags
+    from deploy.bento import SERVICE, serve_command
 
     if bento is None:
         try:
-            write_production_manifest()
+            production_tags()  # what the source service will serve: say now if nothing is in production
         except ProductionManifestError as error:
             raise fail(error) from error
     command = serve_command(bento or SERVICE, port, host)
@@ -300,7 +302,7 @@ def retrain_command(ctx: typer.Context) -> None:
     """Prefect flow: pull, validate, train, gate, promote, build, smoke-test: `run [...]` or `serve --cron ...`."""
     import typer.main
 
-    from training.retrain_cli import retrain_app  # imported here: Prefect takes seconds to import
+    from cli.retrain import retrain_app  # imported here: Prefect takes seconds to import
 
     typer.main.get_command(retrain_app).main(args=list(ctx.args), prog_name="mlops retrain", standalone_mode=True)
 
@@ -311,7 +313,7 @@ def demo_command(
     quick: Annotated[bool, typer.Option(help="Quick training mode (small models, two test years).")] = False,
 ) -> None:
     """Pull the embedded data, train and promote the six models, build the Bento, serve it, show a request."""
-    from training.demo import run_demo
+    from cli.demo import run_demo
 
     run_demo(port, quick, lambda line: console.print(line, highlight=False, markup=False))
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from training.evaluation import Evaluation
+from training.evaluation.walk_forward import Evaluation
 
 DIRECTION_MAX_AUC = 0.58
 DIRECTION_MAX_ACCURACY_GAIN = 0.03

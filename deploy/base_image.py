@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from training.oci import Backend, ImageToolError
+from deploy.oci import Backend, ImageToolError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CUSTOMIZE_SCRIPT = PROJECT_ROOT / "deploy" / "base-image" / "customize.sh"

@@ -1,7 +1,7 @@
 """The promotion gate: a challenger replaces production only when its recorded metrics say it should.
 
 The gate reads model cards, never live models: every decision can be replayed from the store. Rules live in
-``training/gate_rules.toml`` (a ``full`` and a ``quick`` set), overridable by a user file holding only the keys
+``training/flows/gate_rules.toml`` (a ``full`` and a ``quick`` set), overridable by a user file holding only the keys
 it changes. Against production the gate compares like with like, from the recorded walk-forward metrics (it never
 re-evaluates production): the primary metric on the folds both cards share, a fold being shared when it tests the
 same period in the same role with the same number of test rows, for the same symbols, target and horizon. So a
@@ -22,8 +22,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from features import DEFAULT_SPEC
-from training.card import IncompleteCardError, ModelCard
-from training.evaluation import HIGHER_IS_BETTER
+from training.evaluation.walk_forward import HIGHER_IS_BETTER
+from training.registry.card import IncompleteCardError, ModelCard
 
 RULES_FILE = Path(__file__).with_name("gate_rules.toml")
 

@@ -6,21 +6,18 @@ against the container's entrypoint.
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from bentos.schemas import example_window
-from training.bento import serve_command
-from training.demo import wait_ready
-from training.store import get_model
+from deploy.bento import serve_command
 
 
 class SmokeTestError(RuntimeError):
@@ -28,25 +25,39 @@ class SmokeTestError(RuntimeError):
 
 
 def free_port() -> int:
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
+def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 120.0) -> None:
+    """Poll ``url``/readyz until it answers 200; raise if ``process`` exits or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    with httpx.Client(timeout=2.0) as client:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"the service exited with code {process.returncode}")
+            try:
+                if client.get(f"{url}/readyz").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.5)
+    raise TimeoutError(f"the service was not ready after {timeout:.0f} s")
+
+
 def call_endpoint(url: str, method: str, body: dict[str, Any]) -> Any:
     """POST one API method with a JSON body; return the decoded answer or raise :class:`SmokeTestError`."""
-    request = urllib.request.Request(
-        f"{url}/{method}", data=json.dumps(body).encode(), method="POST", headers={"Content-Type": "application/json"}
-    )
     try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        detail = error.read().decode(errors="replace")[:500]
-        raise SmokeTestError(f"{method} answered HTTP {error.code}: {detail}") from error
-    except (urllib.error.URLError, OSError, ValueError) as error:
+        response = httpx.post(f"{url}/{method}", json=body, timeout=60.0)
+    except httpx.HTTPError as error:
         raise SmokeTestError(f"{method} failed: {type(error).__name__}: {error}") from error
+    if response.is_error:
+        raise SmokeTestError(f"{method} answered HTTP {response.status_code}: {response.text[:500]}")
+    try:
+        return response.json()
+    except ValueError as error:
+        raise SmokeTestError(f"{method} answered something other than JSON: {response.text[:200]!r}") from error
 
 
 def _expect_model(method: str, answer: dict[str, Any], tag: str) -> None:
@@ -58,7 +69,6 @@ def _expect_model(method: str, answer: dict[str, Any], tag: str) -> None:
 def call_every_method(url: str, production: dict[str, str]) -> dict[str, float]:
     """One real request to every method of the service; check each answer names the promoted version."""
     bars = example_window()
-    symbol = str(get_model(production["price_prophet"]).metadata["symbols"][0])
     timings: dict[str, float] = {}
 
     def call(label: str, method: str, body: dict[str, Any]) -> Any:
@@ -81,6 +91,12 @@ def call_every_method(url: str, production: dict[str, str]) -> dict[str, float]:
         production["volatility_lightgbm"],
     )
     _expect_model("detect_regime", call("detect_regime", "detect_regime", {"bars": bars}), production["regime_hmm"])
+    cards = call("models", "models", {})
+    served = {f"{c['name']}:{c['version']}" for c in cards}
+    if served != set(production.values()):
+        raise SmokeTestError(f"models lists {sorted(served)}, the Bento should serve {sorted(production.values())}")
+    prophet = next(c for c in cards if c["name"] == "price_prophet")
+    symbol = str(prophet["card"]["symbols"][0])
     forecast = call("forecast_price", "forecast_price", {"symbol": symbol, "periods": 5})
     _expect_model("forecast_price", forecast, production["price_prophet"])
     if len(forecast["forecast"]) != 5:
@@ -90,10 +106,6 @@ def call_every_method(url: str, production: dict[str, str]) -> dict[str, float]:
     batch = call("predict_all_batch", "predict_all_batch", {"windows": [bars, bars]})
     if batch != [everything, everything]:
         raise SmokeTestError("predict_all_batch does not repeat predict_all for the same window")
-    cards = call("models", "models", {})
-    served = {f"{c['name']}:{c['version']}" for c in cards}
-    if served != set(production.values()):
-        raise SmokeTestError(f"models lists {sorted(served)}, the Bento should serve {sorted(production.values())}")
     return timings
 
 

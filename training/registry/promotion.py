@@ -19,9 +19,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bentos.production import registry_root, registry_state_path
 from features import DEFAULT_SPEC
-from training.card import IncompleteCardError
-from training.store import MODEL_NAMES, Stage, bentoml_home, get_model, set_stage
+from training.registry.card import IncompleteCardError
+from training.registry.store import MODEL_NAMES, Stage, get_model, set_stage
 
 
 class PromotionError(RuntimeError):
@@ -38,8 +39,8 @@ def _now() -> str:
 
 class Registry:
     def __init__(self, root: Path | None = None):
-        self.root = Path(root) if root else bentoml_home() / "mlops"
-        self.state_path = self.root / "production.json"
+        self.root = Path(root) if root else registry_root()
+        self.state_path = registry_state_path(self.root)
         self.history_path = self.root / "history.jsonl"
         self.lock_path = self.root / "registry.lock"
 

@@ -9,10 +9,10 @@ import lightgbm as lgb
 import numpy as np
 
 from training.dataset import Panel
-from training.lgbm import booster_params, gain_importance, train_booster
-from training.metrics import regression_metrics
-from training.splits import Split
-from training.trainer import Fitted, TabularTrainer
+from training.evaluation.metrics import regression_metrics
+from training.evaluation.splits import Split
+from training.models.lgbm import booster_params, gain_importance, train_booster
+from training.models.trainer import Fitted, TabularTrainer
 
 
 class ReturnTrainer(TabularTrainer):

@@ -8,12 +8,12 @@ import bentoml
 import lightgbm as lgb
 import numpy as np
 
-from training.baselines import ewma_volatility, garch_volatility
 from training.dataset import Panel
-from training.lgbm import booster_params, gain_importance, train_booster
-from training.metrics import volatility_metrics
-from training.splits import Split
-from training.trainer import Fitted, TabularTrainer
+from training.evaluation.baselines import ewma_volatility, garch_volatility
+from training.evaluation.metrics import volatility_metrics
+from training.evaluation.splits import Split
+from training.models.lgbm import booster_params, gain_importance, train_booster
+from training.models.trainer import Fitted, TabularTrainer
 
 
 class VolatilityLightGBM(TabularTrainer):

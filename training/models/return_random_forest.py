@@ -9,8 +9,8 @@ import numpy as np
 from sklearn.ensemble import RandomForestRegressor
 
 from bentos.forest_model import CUSTOM_OBJECT, FlatForest, forest_nodes
-from training.return_lightgbm import ReturnTrainer
-from training.trainer import Fitted
+from training.models.return_lightgbm import ReturnTrainer
+from training.models.trainer import Fitted
 
 
 class ReturnRandomForest(ReturnTrainer):

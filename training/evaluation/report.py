@@ -6,8 +6,9 @@ import base64
 import html
 import io
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import matplotlib
 
@@ -16,11 +17,52 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from training.evaluation import clean_json
+from training.evaluation.walk_forward import Evaluation, clean_json
 
 if TYPE_CHECKING:
+    from data.snapshots import SnapshotInfo
+    from training.config import TrainingConfig
     from training.dataset import Panel
-    from training.run import ModelResult, TrainingRun
+
+
+# What the report reads of a training run (training.run's TrainingRun and ModelResult have this shape): the report
+# sits with the evaluation, below the run that writes it, so it names the fields it needs instead of the run's types.
+class CardFields(Protocol):
+    leakage_audit: dict[str, Any]
+    target: str
+    horizon: int
+    pooling: str
+    walk_forward: dict[str, Any]
+
+
+class FittedFields(Protocol):
+    extra: dict[str, Any]
+
+
+class ModelResult(Protocol):
+    name: str
+    tag: str
+    evaluation: Evaluation
+    evaluate_seconds: float
+    fit_seconds: float
+
+    @property
+    def card(self) -> CardFields: ...
+
+    @property
+    def fitted(self) -> FittedFields: ...
+
+
+class TrainingRun(Protocol):
+    run_id: str
+    snapshot: SnapshotInfo
+    config: TrainingConfig
+    @property
+    def failures(self) -> Mapping[str, str]: ...
+
+    @property
+    def results(self) -> Sequence[ModelResult]: ...
+
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:1100px;color:#222}

@@ -35,10 +35,10 @@ from bentos.prophet_model import (
 )
 from training.config import TrainingConfig
 from training.dataset import Panel
-from training.evaluation import Evaluation
-from training.metrics import mape
-from training.splits import yearly_test_periods
-from training.trainer import Fitted, Trainer
+from training.evaluation.metrics import mape
+from training.evaluation.splits import yearly_test_periods
+from training.evaluation.walk_forward import Evaluation
+from training.models.trainer import Fitted, Trainer
 
 #: Fewest bars a symbol needs before a test year (two years, so the yearly seasonality is identified).
 MIN_TRAIN_BARS = 500

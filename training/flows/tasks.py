@@ -1,4 +1,4 @@
-"""The Prefect tasks of the retrain flow (training/flows.py): pull, validate, build the panel, train one model,
+"""The Prefect tasks of the retrain flow (training/flows/retrain.py): pull, validate, build the panel, train one model,
 gate, build the Bento, smoke-test it. Each does one step; the flow decides what a failure means."""
 
 from __future__ import annotations
@@ -12,19 +12,19 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from data.pull import PullError, pull
+from data.quality import SanityThresholds, SnapshotUnusableError, validate_snapshot
 from data.snapshots import SnapshotInfo, SnapshotStore
 from data.sources import EmbeddedSource, Source, YFinanceSource
+from deploy.bento import build as build_bento_from
+from deploy.smoke import smoke_test
 from features.ohlcv import OHLCVValidationError
-from training.bento import build as build_bento_from
 from training.config import TrainingConfig
 from training.dataset import Panel, build_panel
-from training.gate import Decision, RuleSet, gate
-from training.retrain_cache import TrainingKey, find_trained, record_training_key
-from training.retrain_summary import stored_metadata
+from training.flows.cache import TrainingKey, find_trained, record_training_key
+from training.flows.gate import Decision, RuleSet, gate
+from training.flows.summary import stored_metadata
+from training.registry.store import get_model
 from training.run import ModelResult, train_one
-from training.smoke import smoke_test
-from training.store import get_model
-from training.validation import SanityThresholds, SnapshotUnusableError, validate_snapshot
 
 
 @dataclass

@@ -16,9 +16,9 @@ from data.pull import pull
 from data.settings import DataSettings
 from data.snapshots import SnapshotStore
 from data.sources import EmbeddedSource
-from training.bento import build, serve_command
+from deploy.bento import build, serve_command
 from training.config import TrainingConfig
-from training.registry import Registry
+from training.registry.promotion import Registry
 from training.run import train
 
 Say = Callable[[str], None]
@@ -81,7 +81,7 @@ def run_demo(port: int, quick: bool, say: Say) -> None:
     say("3/5 promoting them to production")
     Registry().promote([r.tag for r in run.results], reason=f"demo ({run.run_id})")
     say("4/5 building the Bento")
-    tag = build()
+    tag = build(Registry().production())
     say(f"    {tag}")
     url = f"http://127.0.0.1:{port}"
     say(f"5/5 serving {tag} at {url}")

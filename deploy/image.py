@@ -2,7 +2,7 @@
 
 `containerize` follows `bentoml containerize`: BentoML's build context (the Bento and its models) and its Dockerfile
 template, rendered with two changes. The base image is `python:3.11-slim` where it can be pulled, otherwise an
-equivalent built from the machine's own Debian mirror (training/base_image.py). And the system-package step installs
+equivalent built from the machine's own Debian mirror (deploy/base_image.py). And the system-package step installs
 only what the Bento asks for (`docker.system_packages` in bentofile.yaml), not BentoML's default compilers and git.
 `smoke_test_image` starts the image's entrypoint (`docker run`, `podman run`, or `buildah run` on the host network),
 waits for /readyz and calls every method with a real request.
@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from training.base_image import host_recipe
-from training.oci import Backend, apt_install, ensure_backend
+from deploy.base_image import host_recipe
+from deploy.oci import Backend, apt_install, ensure_backend
 
 if TYPE_CHECKING:
     from bentoml._internal.bento.bento import ImageInfo
@@ -113,7 +113,7 @@ def choose_base(
         if settings.base == "registry":
             raise ImageBuildError(f"cannot pull the base image {default_base}: {failure}")
         say(f"cannot pull {default_base} ({failure}): using a Python 3.11 base built from the Debian mirror")
-    from training.base_image import ensure_base_image
+    from deploy.base_image import ensure_base_image
 
     if settings.install_tools and shutil.which("debootstrap") is None:
         apt_install(("debootstrap",), "building the Debian base image needs debootstrap")
@@ -233,11 +233,9 @@ def containerize(
 
 def bento_production(bento_tag: str) -> dict[str, str]:
     """The model versions a built Bento ships (its production manifest)."""
-    import bentoml
+    from bentos.production import bento_tags
 
-    from bentos.production import read_manifest
-
-    return read_manifest(Path(bentoml.get(bento_tag).path) / "src" / "bentos" / "production.json")
+    return bento_tags(bento_tag)
 
 
 def descendants(pid: int) -> list[int]:
@@ -309,8 +307,7 @@ def smoke_test_image(
     image: str, production: dict[str, str], timeout: float = 300.0, settings: ImageSettings | None = None
 ) -> dict[str, Any]:
     """Start the image, wait for /readyz, call every method, stop it; raise :class:`ImageBuildError`."""
-    from training.demo import wait_ready
-    from training.smoke import SmokeTestError, call_every_method, free_port
+    from deploy.smoke import SmokeTestError, call_every_method, free_port, wait_ready
 
     settings = settings or ImageSettings()
     backend = backend_from(settings)

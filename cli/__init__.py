@@ -1,0 +1,1 @@
+"""The `mlops` command: thin commands over data, training, deploy and bentos; imported by nothing."""

@@ -1,0 +1,1 @@
+"""Walk-forward evaluation: splits, baselines, metrics, the leakage audit and the HTML report."""

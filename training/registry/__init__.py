@@ -1,0 +1,1 @@
+"""The model store, the model cards, promotion and rollback."""
