@@ -31,11 +31,17 @@ from prefect.testing.utilities import prefect_test_harness
 from rich.console import Console
 from typer.testing import CliRunner
 
+from cli import retrain as retrain_cli
 from data.snapshots import SnapshotInfo, SnapshotStore
 from data.sources import EMBEDDED_SYMBOLS, YFinanceSource
+from deploy import smoke
 from deploy.bento import build_context
-from training import flows, retrain_cache, retrain_cli, retrain_lock, retrain_summary, retrain_tasks, smoke
 from training.config import TrainingConfig
+from training.flows import cache as retrain_cache
+from training.flows import lock as retrain_lock
+from training.flows import retrain as flows
+from training.flows import summary as retrain_summary
+from training.flows import tasks as retrain_tasks
 from training.registry.promotion import Registry
 from training.registry.store import MODEL_NAMES, Stage, get_model
 from training.run import TrainingRun, trainer_class
