@@ -29,8 +29,7 @@ from deploy.base_image import host_recipe
 from deploy.oci import Backend, apt_install, ensure_backend
 
 if TYPE_CHECKING:
-    from bentoml._internal.bento.bento import ImageInfo
-    from bentoml._internal.bento.build_config import BentoEnvSchema
+    from bentos.bentoml_private import BentoEnvSchema, ImageInfo
 
 CA_SECRET = "mlops_ca"
 CA_PATH = f"/run/secrets/{CA_SECRET}"
@@ -123,14 +122,14 @@ def choose_base(
 
 def lean_commands(commands: list[str]) -> list[str]:
     """The Bento's image commands without BentoML's default compilers and git: one apt step, lists removed."""
-    from bentoml._internal.container.frontend.dockerfile import CONTAINER_METADATA
+    from bentos.bentoml_private import debian_install_commands
 
-    debian = CONTAINER_METADATA["debian"]
-    install_prefix = debian["install_command"].split("{packages}")[0]
+    install_command, default_install_command = debian_install_commands()
+    install_prefix = install_command.split("{packages}")[0]
     packages: list[str] = []
     others: list[str] = []
     for command in commands:
-        if command == debian["default_install_command"]:
+        if command == default_install_command:
             continue
         if command.startswith(install_prefix):
             packages += shlex.split(command.removeprefix(install_prefix))
@@ -148,17 +147,15 @@ def lean_commands(commands: list[str]) -> list[str]:
 
 def bento_image(bento_path: Path) -> tuple[ImageInfo, list[BentoEnvSchema]]:
     """The image section and runtime environment variables of the Bento at ``bento_path`` (BentoML 1.4, spec 2)."""
-    from bentoml._internal.bento.bento import BaseBentoInfo, BentoInfoV2
-    from bentoml._internal.container import split_envs_by_stage
+    from bentos.bentoml_private import bento_image_info
 
-    with open(bento_path / "bento.yaml", "rb") as stream:
-        info = BaseBentoInfo.from_yaml_file(stream)
-    if not isinstance(info, BentoInfoV2):
+    found = bento_image_info(bento_path)
+    if found is None:
         raise ImageBuildError(f"{bento_path} is not a BentoML 1.4 Bento (spec 2): rebuild it with `mlops build`")
-    runtime_envs, build_envs = split_envs_by_stage(info.envs)
+    image, runtime_envs, build_envs = found
     if build_envs:
         raise ImageBuildError(f"build-stage environment variables are not supported: {[e.name for e in build_envs]}")
-    return info.image, runtime_envs
+    return image, runtime_envs
 
 
 def render_containerfile(
@@ -170,12 +167,13 @@ def render_containerfile(
     arguments, so they are not in the image's environment).
     """
     import attrs
-    from _bentoml_impl.docker import generate_dockerfile
+
+    from bentos.bentoml_private import generate_dockerfile
 
     image = attrs.evolve(image, base_image=base_image, commands=lean_commands(list(image.commands)))
     # BuildKit syntax (cache and secret mounts) is read by docker, podman and buildah alike; the `# syntax` line
     # would make BuildKit fetch a frontend image from Docker Hub, so it goes.
-    text = generate_dockerfile(image, Path("."), enable_buildkit=True, add_header=True, envs=envs or [])
+    text = generate_dockerfile(image, envs or [])
     lines = [line for line in text.splitlines() if not line.startswith("# syntax")]
     install = [i for i, line in enumerate(lines) if line.rstrip().endswith(PIP_INSTALL)]
     if len(install) != 1:
@@ -195,7 +193,8 @@ def containerize(
 ) -> ImageResult:
     """Build the OCI image of a Bento (on a cached base where possible); raise :class:`ImageBuildError`."""
     import bentoml
-    from bentoml._internal.container import construct_containerfile
+
+    from bentos.bentoml_private import containerfile_context
 
     settings = settings or ImageSettings()
     if settings.ca_bundle is not None and not settings.ca_bundle.is_file():
@@ -210,7 +209,7 @@ def containerize(
     settings.cache_dir.mkdir(parents=True, exist_ok=True)
     log = settings.cache_dir / f"image-{bento.tag.version}.log"
     started = time.perf_counter()
-    with construct_containerfile(bento, enable_buildkit=True) as (context, dockerfile):
+    with containerfile_context(bento) as (context, dockerfile):
         Path(dockerfile).write_text(render_containerfile(image_info, base_image, settings.ca_bundle is not None, envs))
         secrets = {CA_SECRET: settings.ca_bundle.resolve()} if settings.ca_bundle else {}
         tags = [image, f"{repository}:latest"]

@@ -4,7 +4,8 @@ Writes to the store survive a kill: BentoML 1.4 copies a saved model's files str
 ``models/<name>/<version>/`` and rewrites ``model.yaml`` in place, so a process killed in the middle left a
 half-written model that listed (and could be promoted) as complete, or a ``model.yaml`` nothing could read.
 Importing this module (every training process does) makes BentoML assemble each saved model beside the store and
-rename it into place whole; :func:`set_stage` replaces ``model.yaml`` whole.
+rename it into place whole (``bentos.bentoml_private.install_atomic_model_store``: there is no public hook for it);
+:func:`set_stage` replaces ``model.yaml`` whole.
 """
 
 from __future__ import annotations
@@ -13,22 +14,17 @@ import os
 
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")  # no usage analytics calls from an offline machine
 
-import contextlib
-import shutil
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import bentoml
-from bentoml._internal.configuration.containers import BentoMLContainer
-from bentoml._internal.models import ModelStore
-from bentoml._internal.tag import Tag
-from bentoml.exceptions import BentoMLException, NotFound
+from bentoml.exceptions import NotFound
 
 from bentos import production
+from bentos.bentoml_private import install_atomic_model_store
 from data.snapshots import process_alive
 from features.catalog import MODEL_NAMES
 from training.registry.card import IncompleteCardError, ModelCard
@@ -116,38 +112,4 @@ def write_info(model: bentoml.Model) -> None:
         raise
 
 
-#: Where models are assembled before they are renamed into the store (beside it: the store lists every directory).
-SAVING_DIR = "models-saving"
-
-
-class AtomicModelStore(ModelStore):
-    """BentoML's model store, whose saves appear in it whole or not at all."""
-
-    @contextlib.contextmanager
-    def register(self, tag: str | Tag) -> Iterator[str]:
-        """A directory to write the model ``tag`` in; it becomes ``models/<name>/<version>`` once written."""
-        tag = Tag.from_taglike(tag)
-        final = self._path / tag.path()
-        if final.exists():
-            raise BentoMLException(f"Item '{tag}' already exists in the store {self._path}")
-        staging_root = self._path.resolve().parent / SAVING_DIR  # the same filesystem, for the rename
-        staging_root.mkdir(parents=True, exist_ok=True)
-        for leftover in staging_root.iterdir():  # saves of processes that were killed
-            pid = leftover.name.split("-", 1)[0]
-            if pid.isdigit() and not process_alive(int(pid)):
-                shutil.rmtree(leftover, ignore_errors=True)
-        staging = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-{tag.name}-", dir=staging_root))
-        try:
-            yield str(staging)
-            final.parent.mkdir(parents=True, exist_ok=True)
-            os.rename(staging, final)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-        latest = self._path / tag.latest_path()
-        if not latest.exists() or self.get(tag).creation_time >= self.get(tag.name).creation_time:
-            temp = latest.with_name(f".latest-{os.getpid()}")
-            temp.write_text(str(tag.version))
-            os.replace(temp, latest)
-
-
-BentoMLContainer.model_store.set(AtomicModelStore(BentoMLContainer.model_store_dir.get()))
+install_atomic_model_store(process_alive)

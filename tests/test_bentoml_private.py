@@ -1,0 +1,67 @@
+"""The BentoML private API the project relies on (bentos/bentoml_private.py) is still there, with the shape used.
+
+A BentoML upgrade that moves or reshapes one of these fails here, naming it, instead of in a save, a request or an
+image build somewhere else. Each test names what to look at in BentoML's source when it fails.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from pathlib import Path
+
+import pytest
+
+PRIVATE_NAMES = [
+    ("bentoml._internal.configuration.containers", "BentoMLContainer"),
+    ("bentoml._internal.models", "ModelStore"),
+    ("bentoml._internal.tag", "Tag"),
+    ("bentoml._internal.container.frontend.dockerfile", "CONTAINER_METADATA"),
+    ("bentoml._internal.bento.bento", "BaseBentoInfo"),
+    ("bentoml._internal.bento.bento", "BentoInfoV2"),
+    ("bentoml._internal.bento.bento", "ImageInfo"),
+    ("bentoml._internal.bento.build_config", "BentoEnvSchema"),
+    ("bentoml._internal.container", "split_envs_by_stage"),
+    ("bentoml._internal.container", "construct_containerfile"),
+    ("_bentoml_impl.docker", "generate_dockerfile"),
+]
+
+
+@pytest.mark.parametrize(("module", "name"), PRIVATE_NAMES)
+def test_private_name_exists(module: str, name: str) -> None:
+    found = importlib.import_module(module)
+    assert hasattr(found, name), f"BentoML no longer has {module}.{name}: update bentos/bentoml_private.py"
+
+
+def test_model_store_has_the_register_hook_and_provider() -> None:
+    from bentoml._internal.configuration.containers import BentoMLContainer
+    from bentoml._internal.models import ModelStore
+
+    assert "tag" in inspect.signature(ModelStore.register).parameters, "ModelStore.register(tag) changed"
+    for provider in ("model_store", "model_store_dir"):
+        assert hasattr(BentoMLContainer, provider), f"BentoMLContainer.{provider} is gone"
+    assert hasattr(BentoMLContainer.model_store, "set"), "BentoMLContainer.model_store can no longer be replaced"
+
+
+def test_atomic_store_is_installed_by_the_registry(tmp_path: Path) -> None:
+    """Importing the project's store module replaces BentoML's store with the atomic one."""
+    from bentoml._internal.configuration.containers import BentoMLContainer
+
+    import training.registry.store  # noqa: F401
+
+    assert getattr(BentoMLContainer.model_store.get(), "atomic_saves", False)
+
+
+def test_container_helpers_have_the_arguments_used() -> None:
+    from _bentoml_impl.docker import generate_dockerfile
+    from bentoml._internal.container import construct_containerfile
+
+    parameters = inspect.signature(generate_dockerfile).parameters
+    assert list(parameters)[:2] == ["image", "bento_fs"], "generate_dockerfile(image, bento_fs, ...) changed"
+    # enable_buildkit, add_header and envs reach the Dockerfile template as keyword arguments
+    assert any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    assert "enable_buildkit" in inspect.signature(construct_containerfile).parameters
+    from bentos.bentoml_private import debian_install_commands
+
+    install, default = debian_install_commands()
+    assert "{packages}" in install and default, "BentoML's Debian install command templates changed"
