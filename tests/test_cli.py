@@ -74,6 +74,15 @@ def test_train_models_promote_and_rollback_from_the_command_line(isolated_home: 
     assert promoted.exit_code == 0, promoted.output
     listed = runner.invoke(app, ["models"], env=env)
     assert "production" in listed.output and tags[0].split(":")[1] in listed.output
+    narrow = runner.invoke(app, ["models"], env={"COLUMNS": "80"})
+    assert narrow.exit_code == 0, narrow.output
+    assert max(len(line) for line in narrow.output.splitlines()) <= 80
+    for tag in tags:  # names and versions whole, not cut to a few characters
+        name, version = tag.split(":")
+        assert any(name in line and version in line for line in narrow.output.splitlines()), narrow.output
+    assert "…" not in narrow.output
+    wide = runner.invoke(app, ["models", "--wide"], env={"COLUMNS": "200"})
+    assert "created (UTC)" in wide.output and "snapshot" in wide.output
 
     second = runner.invoke(app, ["train", "--quick", "-m", "return_lightgbm", "--promote"], env=env)
     assert second.exit_code == 0 and "promoted: return_lightgbm:" in second.output
