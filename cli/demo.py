@@ -88,7 +88,7 @@ def run_demo(port: int, quick: bool, say: Say) -> None:
     process = subprocess.Popen(serve_command(tag, port))
     try:
         wait_ready(url, process)
-        requests = write_example_requests(settings.home / "requests")
+        requests = write_example_requests(settings.snapshots.parent / "requests")  # <home>/data, beside the snapshots
         command = (
             f"curl -s -X POST {url}/predict_direction -H 'Content-Type: application/json' "
             f"-d @{requests['predict_direction']}"
