@@ -4,6 +4,9 @@ Every fault is real: child processes (Python, ``bentoml serve``, the retrain flo
 truncated, a real tmpfs really fills up. Where a kill must land at one exact point (between two writes), the child
 stops there by itself: it wraps the function due to run next so that it writes a marker file and sleeps, and the
 test kills it once the marker exists. The code under test is not changed for it.
+
+Over 400 lines because every fault shares the same child-process machinery (start, pause at a point, kill, check),
+which reads best beside the faults that use it.
 """
 
 from __future__ import annotations

@@ -5,6 +5,9 @@ and smoke-tests it. Its models are labelled with the flow's training key, so eve
 instead of training again (the flow's own cache); models a test must train are taken out of the cache explicitly.
 Each test has its own registry, so production is never shared between tests. The session's quick training run
 (tests/conftest.py) provides other versions of the same models, to stand for an earlier production.
+
+Over 400 lines because the tests share one Prefect API and the flow's first, expensive run (module fixtures): split
+across files, each file would start and train its own.
 """
 
 from __future__ import annotations

@@ -157,3 +157,20 @@ def test_the_checker_resolves_from_package_import_module() -> None:
     assert "training.registry.store" in set(names_in("from training.registry import store\n", "cli"))
     assert "training.registry.store" in set(names_in("from . import store\n", "training.registry"))
     assert "training.registry.card" in set(names_in("from .card import ModelCard\n", "training.registry"))
+
+
+LONG_FILE_LINES = 400
+
+
+def test_no_file_is_long_without_a_reason() -> None:
+    """A module over ~400 lines is usually two: it says in its docstring why it is one ("... lines because ...")."""
+    long = []
+    for path in sorted(ROOT.glob("*/**/*.py")):
+        if path.relative_to(ROOT).parts[0] not in (*PACKAGES, "tests", "benchmarks"):
+            continue
+        text = path.read_text()
+        lines = text.count("\n")
+        docstring = ast.get_docstring(ast.parse(text)) or ""
+        if lines > LONG_FILE_LINES and "lines because" not in docstring:
+            long.append(f"{path.relative_to(ROOT)} ({lines} lines)")
+    assert not long, f"split these, or say in the docstring why each is one file ('... lines because ...'): {long}"
