@@ -8,11 +8,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from cli.output import console, fail
 from data.pull import PullError, pull
 from data.settings import DataSettings
 from data.snapshots import SnapshotError, SnapshotStore
@@ -20,7 +19,6 @@ from data.sources import EMBEDDED_SYMBOLS, CsvSource, EmbeddedSource, Source, YF
 from features.ohlcv import OHLCVValidationError
 
 app = typer.Typer(help="Market data snapshots.", no_args_is_help=True)
-console = Console()
 
 
 class SourceName(StrEnum):
@@ -75,8 +73,7 @@ def pull_command(
             info, created = pull(chosen, store, on_symbol=lambda s: progress.advance(task))
         except (PullError, OHLCVValidationError) as error:
             progress.stop()
-            console.print(f"[red]error:[/red] {escape(str(error))}")
-            raise typer.Exit(1) from error
+            raise fail(error) from error
     state = "new snapshot" if created else "unchanged, already stored as"
     console.print(
         f"{state} [bold]{info.id}[/bold]: {', '.join(info.symbols)} {info.start}..{info.end}, {info.rows} rows"
@@ -111,7 +108,6 @@ def show_command(
         info = store.info(snapshot)
         store.load(info.id, verify=True)
     except SnapshotError as error:
-        console.print(f"[red]error:[/red] {escape(str(error))}")
-        raise typer.Exit(1) from error
+        raise fail(error) from error
     console.print_json(json.dumps(info.to_dict()))
     console.print(f"[green]verified[/green]: bars hash to {info.id}; stored at {store.path(info.id)}")

@@ -8,24 +8,18 @@ from typing import Annotated, Any
 
 import pandas as pd
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from cli.data import app as data_app
 from cli.data import store_from_settings
+from cli.output import console, fail
 from data.snapshots import SnapshotError
 from features import DEFAULT_SPEC, validate_ohlcv
 
 app = typer.Typer(help="Train, package and serve market-prediction models.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
-console = Console()
-
-
-def fail(error: Exception) -> typer.Exit:
-    console.print(f"[red]error:[/red] {escape(str(error))}")
-    return typer.Exit(1)
 
 
 @app.command("features")
