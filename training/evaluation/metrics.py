@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score
 
@@ -47,18 +51,74 @@ def classification_metrics(y: np.ndarray, probability: np.ndarray, threshold: fl
     }
 
 
-def volatility_metrics(realized: np.ndarray, forecast: np.ndarray) -> dict[str, float]:
-    """Volatility metrics: MSE and MAE of annualised vol, QLIKE of the implied variance, correlation."""
-    m = _finite(realized, forecast) & (forecast > 0) & (realized > 0)
-    r, f = realized[m], forecast[m]
-    rv, fv = r**2, f**2
-    return {
-        "mse": float(np.mean((r - f) ** 2)),
-        "qlike": float(np.mean(rv / fv - np.log(rv / fv) - 1.0)),
-        "correlation": float(np.corrcoef(r, f)[0, 1]),
-        "mae": float(np.mean(np.abs(r - f))),
-        "n": int(m.sum()),
-    }
+@dataclass(frozen=True)
+class SameRows:
+    """The rows every forecast is scored on, and how many were dropped for each reason (a row may have several)."""
+
+    mask: np.ndarray
+    dropped: dict[str, int]
+
+    @property
+    def n(self) -> int:
+        return int(self.mask.sum())
+
+    @property
+    def n_dropped(self) -> int:
+        return int(self.mask.size - self.mask.sum())
+
+    def describe(self) -> dict[str, Any]:
+        """For reports and cards: rows scored, rows dropped, and why."""
+        return {"n": self.n, "dropped": self.n_dropped, "why": dict(self.dropped)}
+
+
+def same_rows(actual: np.ndarray, forecasts: Mapping[str, np.ndarray], positive: bool = False) -> SameRows:
+    """Rows where the actual and every forecast are finite (and > 0 when ``positive``): the rows all are scored on.
+
+    Scoring each forecast on its own finite rows would compare a model and its baselines on different days.
+    """
+    requirement = "finite and > 0" if positive else "finite"
+    mask = np.ones(actual.shape[0], dtype=bool)
+    dropped: dict[str, int] = {}
+    for name, values in {"actual": actual, **forecasts}.items():
+        usable = np.isfinite(values)
+        if positive:
+            usable &= np.where(usable, values, 0.0) > 0
+        if not usable.all():
+            what = "the actual" if name == "actual" else f"the {name} forecast"
+            dropped[f"{what} is not {requirement}"] = int((~usable).sum())
+        mask &= usable
+    return SameRows(mask, dropped)
+
+
+@dataclass(frozen=True)
+class VolatilityScores:
+    """Each forecast's volatility metrics, all on the same rows; ``rows`` says how many were dropped and why."""
+
+    metrics: dict[str, dict[str, float]]
+    rows: SameRows
+
+
+def volatility_metrics(realized: np.ndarray, forecasts: Mapping[str, np.ndarray]) -> VolatilityScores:
+    """MSE and MAE of annualised vol, QLIKE of the implied variance and correlation of every forecast (the model's
+    and its baselines'), on the rows where the realized volatility and every forecast are finite and > 0.
+
+    Every forecast's metrics carry ``n`` (rows scored, the same for all) and ``n_dropped``.
+    """
+    rows = same_rows(realized, forecasts, positive=True)
+    r = realized[rows.mask]
+    metrics = {}
+    for name, forecast in forecasts.items():
+        f = forecast[rows.mask]
+        rv, fv = r**2, f**2
+        metrics[name] = {
+            "mse": float(np.mean((r - f) ** 2)) if r.size else float("nan"),
+            "qlike": float(np.mean(rv / fv - np.log(rv / fv) - 1.0)) if r.size else float("nan"),
+            "correlation": float(np.corrcoef(r, f)[0, 1]) if r.size > 1 and np.std(f) > 0 else float("nan"),
+            "mae": float(np.mean(np.abs(r - f))) if r.size else float("nan"),
+            "n": rows.n,
+            "n_dropped": rows.n_dropped,
+        }
+    return VolatilityScores(metrics, rows)
 
 
 def mape(actual: np.ndarray, forecast: np.ndarray) -> float:

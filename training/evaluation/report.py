@@ -57,6 +57,7 @@ class TrainingRun(Protocol):
     run_id: str
     snapshot: SnapshotInfo
     config: TrainingConfig
+
     @property
     def failures(self) -> Mapping[str, str]: ...
 
@@ -84,7 +85,7 @@ def _png(figure: plt.Figure) -> str:
 
 def _metrics_table(result: ModelResult) -> str:
     evaluation = result.evaluation
-    names = [k for k in evaluation.metrics if k != "n"]
+    names = [k for k in evaluation.metrics if k not in ("n", "n_dropped")]
     header = "".join(f"<th>{html.escape(n)}</th>" for n in ["", *names])
     rows = [f"<tr><td><b>{html.escape(result.name)}</b></td>{_cells(evaluation.metrics, names)}</tr>"]
     for baseline, metrics in evaluation.baselines.items():

@@ -11,8 +11,21 @@ import pandas as pd
 
 from training.config import TrainingConfig
 from training.dataset import Panel
+from training.evaluation.metrics import SameRows, same_rows
 from training.evaluation.splits import Split, walk_forward_splits, yearly_test_periods
 from training.evaluation.walk_forward import Evaluation
+
+#: The model's name among the forecasts scored together (each baseline keeps its own).
+MODEL = "model"
+
+
+@dataclass
+class Scores:
+    """The model's and each baseline's metrics, all on the same rows; ``rows`` says how many were dropped and why."""
+
+    model: dict[str, float]
+    baselines: dict[str, dict[str, float]]
+    rows: SameRows
 
 
 @dataclass
@@ -78,6 +91,19 @@ class TabularTrainer(Trainer):
     def score(self, actual: np.ndarray, prediction: np.ndarray, baselines: dict[str, np.ndarray]) -> dict[str, float]:
         """Metrics of ``prediction``; ``baselines`` are the baselines' predictions for the same rows."""
 
+    def score_all(self, actual: np.ndarray, prediction: np.ndarray, baselines: dict[str, np.ndarray]) -> Scores:
+        """Metrics of the model and of every baseline on the same rows: where the actual and every forecast are
+        finite. A trainer whose metrics need more (volatility: > 0) overrides this."""
+        rows = same_rows(actual, {MODEL: prediction, **baselines})
+        keep = rows.mask
+        actual, prediction = actual[keep], prediction[keep]
+        baselines = {name: values[keep] for name, values in baselines.items()}
+        return Scores(
+            self.score(actual, prediction, baselines),
+            {name: self.score(actual, values, baselines) for name, values in baselines.items()},
+            rows,
+        )
+
     @abstractmethod
     def importances(self, model: Any) -> np.ndarray: ...
 
@@ -100,8 +126,9 @@ class TabularTrainer(Trainer):
             baselines = {name: values[keep] for name, values in baselines.items()}
             importances.append(self.importances(model))
             fold: dict[str, Any] = dict(split.describe(panel.dates))
-            fold["metrics"] = self.score(target[test], prediction, baselines)
-            fold["baselines"] = {n: self.score(target[test], p, baselines) for n, p in baselines.items()}
+            scores = self.score_all(target[test], prediction, baselines)
+            fold["metrics"], fold["baselines"] = scores.model, scores.baselines
+            fold["scored_rows"] = scores.rows.describe()
             folds.append(fold)
             records.append(
                 pd.DataFrame(
@@ -123,16 +150,20 @@ class TabularTrainer(Trainer):
             if c.startswith("baseline_")
         }
         mean_importance = np.mean(importances, axis=0)
+        scores = self.score_all(actual, predictions["prediction"].to_numpy(), pooled)
         return Evaluation(
             model=self.name,
             task=self.task,
             primary_metric=self.primary_metric,
             higher_is_better=self.higher_is_better,
-            metrics=self.score(actual, predictions["prediction"].to_numpy(), pooled),
-            baselines={n: self.score(actual, p, pooled) for n, p in pooled.items()},
+            metrics=scores.model,
+            baselines=scores.baselines,
             folds=folds,
             predictions=predictions,
-            extras={"feature_importance": dict(zip(panel.spec.names, mean_importance.tolist(), strict=True))},
+            extras={
+                "feature_importance": dict(zip(panel.spec.names, mean_importance.tolist(), strict=True)),
+                "scored_rows": scores.rows.describe(),
+            },
         )
 
     def fit(self, panel: Panel) -> Fitted:

@@ -13,7 +13,7 @@ from training.evaluation.baselines import ewma_volatility, garch_volatility
 from training.evaluation.metrics import volatility_metrics
 from training.evaluation.splits import Split
 from training.models.lgbm import booster_params, gain_importance, train_booster
-from training.models.trainer import Fitted, TabularTrainer
+from training.models.trainer import MODEL, Fitted, Scores, TabularTrainer
 
 
 class VolatilityLightGBM(TabularTrainer):
@@ -52,7 +52,14 @@ class VolatilityLightGBM(TabularTrainer):
         }
 
     def score(self, actual: np.ndarray, prediction: np.ndarray, baselines: dict[str, np.ndarray]) -> dict[str, float]:
-        return volatility_metrics(actual, prediction)
+        return self.score_all(actual, prediction, baselines).model
+
+    def score_all(self, actual: np.ndarray, prediction: np.ndarray, baselines: dict[str, np.ndarray]) -> Scores:
+        """The model, EWMA and GARCH on the same rows: where the realized volatility and all three are finite and
+        > 0 (QLIKE takes logs)."""
+        scores = volatility_metrics(actual, {MODEL: prediction, **baselines})
+        model = scores.metrics.pop(MODEL)
+        return Scores(model, scores.metrics, scores.rows)
 
     def save(self, fitted: Fitted, metadata: dict[str, Any], labels: dict[str, str]) -> bentoml.Model:
         return bentoml.lightgbm.save_model(self.name, fitted.model, metadata=metadata, labels=labels)
