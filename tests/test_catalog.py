@@ -18,7 +18,7 @@ def test_six_models_with_unique_names() -> None:
 
 
 def test_unknown_model_names_the_six() -> None:
-    with pytest.raises(KeyError, match="return_lightgbm, return_random_forest, .*regime_hmm"):
+    with pytest.raises(KeyError, match=r"return_lightgbm, return_random_forest, .*regime_hmm"):
         model_kind("nope")
 
 
