@@ -205,7 +205,7 @@ def validation_alone(path: Path, chunk_rows: int = 100_000) -> None:
 
 
 def main() -> None:
-    from benchmarks._report import write_results
+    from benchmarks._report import Figure, write_results
 
     manifest = train_quick_models(WORK)
     small, large = WORK / "small.parquet", WORK / "large.parquet"
@@ -239,50 +239,55 @@ def main() -> None:
 
     small_memory = measure_in_subprocess(small, manifest, WORK / "small-out.parquet")
     large_memory = measure_in_subprocess(large, manifest, WORK / "large-out.parquet")
-    growth = large_memory["peak"] / small_memory["peak"] - 1
-    rows = [
-        (
+    growth = round(100 * (large_memory["peak"] / small_memory["peak"] - 1), 1)
+    batch_rate, raw_rate, share = round(scored / cpu["batch"]), round(scored / raw), round(100 * ratio, 1)
+    figures = [
+        Figure(
             f"batch score_file, {scored:,} scored rows of {small_rows:,} (features, validation, I/O included)",
-            f"{scored / cpu['batch']:,.0f} rows/s ({scored / wall['batch']:,.0f} wall)",
-            "-",
-            True,
+            f"{batch_rate:,} rows/s ({scored / wall['batch']:,.0f} wall)",
+            batch_rate,
+            "rows/s",
         ),
-        (
+        Figure(
             "raw predict of the same models on precomputed inputs, same rows",
-            f"{scored / raw:,.0f} rows/s (4 tabular models {scored / cpu['tabular']:,.0f} rows/s, "
+            f"{raw_rate:,} rows/s (4 tabular models {scored / cpu['tabular']:,.0f} rows/s, "
             f"regime filter {scored / cpu['regime']:,.0f} rows/s)",
-            "-",
-            True,
+            raw_rate,
+            "rows/s",
         ),
-        (
+        Figure(
             "batch throughput / raw predict throughput, best times (each round's)",
-            f"{ratio:.1%} ({per_round.min():.0%} to {per_round.max():.0%})",
+            f"{share:.1f}% ({per_round.min():.0%} to {per_round.max():.0%})",
+            share,
+            "%",
             ">= 70 %",
-            ratio >= 0.70,
+            "throughput_share",
         ),
-        (
+        Figure(
             "per scored row: batch = models + features + OHLCV validation + rest",
             f"{per_row(cpu['batch'])} = {per_row(raw)} + {per_row(cpu['features'])} + "
             f"{per_row(cpu['validation'])} + {per_row(cpu['batch'] - raw - cpu['features'] - cpu['validation'])}",
-            "-",
-            True,
+            round(cpu["batch"] / scored * 1e6, 1),
+            "µs",
         ),
         *(
-            (
+            Figure(
                 f"{label}: {m['rows']:,.0f} rows, {m['scored']:,.0f} scored",
                 f"{m['scored'] / m['seconds']:,.0f} rows/s wall; peak RSS {m['peak']:.0f} MiB, "
                 f"{m['peak'] - m['loaded']:+.0f} over the process with models loaded "
                 f"({m['halfway'] - m['loaded']:+.0f} after half the file)",
-                "-",
-                True,
+                round(m["scored"] / m["seconds"]),
+                "rows/s",
             )
             for label, m in (("small file, fresh process", small_memory), ("large file, fresh process", large_memory))
         ),
-        (
+        Figure(
             f"peak memory, large file ({large_rows / small_rows:.0f}x the rows) vs small",
-            f"{growth:+.1%}",
+            f"{growth:+.1f}%",
+            growth,
+            "%",
             "<= +10 %",
-            growth <= 0.10,
+            "memory_growth",
         ),
     ]
     notes = (
@@ -296,7 +301,7 @@ def main() -> None:
         "same file (the shared pipeline per symbol; validate_ohlcv(panel=True) per 100,000-row chunk). Peak RSS is "
         "VmHWM of a fresh process per file."
     )
-    path = write_results("batch", ".venv/bin/python benchmarks/bench_batch.py", rows, notes)
+    path = write_results("batch", ".venv/bin/python benchmarks/bench_batch.py", figures, notes)
     print(path.read_text())
 
 

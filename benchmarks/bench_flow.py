@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from prefect import flow  # noqa: E402
 from prefect.task_runners import ProcessPoolTaskRunner  # noqa: E402
 
-from benchmarks._report import write_results  # noqa: E402
+from benchmarks._report import Figure, write_results  # noqa: E402
 from data.settings import DataSettings  # noqa: E402
 from data.snapshots import SnapshotStore  # noqa: E402
 from deploy.bento import build_context  # noqa: E402
@@ -95,7 +95,7 @@ def train_step(runner: Any, panel: Any, config: TrainingConfig) -> float:
     return seconds
 
 
-def concurrency_rows(snapshot_id: str, mode: str, rounds: int) -> tuple[list[tuple[str, str, str, bool]], str]:
+def concurrency_figures(snapshot_id: str, mode: str, rounds: int) -> tuple[list[Figure], str]:
     """The training step with one worker and with two threads, interleaved, in one mode."""
     config = QUICK if mode == "quick" else TrainingConfig()
     store = SnapshotStore(DataSettings().snapshots)
@@ -106,27 +106,35 @@ def concurrency_rows(snapshot_id: str, mode: str, rounds: int) -> tuple[list[tup
         for label, workers in (("1 worker", 1), ("2 threads", 2)):
             times[label].append(train_step(thread_runner(workers), panel, config))
             print(f"{mode} train step, {label}: {times[label][-1]:.1f} s", flush=True)
-    rows = [
-        (
-            f"{mode}: training step, {label}"
-            + (f" (median of {rounds}, interleaved)" if rounds > 1 else " (interleaved)"),
-            f"{statistics.median(values):.1f} s"
-            + (f" ({', '.join(f'{v:.0f}' for v in values)})" if rounds > 1 else ""),
-            "-",
-            True,
+    figures = []
+    for label, values in times.items():
+        median = round(statistics.median(values), 1)
+        figures.append(
+            Figure(
+                f"{mode}: training step, {label}"
+                + (f" (median of {rounds}, interleaved)" if rounds > 1 else " (interleaved)"),
+                f"{median:.1f} s" + (f" ({', '.join(f'{v:.0f}' for v in values)})" if rounds > 1 else ""),
+                median,
+                "s",
+            )
         )
-        for label, values in times.items()
-    ]
     one, two = (statistics.median(times[k]) for k in ("1 worker", "2 threads"))
     note = f"{mode} mode {two:.0f} s with two threads against {one:.0f} s with one worker ({two / one - 1:+.0%})"
     if mode == "quick" and os.environ.get("MLOPS_BENCH_PROCESS_POOL") == "1":
         try:
-            outcome = f"{train_step(ProcessPoolTaskRunner(max_workers=2), panel, config):.1f} s"
+            pooled: float | None = round(train_step(ProcessPoolTaskRunner(max_workers=2), panel, config), 1)
+            outcome = f"{pooled:.1f} s"
         except Exception as error:  # recorded, not hidden: it is the finding
-            outcome = f"failed: {str(error).splitlines()[0][:160]}"
+            pooled, outcome = None, f"failed: {str(error).splitlines()[0][:160]}"
         print(f"quick train step, 2 processes: {outcome}", flush=True)
-        rows.append(("quick: training step, 2-process pool (once)", outcome, "-", True))
-    return rows, note
+        figures.append(Figure("quick: training step, 2-process pool (once)", outcome, pooled, "s"))
+    return figures, note
+
+
+def whole_flow(what: str, seconds: float, summary: dict[str, Any], load: str, target: str, key: str) -> Figure:
+    smoke = "Bento built and smoke-tested" if summary["smoke_test"] is not None else "no smoke test"
+    total = round(seconds)
+    return Figure(what, f"{total} s ({len(summary['promoted'])} promoted, {smoke}; {load})", total, "s", target, key)
 
 
 CONCURRENCY_NOTE = (
@@ -140,55 +148,43 @@ CONCURRENCY_NOTE = (
 
 
 def main() -> None:
-    rows: list[tuple[str, str, str, bool]] = []
+    figures: list[Figure] = []
     notes: list[str] = []
     load_before = os.getloadavg()[0]
 
     seconds, first, load = run("quick", quick=True, registry_root=WORK / "registry-quick")
-    promoted = len(first["promoted"])
-    rows.append(
-        (
-            "quick: whole flow, first run (incl. Prefect's temporary API start), empty registry",
-            f"{seconds:.0f} s ({promoted} promoted, Bento built and smoke-tested; {load})",
-            "< 180 s",
-            seconds < 180 and promoted == 6 and first["smoke_test"] is not None,
-        )
-    )
-    rows.append(("quick: steps (s)", steps(first), "-", True))
+    what = "quick: whole flow, first run (incl. Prefect's temporary API start), empty registry"
+    figures.append(whole_flow(what, seconds, first, load, "< 180 s", "quick_total"))
+    figures.append(Figure("quick: steps (s)", steps(first)))
 
     seconds, again, _ = run("quick rerun", quick=True, registry_root=WORK / "registry-quick")
     trained = [n for n, m in again["models"].items() if m["status"] != "cached"]
-    rows.append(
-        (
-            "quick: rerun on the unchanged snapshot",
-            f"{seconds:.1f} s, {len(trained)} models trained, Bento {again['bento'] or 'none'}",
-            "trains and builds nothing",
-            not trained and again["bento"] is None and not again["promoted"],
-        )
-    )
+    redone = len(trained) + len(again["promoted"]) + (again["bento"] is not None)
+    figures += [
+        Figure("quick: rerun on the unchanged snapshot", f"{seconds:.1f} s", round(seconds, 1), "s", key="quick_rerun"),
+        Figure(
+            "quick: rerun, models trained + promoted + Bentos built",
+            f"{len(trained)} models trained, {len(again['promoted'])} promoted, Bento {again['bento'] or 'none'}",
+            redone,
+            target="= 0",
+        ),
+    ]
 
-    concurrency, quick_note = concurrency_rows(first["snapshot"]["id"], "quick", ROUNDS)
-    rows += concurrency
+    concurrency, quick_note = concurrency_figures(first["snapshot"]["id"], "quick", ROUNDS)
+    figures += concurrency
 
     seconds, full, load = run("full", quick=False, registry_root=WORK / "registry-full")
-    promoted = len(full["promoted"])
-    rows.append(
-        (
-            "full: whole flow, empty registry",
-            f"{seconds:.0f} s ({promoted} promoted, Bento built and smoke-tested; {load})",
-            "< 480 s",
-            seconds < 480 and promoted == 6 and full["smoke_test"] is not None,
-        )
-    )
-    rows.append(("full: steps (s)", steps(full), "-", True))
+    figures.append(whole_flow("full: whole flow, empty registry", seconds, full, load, "< 480 s", "full_total"))
+    figures.append(Figure("full: steps (s)", steps(full)))
     per_model = ", ".join(f"{n} {m['seconds']:.0f}" for n, m in full["models"].items())
-    rows.append(("full: each model's task (s, two at a time)", per_model, "-", True))
+    figures.append(Figure("full: each model's task (s, two at a time)", per_model))
     for name, decision in full["gate"].items():
         shown = [c["detail"] for c in decision["checks"] if c["rule"] not in {"card_complete", "feature_spec"}]
-        rows.append((f"full gate: {name}", "; ".join(shown) or "-", "passes", bool(decision["passed"])))
+        failed = sum(not c["passed"] for c in decision["checks"])
+        figures.append(Figure(f"full gate: {name}, rules failed", "; ".join(shown) or "-", failed, target="= 0"))
 
-    concurrency, full_note = concurrency_rows(full["snapshot"]["id"], "full", 1)
-    rows += concurrency
+    concurrency, full_note = concurrency_figures(full["snapshot"]["id"], "full", 1)
+    figures += concurrency
     notes.append(CONCURRENCY_NOTE.format(figures="; ".join((quick_note, full_note))))
     notes.append(
         f"Smoke test of the full-mode Bento: ready in {full['smoke_test']['ready_seconds']} s; "
@@ -198,7 +194,7 @@ def main() -> None:
         f"Load average (1 min) at the start and the end: {load_before:.1f} and {os.getloadavg()[0]:.1f} on "
         f"{os.cpu_count()} cores: figures taken on a shared machine stretch with it."
     )
-    path = write_results("flow", ".venv/bin/python benchmarks/bench_flow.py", rows, "\n\n".join(notes))
+    path = write_results("flow", ".venv/bin/python benchmarks/bench_flow.py", figures, "\n\n".join(notes))
     print(path.read_text())
 
 

@@ -28,7 +28,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._report import write_results
+from benchmarks._report import Figure, write_results
 from benchmarks.bench_service import Server, production_models, window
 
 STEP_SECONDS = int(os.environ.get("MLOPS_LOAD_STEP_SECONDS", "10"))
@@ -170,39 +170,45 @@ def main() -> None:
         finally:
             server.stop()
 
-    rows: list[tuple[str, str, str, bool]] = [
-        (
+    figures = [
+        Figure(
             f"saturation search: {c} connections ({STEP_SECONDS} s)",
             f"{r['rate']:.0f} req/s, p99 {r['p99']:.0f} ms",
-            "-",
-            True,
+            round(r["rate"]),
+            "req/s",
         )
         for c, r in steps
     ]
-    rows += [
-        (f"held at saturation: {saturation} connections for {HOLD_SECONDS} s", f"{held['rate']:.0f} req/s", "-", True),
-        (
-            "held: responses, non-2xx",
-            f"{held['responses']}, {held['non_2xx']}"
-            + (f" ({'; '.join(held['bad_samples'])})" if held["non_2xx"] else ""),
-            "0 non-2xx",
-            held["non_2xx"] == 0 and held["responses"] > 0,
+    socket_errors = sum(int(n) for n in re.findall(r"\d+", held["socket_errors"]))
+    figures += [
+        Figure(
+            f"held at saturation: {saturation} connections for {HOLD_SECONDS} s",
+            f"{held['rate']:.0f} req/s",
+            round(held["rate"]),
+            "req/s",
         ),
-        ("held: socket errors", held["socket_errors"], "none", held["socket_errors"] == "none"),
-        (
+        Figure("held: responses", str(held["responses"]), held["responses"], target="> 0"),
+        Figure(
+            "held: non-2xx responses",
+            str(held["non_2xx"]) + (f" ({'; '.join(held['bad_samples'])})" if held["non_2xx"] else ""),
+            held["non_2xx"],
+            target="= 0",
+        ),
+        Figure("held: socket errors", held["socket_errors"], socket_errors, target="= 0"),
+        Figure(
             "held: latency p50 / p99 / max",
             f"{held['p50']:.1f} / {held['p99']:.1f} / {held['max']:.1f} ms",
-            "recorded",
-            True,
+            round(held["p50"], 1),
+            "ms",
         ),
-        ("held: requests sent per method", ", ".join(f"{k} {v}" for k, v in sorted(held["sent"].items())), "-", True),
+        Figure("held: requests sent per method", ", ".join(f"{k} {v}" for k, v in sorted(held["sent"].items()))),
     ]
     notes = (
         "One `bentoml serve` worker with API keys on; wrk (up to two threads) on the same 2-core machine. "
         f"Load average (1 min) at the end: {os.getloadavg()[0]:.1f}. The latency is of the mix, so its p99 is set "
         "by the slow methods (forecast_price: Prophet's sampling; predict_all_batch: 8 windows) queued behind."
     )
-    path = write_results("load", ".venv/bin/python benchmarks/bench_load.py", rows, notes)
+    path = write_results("load", ".venv/bin/python benchmarks/bench_load.py", figures, notes)
     print(path.read_text())
 
 

@@ -48,7 +48,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from benchmarks._report import write_results  # noqa: E402
+from benchmarks._report import Figure, write_results  # noqa: E402
 
 WINDOW_BARS = 300
 SEQUENTIAL_REQUESTS = 300
@@ -273,8 +273,8 @@ def coalescing(server: Server) -> tuple[float, float]:
     return total["count"], total["sum"] / total["count"] if total["count"] else float("nan")
 
 
-def in_process(body: bytes) -> tuple[list[tuple[str, str, str, bool]], dict[str, float]]:
-    """Where a predict_direction request's time goes inside the worker, without HTTP: rows and medians (ms)."""
+def in_process(body: bytes) -> tuple[list[Figure], dict[str, float]]:
+    """Where a predict_direction request's time goes inside the worker, without HTTP: figures and medians (ms)."""
     from benchmarks._report import time_calls
     from bentos.inputs import bars_of, latest_features
     from bentos.schemas import BarWindow
@@ -312,12 +312,13 @@ def in_process(body: bytes) -> tuple[list[tuple[str, str, str, bool]], dict[str,
         "serialise DirectionPrediction to JSON": lambda: answer.model_dump_json(),
         "predict_all(BarWindow), whole method": lambda: service.predict_all(parsed),
     }
-    rows, medians = [], {}
+    figures, medians = [], {}
     for what, call in steps.items():
         medians[what] = float(np.median(time_calls(call, repeats=300, warmup=30)))
-        rows.append((f"in process: {what}", f"{medians[what]:.3f} ms", "-", True))
+        median = round(medians[what], 3)
+        figures.append(Figure(f"in process: {what}", f"{median:.3f} ms", median, "ms"))
     loop.close()
-    return rows, medians
+    return figures, medians
 
 
 def baseline_tree(ref: str) -> Path:
@@ -404,64 +405,74 @@ def main() -> None:
             server.stop()
     load_after = os.getloadavg()
 
-    rows: list[tuple[str, str, str, bool]] = []
+    figures = []
     for key, seconds in cold.items():
-        median = statistics.median(seconds)
-        target = key != "echo"
-        rows.append(
-            (
+        median = round(statistics.median(seconds), 1)
+        figures.append(
+            Figure(
                 f"cold start, {key} (launch to /readyz 200, median of {COLD_STARTS})",
                 f"{median:.1f} s ({', '.join(f'{v:.1f}' for v in seconds)})",
-                f"< {COLD_START_TARGET_S:.0f} s" if target else "-",
-                not target or median < COLD_START_TARGET_S,
+                median,
+                "s",
+                "-" if key == "echo" else f"< {COLD_START_TARGET_S:.0f} s",
+                "cold_start" if key == "models" else None,
             )
         )
+    p50_keys = {"echo": "echo_p50", "predict_direction": "direction_p50"}
     for label, (p50, p99) in latency.items():
-        rows.append((f"sequential p50 / p99, {label}", f"{p50:.2f} / {p99:.2f} ms", "-", True))
+        p50, p99 = round(p50, 2), round(p99, 2)
+        what = f"sequential p50 / p99, {label}"
+        figures.append(Figure(what, f"{p50:.2f} / {p99:.2f} ms", p50, "ms", key=p50_keys.get(label)))
     for e in endpoints:
         if e.label.startswith("predict_direction"):
-            ratio = latency[e.label][0] / latency[e.floor][0]
-            rows.append(
-                (
+            ratio = round(latency[e.label][0] / latency[e.floor][0], 2)
+            figures.append(
+                Figure(
                     f"sequential p50, {e.label} / {e.floor}",
                     f"{ratio:.2f}x",
+                    ratio,
+                    "x",
                     f"<= {LATENCY_TARGET}x",
-                    ratio <= LATENCY_TARGET,
+                    "p50_ratio" if e.label == "predict_direction" else None,
                 )
             )
     for label, values in rates.items():
-        rows.append(
-            (
+        median = round(statistics.median(values))
+        figures.append(
+            Figure(
                 f"throughput, {label} (wrk -t{WRK_THREADS} -c{WRK_CONNECTIONS} -d{WRK_SECONDS}s, median of {ROUNDS})",
-                f"{statistics.median(values):.0f} req/s ({', '.join(f'{v:.0f}' for v in values)})",
-                "-",
-                True,
+                f"{median} req/s ({', '.join(f'{v:.0f}' for v in values)})",
+                median,
+                "req/s",
+                key="echo_throughput" if label == "echo" else None,
             )
         )
     for e in endpoints:
         if e.label.startswith("echo"):
             continue
-        share = statistics.median(x / f for x, f in zip(rates[e.label], rates[e.floor], strict=True))
-        targeted = e.label.startswith("predict_direction")
-        rows.append(
-            (
+        share = round(100 * statistics.median(x / f for x, f in zip(rates[e.label], rates[e.floor], strict=True)))
+        figures.append(
+            Figure(
                 f"throughput, {e.label} / {e.floor} (median of per-round ratios)",
-                f"{share:.0%}",
-                f">= {THROUGHPUT_TARGET:.0%}" if targeted else "-",
-                not targeted or share >= THROUGHPUT_TARGET,
+                f"{share}%",
+                share,
+                "%",
+                f">= {THROUGHPUT_TARGET:.0%}" if e.label.startswith("predict_direction") else "-",
+                "throughput_share" if e.label == "predict_direction" else None,
             )
         )
     passes, windows_per_pass = feature_passes
-    rows.append(
-        (
-            "feature computations of the one-window methods (all rounds), windows per computation",
-            f"{passes:.0f}, {windows_per_pass:.2f} on average",
-            "-",
-            True,
-        )
-    )
-    process_rows, medians = in_process(bars_body)
-    rows += process_rows
+    figures += [
+        Figure("feature computations of the one-window methods (all rounds)", f"{passes:.0f}", round(passes)),
+        Figure(
+            "windows per feature computation of the one-window methods",
+            f"{windows_per_pass:.2f} on average",
+            round(windows_per_pass, 2),
+            key="windows_per_pass",
+        ),
+    ]
+    process_figures, medians = in_process(bars_body)
+    figures += process_figures
     validation, features = medians["bars_of: BarWindow -> validated Bars"], medians["features of the last row"]
     method = medians["predict_direction(BarWindow), whole method"]
     floor_ms = 1e3 / statistics.median(rates["echo"])
@@ -493,7 +504,7 @@ def main() -> None:
         f"{floor_ms / THROUGHPUT_TARGET - floor_ms:.2f} ms for the method, and in the server it costs more than in "
         "a hot loop (two threads, colder caches)."
     )
-    path = write_results("service", ".venv/bin/python benchmarks/bench_service.py", rows, notes)
+    path = write_results("service", ".venv/bin/python benchmarks/bench_service.py", figures, notes)
     print(path.read_text())
     if not KEEP:
         shutil.rmtree(WORK, ignore_errors=True)
