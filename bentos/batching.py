@@ -17,8 +17,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Generic, TypeVar
+
+logger = logging.getLogger(__name__)
 
 In = TypeVar("In")
 Out = TypeVar("Out")
@@ -77,7 +80,11 @@ class ArrivalsMiddleware:
 class Coalescer(Generic[In, Out]):
     """Runs ``compute`` once for all the items submitted within a few turns of the event loop (at most ``max_size``).
 
-    ``compute`` returns a result per item, or the exception that item's caller gets; if it raises, every caller does.
+    ``compute`` returns a result per item, or the exception that item's caller gets. If it raises for several items,
+    each is computed alone (see :meth:`_answer`); if it raises for one, that item's caller gets the error. The
+    computation runs in the context the coalescer was made in, not in the first caller's: what one request keeps in
+    its context variables (e.g. its recorded client errors, see ``bentos.client_errors``) is not seen, or changed,
+    on behalf of the others.
     """
 
     def __init__(
@@ -102,6 +109,7 @@ class Coalescer(Generic[In, Out]):
         self._queue: list[tuple[In, asyncio.Future[Out]]] = []
         self._scheduled = False
         self._turns = 0
+        self._context = contextvars.copy_context()  # the computation's, whichever request schedules it
         self.batches = 0
         self.items = 0
 
@@ -116,14 +124,15 @@ class Coalescer(Generic[In, Out]):
         self._queue.append((item, future))
         if not self._scheduled:
             self._scheduled = True
-            loop.call_soon(self._flush)
+            loop.call_soon(self._flush, context=self._context)
         return await future
 
     def _flush(self) -> None:
         loop = asyncio.get_running_loop()
         self._turns += 1
         if self._turns < self._min_turns and len(self._queue) < self._max_size:
-            loop.call_soon(self._flush)  # requests the loop has just read are a turn or two from being counted
+            # requests the loop has just read are a turn or two from being counted
+            loop.call_soon(self._flush, context=self._context)
             return
         if (
             self._arrivals is not None
@@ -131,28 +140,49 @@ class Coalescer(Generic[In, Out]):
             and len(self._queue) < self._max_size
             and loop.time() - self._first_queued < self._max_wait
         ):
-            loop.call_soon(self._flush)  # others are on their way: give the loop another turn to bring them
+            # others are on their way: give the loop another turn to bring them
+            loop.call_soon(self._flush, context=self._context)
             return
         self._turns = 0
         batch, self._queue = self._queue[: self._max_size], self._queue[self._max_size :]
         self._scheduled = bool(self._queue)
         if self._scheduled:
-            loop.call_soon(self._flush)
+            loop.call_soon(self._flush, context=self._context)
         batch = [(item, future) for item, future in batch if not future.cancelled()]  # the client went away
         if not batch:
             return
         self.batches += 1
         self.items += len(batch)
+        try:
+            self._answer(batch)
+        finally:  # whatever went wrong above, no caller is left waiting for the service's timeout
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(RuntimeError("the coalesced computation ended without an answer"))
         if self._observe is not None:
-            self._observe(len(batch))
+            try:  # told after the answers: a broken metrics hook costs a log line, never a request
+                self._observe(len(batch))
+            except Exception:
+                logger.warning("the coalescer's batch-size hook failed", exc_info=True)
+
+    def _answer(self, batch: list[tuple[In, asyncio.Future[Out]]]) -> None:
+        """Compute the batch's results and hand each to its caller.
+
+        If the pass over several items raises, each item is computed again alone: an item whose data breaks the
+        shared computation gets its own error, and the others their answers (a bad window among concurrent requests
+        costs its neighbours one more pass each, not a 500).
+        """
         try:
             results = self._compute([item for item, _ in batch])
             if len(results) != len(batch):
                 raise RuntimeError(f"a batch of {len(batch)} items gave {len(results)} results")
-        except Exception as error:  # every request of the batch gets it; none is left waiting
-            for _, future in batch:
-                future.set_exception(error)
-            return
+        except Exception as error:
+            if len(batch) > 1:
+                logger.warning("a coalesced pass of %d items failed (%r): computing each alone", len(batch), error)
+                for one in batch:
+                    self._answer([one])
+                return
+            results = [error]
         for (_, future), result in zip(batch, results, strict=True):
             if isinstance(result, BaseException):  # this item's own failure (e.g. its window is invalid)
                 future.set_exception(result)

@@ -51,12 +51,12 @@ def test_requests_read_in_the_same_turn_join_one_batch_though_each_runs_in_a_tas
 
 
 def test_a_failing_computation_reaches_every_caller_and_the_next_batch_runs() -> None:
-    def fail_on_three(items: list[int]) -> list[int]:
-        if 3 in items:
-            raise ValueError("three")
+    def fail_below_four(items: list[int]) -> list[int]:
+        if min(items) < 4:
+            raise ValueError("below four")
         return items
 
-    coalescer: Coalescer[int, int] = Coalescer(fail_on_three)
+    coalescer: Coalescer[int, int] = Coalescer(fail_below_four)
 
     async def main() -> tuple[list[object], int]:
         first = await asyncio.gather(*(coalescer.submit(i) for i in (1, 3)), return_exceptions=True)
@@ -67,7 +67,7 @@ def test_a_failing_computation_reaches_every_caller_and_the_next_batch_runs() ->
 
 
 def test_a_wrong_number_of_results_is_an_error_not_a_hang() -> None:
-    coalescer: Coalescer[int, int] = Coalescer(lambda items: items[:1])
+    coalescer: Coalescer[int, int] = Coalescer(lambda items: [])
 
     async def main() -> list[object]:
         return await asyncio.gather(*(coalescer.submit(i) for i in (1, 2)), return_exceptions=True)
@@ -150,3 +150,59 @@ def test_a_batch_waits_for_requests_on_their_way_but_not_longer_than_max_wait() 
 
     answer, waited = asyncio.run(with_a_straggler())
     assert answer == 7 and 0.01 <= waited < 0.5
+
+
+def test_a_failing_metrics_hook_does_not_leave_the_batch_waiting() -> None:
+    """The batch-size hook (a Prometheus histogram in the service) is told after the answers, and its failure is
+    logged, not passed on: every caller gets its answer, none waits for the service's 60 s timeout."""
+
+    def observe(size: int) -> None:
+        raise RuntimeError("the metrics registry is broken")
+
+    coalescer: Coalescer[int, int] = Coalescer(lambda items: [2 * i for i in items], observe=observe)
+
+    async def main() -> list[int]:
+        return list(await asyncio.wait_for(asyncio.gather(*(coalescer.submit(i) for i in range(3))), timeout=5))
+
+    assert asyncio.run(main()) == [0, 2, 4]
+    assert coalescer.batches == 1
+
+
+def test_one_item_failing_a_shared_pass_fails_alone() -> None:
+    """When the pass over several items raises (one item's data breaks the shared computation), each item is
+    computed again on its own: the others get their answers, only the culprit its error."""
+    calls: list[list[int]] = []
+
+    def poisoned_by_three(items: list[int]) -> list[int]:
+        calls.append(items)
+        if 3 in items:
+            raise ValueError("three breaks the pass")
+        return [10 * i for i in items]
+
+    coalescer: Coalescer[int, int] = Coalescer(poisoned_by_three)
+
+    async def main() -> list[object]:
+        return list(await asyncio.gather(*(coalescer.submit(i) for i in (1, 3, 5)), return_exceptions=True))
+
+    one, three, five = asyncio.run(main())
+    assert (one, five) == (10, 50)
+    assert isinstance(three, ValueError) and str(three) == "three breaks the pass"
+    assert calls == [[1, 3, 5], [1], [3], [5]]
+
+
+def test_the_shared_computation_does_not_run_in_one_callers_context() -> None:
+    """What the first request keeps in its context variables is neither seen nor changed on behalf of the others."""
+    import contextvars
+
+    owner: contextvars.ContextVar[str] = contextvars.ContextVar("owner", default="nobody")
+    seen: list[str] = []
+    coalescer: Coalescer[int, int] = Coalescer(lambda items: seen.append(owner.get()) or items)
+
+    async def request(i: int) -> int:
+        owner.set(f"request {i}")
+        return await coalescer.submit(i)
+
+    async def main() -> list[int]:
+        return list(await asyncio.gather(*(request(i) for i in range(3))))
+
+    assert asyncio.run(main()) == [0, 1, 2] and seen == ["nobody"]
