@@ -35,10 +35,11 @@ typecheck: setup
 unit: setup
 	$(BIN)/pytest
 
-## Rerun the benchmarks and rewrite their recorded figures under benchmarks/results/.
+## Rerun the benchmarks, rewrite their recorded figures under benchmarks/results/ and the README's figures from them.
 bench: setup
 	$(BIN)/python benchmarks/bench_features.py
 	$(BIN)/python benchmarks/bench_training.py
+	$(BIN)/python benchmarks/readme_figures.py
 
 ## Build the OCI image of the production models' Bento and smoke-test it, with Docker if an engine answers, else
 ## podman or buildah (installed with apt-get when missing, as root). With no model in production yet (a fresh
