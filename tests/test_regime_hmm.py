@@ -17,13 +17,17 @@ import pandas as pd
 import pytest
 
 from bentos import regime_model
+from bentos.batch import RegimeFilter
+from bentos.inputs import REGIME_CONTEXT_ROWS, regime_features
 from bentos.regime_model import MODEL_FILE, RegimeModel, observation_matrix
 from data.snapshots import SnapshotInfo
 from features import DEFAULT_SPEC, Bars, validate_ohlcv
 from training.config import TrainingConfig
 from training.dataset import Panel, build_panel
 from training.evaluation.walk_forward import Evaluation
-from training.models.regime_hmm import BASELINE, RegimeData, RegimeHMM, fit_hmm
+from training.models.regime_fit import RegimeData, fit_hmm
+from training.models.regime_hmm import BASELINE, RegimeHMM
+from training.models.regime_labels import ServedLabels
 from training.models.trainer import Fitted
 
 # The whole 1999-2018 span (the 3-state optimum is well identified on it; from 2010 only it is not, see the
@@ -137,8 +141,66 @@ def test_consecutive_refits_label_shared_days_alike(evaluation: Evaluation) -> N
     assert evaluation.metrics["label_agreement"] == pytest.approx(float(np.mean(pairs)))
     refits = [f for f in evaluation.folds if not math.isnan(f["agreement_with_previous"])]
     assert [f["agreement_with_previous"] for f in refits] == pairs
+    viterbi = evaluation.extras["pairwise_agreement_viterbi"]
+    assert [f["viterbi_agreement_with_previous"] for f in refits] == viterbi
+    assert evaluation.metrics["label_agreement_viterbi"] == pytest.approx(float(np.mean(viterbi)))
     assert evaluation.folds[-1]["fold"] == -1 and evaluation.folds[-1]["role"] == "final"
     assert all(f["converged"] for f in evaluation.folds)
+
+
+def served_regimes(model: RegimeModel, panel: Panel, rows: np.ndarray) -> np.ndarray:
+    """The regime the service answers on each row's date: batch inference's filter over the service's context (the
+    last REGIME_CONTEXT_ROWS feature rows of the symbol's bars up to that date), argmax."""
+    regime_filter = RegimeFilter(model)
+    labels = np.full(rows.size, -1)
+    for symbol in np.unique(panel.symbols[rows]):
+        mine = np.flatnonzero(panel.symbols[rows] == symbol)
+        positions = panel.positions[rows[mine]]
+        observations, valid = regime_filter.observations(DEFAULT_SPEC.compute(Bars.from_frame(panel.bars[symbol])))
+        first, last = int(positions.min()), int(positions.max())
+        start = max(DEFAULT_SPEC.lookback, first - REGIME_CONTEXT_ROWS + 1)
+        emissions = regime_filter.emissions(observations[start : last + 1], valid[start : last + 1])
+        posteriors = regime_filter.posteriors([(start, emissions, valid[start : last + 1], last - first + 1)])
+        labels[mine] = posteriors[positions - first].argmax(axis=1)
+    return labels
+
+
+def test_agreement_is_that_of_the_served_regimes_of_independent_refits(panel: Panel, evaluation: Evaluation) -> None:
+    """What a client reads (the filtered regime at the last bar of its window), not Viterbi decodes; and refits that
+    do not start from the previous one, so the agreement is the data's, not the initialisation's."""
+    data = RegimeData.from_panel(panel)
+    cutoffs = [None if c == "final" else np.datetime64(c) for c in evaluation.extras["cutoffs"]]
+    fits = [
+        fit_hmm(data.sequences(c), n_states=3, restarts=CONFIG.hmm_restarts, n_iter=CONFIG.hmm_iterations, seed=0)
+        for c in cutoffs
+    ]
+    assert [f["candidates"] for f in evaluation.folds] == [CONFIG.hmm_restarts + 1] * len(cutoffs)  # no warm start
+    assert [f["log_likelihood"] for f in evaluation.folds] == pytest.approx([f.log_likelihood for f in fits])
+    served, viterbi = [], []
+    for i in range(len(fits) - 1):
+        shared = data.sequences(cutoffs[i])
+        older, newer = fits[i].model, fits[i + 1].model
+        served.append(np.mean(served_regimes(older, panel, shared.rows) == served_regimes(newer, panel, shared.rows)))
+        decoded = [m.decode(shared.observations, shared.lengths) for m in (older, newer)]
+        viterbi.append(np.mean(decoded[0] == decoded[1]))
+    assert evaluation.extras["pairwise_agreement"] == pytest.approx(served, abs=1e-12)
+    assert evaluation.metrics["label_agreement"] == pytest.approx(np.mean(served), abs=1e-12)
+    assert evaluation.metrics["label_agreement_viterbi"] == pytest.approx(np.mean(viterbi), abs=1e-12)
+
+
+def test_served_labels_are_what_the_service_answers(panel: Panel, fitted: Fitted) -> None:
+    """For dates spread over both symbols, the first of them with less than a full context: the service's own answer
+    (``regime_features`` of a client's window, ``posterior_last``) has the posterior ServedLabels computes."""
+    model: RegimeModel = fitted.model
+    rows = np.concatenate([np.arange(0, 40, 7), np.linspace(300, len(panel) - 1, 14).astype(int)])
+    posteriors = ServedLabels(panel).posteriors(model, rows)
+    for row, posterior in zip(rows, posteriors, strict=True):
+        frame = panel.bars[panel.symbols[row]]
+        bars = Bars.from_frame(frame.iloc[: panel.positions[row] + 1]).tail(DEFAULT_SPEC.lookback + REGIME_CONTEXT_ROWS)
+        answer = model.posterior_last(model.observations(regime_features(bars), DEFAULT_SPEC.names))
+        np.testing.assert_allclose(posterior, answer, atol=1e-9, err_msg=f"row {row}")
+    labels = ServedLabels(panel).labels(model, rows)
+    np.testing.assert_array_equal(labels, posteriors.argmax(axis=1))
 
 
 def test_metrics_are_floats_and_the_baseline_is_reported(evaluation: Evaluation) -> None:
@@ -376,4 +438,4 @@ def test_warm_start_from_a_previous_model(panel: Panel, fitted: Fitted, evaluati
     assert refit.extra["candidates"] == CONFIG.hmm_restarts + 2  # equal-quantile + random starts + warm
     assert refit.extra["log_likelihood"] >= fitted.extra["log_likelihood"] - 1e-6 * fitted.extra["n_observations"]
     assert refit.model.state_names == fitted.model.state_names
-    assert all(f["candidates"] == CONFIG.hmm_restarts + 2 for f in evaluation.folds[1:])  # refits warm-start
+    assert all(f["candidates"] == CONFIG.hmm_restarts + 1 for f in evaluation.folds)  # refits are independent
