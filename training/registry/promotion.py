@@ -9,15 +9,15 @@ never interleave and a crash never leaves a half-written registry.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import tempfile
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from filelock import FileLock, Timeout
 
 from bentos.production import registry_root, registry_state_path
 from features import DEFAULT_SPEC
@@ -35,6 +35,12 @@ class RegistryBusyError(PromotionError):
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _write_holder(descriptor: int) -> None:
+    """filelock's ``on_acquired`` hook: say in the lock file who holds it, through the descriptor it has locked."""
+    os.ftruncate(descriptor, 0)
+    os.pwrite(descriptor, f"pid {os.getpid()} since {_now()}".encode(), 0)
 
 
 class Registry:
@@ -62,32 +68,29 @@ class Registry:
     # writing -------------------------------------------------------------------------------------
     @contextlib.contextmanager
     def lock(self, timeout: float = 30.0) -> Iterator[None]:
-        """Hold the registry lock; wait up to ``timeout`` seconds for another holder, then say who holds it."""
+        """Hold the registry lock; wait up to ``timeout`` seconds for another holder, then say who holds it.
+
+        ``filelock``'s lock (``flock`` on Unix, released by the kernel when its holder dies); the holder writes
+        ``pid <pid> since <time>`` into the lock file, which a process that waits in vain names.
+        """
         self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.lock_path, "a+") as handle:
-            deadline = time.monotonic() + timeout
-            while True:
-                try:
-                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        handle.seek(0)
-                        holder = handle.read().strip() or "another process"
-                        raise RegistryBusyError(
-                            f"the model registry is locked by {holder}; gave up after {timeout:.0f} s"
-                        ) from None
-                    time.sleep(0.1)
-            handle.seek(0)
-            handle.truncate()
-            handle.write(f"pid {os.getpid()} since {_now()}")
-            handle.flush()
+        lock = FileLock(self.lock_path, on_acquired=_write_holder)
+        try:
+            lock.acquire(timeout=timeout, poll_interval=0.1)
+        except Timeout:
             try:
-                yield
-            finally:
-                handle.seek(0)
-                handle.truncate()
-                fcntl.flock(handle, fcntl.LOCK_UN)
+                holder = self.lock_path.read_text().strip() or "another process"
+            except OSError:
+                holder = "another process"
+            raise RegistryBusyError(
+                f"the model registry is locked by {holder}; gave up after {timeout:.0f} s"
+            ) from None
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                os.truncate(self.lock_path, 0)  # still held: nobody reads a stale holder
+            lock.release()
 
     def _write_state(self, state: dict[str, Any], event: dict[str, Any]) -> None:
         state["updated_at"] = event["at"]
