@@ -13,6 +13,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import pandas as pd
+from tenacity import (
+    RetryError,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_before_delay,
+    wait_exponential,
+)
 
 from data.settings import DataSettings
 from features.ohlcv import OHLCV_COLUMNS, SYMBOL_COLUMN
@@ -134,8 +142,22 @@ class _Deadline:
         return self.end - time.monotonic()
 
 
+class _DeadlinePassed(Exception):
+    """A download was still running when the overall deadline passed."""
+
+
+class _AttemptFailed(Exception):
+    """One download attempt gave no bars (an error, or an empty answer); tenacity retries it."""
+
+
 def _call_with_deadline(function: Callable[[], Any], seconds: float) -> Any:
-    """Run ``function`` in a daemon thread and give up after ``seconds``: a hung socket cannot hold the pull."""
+    """Run ``function`` in a daemon thread and give up after ``seconds``: a hung socket cannot hold the pull.
+
+    tenacity times the attempts but cannot stop one that hangs, and neither can ``concurrent.futures``: its workers
+    are joined when the interpreter exits, so a hung download kept the process alive after the pull had failed (a
+    5 s hang cut after 0.5 s by ``future.result(timeout=0.5)``: the process exited after 5.2 s; yfinance hangs for
+    80-130 s, FACTS.md). Signals (``signal.alarm``) only reach the main thread, and Prefect runs tasks in others.
+    """
     result: dict[str, Any] = {}
 
     def target() -> None:
@@ -148,7 +170,7 @@ def _call_with_deadline(function: Callable[[], Any], seconds: float) -> Any:
     worker.start()
     worker.join(max(seconds, 0.0))
     if worker.is_alive():
-        raise TimeoutError(f"no answer within {seconds:.1f} s")
+        raise _DeadlinePassed(f"no answer within {seconds:.1f} s")
     if "error" in result:
         raise result["error"]
     return result.get("value")
@@ -156,7 +178,12 @@ def _call_with_deadline(function: Callable[[], Any], seconds: float) -> Any:
 
 @dataclass(frozen=True)
 class YFinanceSource:
-    """Daily bars from Yahoo Finance through yfinance, with retries, backoff and an overall deadline."""
+    """Daily bars from Yahoo Finance through yfinance, with retries, backoff and an overall deadline.
+
+    tenacity retries each ticker: ``attempts`` tries, waits of ``backoff_seconds`` doubling each retry, and no wait
+    that would end past the deadline (``stop_before_delay``). One deadline, ``deadline_seconds``, covers the whole
+    pull, all tickers and waits included, and cuts a download that hangs (see :func:`_call_with_deadline`).
+    """
 
     tickers: tuple[str, ...]
     start: str | None = None
@@ -213,28 +240,36 @@ class YFinanceSource:
         return pd.concat(frames, ignore_index=True)
 
     def _fetch_one(self, ticker: str, deadline: _Deadline) -> pd.DataFrame:
-        last_error = "no attempt made"
-        for attempt in range(1, self.attempts + 1):
-            remaining = deadline.remaining()
-            if remaining <= 0:
-                raise SourceError(f"overall deadline of {self.deadline_seconds:g} s passed ({last_error})")
-            try:
-                frame = _call_with_deadline(lambda: self._download(ticker), remaining)
-            except TimeoutError:
-                raise SourceError(f"overall deadline of {self.deadline_seconds:g} s passed while downloading") from None
-            except Exception as error:
-                last_error = f"attempt {attempt}: {type(error).__name__}: {error}"
-            else:
-                if frame is not None and not frame.empty:
-                    return _normalise(self._flatten(frame, ticker), ticker)
-                reason = _yfinance_errors().get(ticker, "empty result")
-                last_error = f"attempt {attempt}: {reason}"
-            if attempt < self.attempts:
-                delay = self.backoff_seconds * 2 ** (attempt - 1)
-                if delay >= deadline.remaining():
-                    raise SourceError(f"overall deadline of {self.deadline_seconds:g} s passed ({last_error})")
-                self.sleep(delay)
-        raise SourceError(f"gave up after {self.attempts} attempt(s) ({last_error})")
+        """One ticker's bars: up to ``attempts`` tries, exponential backoff, never a wait past the deadline."""
+        if deadline.remaining() <= 0:
+            raise SourceError(f"overall deadline of {self.deadline_seconds:g} s passed (no attempt made)")
+        retrying = Retrying(
+            stop=stop_after_attempt(self.attempts) | stop_before_delay(deadline.remaining()),
+            wait=wait_exponential(multiplier=self.backoff_seconds, exp_base=2),
+            retry=retry_if_exception_type(_AttemptFailed),
+            sleep=self.sleep,
+        )
+        try:
+            return retrying(self._attempt, ticker, deadline)
+        except _DeadlinePassed:
+            raise SourceError(f"overall deadline of {self.deadline_seconds:g} s passed while downloading") from None
+        except RetryError as error:
+            last = error.last_attempt
+            why = f"attempt {last.attempt_number}: {last.exception()}"
+            if last.attempt_number < self.attempts:  # stopped because the next wait would pass the deadline
+                raise SourceError(f"overall deadline of {self.deadline_seconds:g} s passed ({why})") from None
+            raise SourceError(f"gave up after {self.attempts} attempt(s) ({why})") from None
+
+    def _attempt(self, ticker: str, deadline: _Deadline) -> pd.DataFrame:
+        try:
+            frame = _call_with_deadline(lambda: self._download(ticker), deadline.remaining())
+        except _DeadlinePassed:
+            raise
+        except Exception as error:
+            raise _AttemptFailed(f"{type(error).__name__}: {error}") from error
+        if frame is None or frame.empty:
+            raise _AttemptFailed(_yfinance_errors().get(ticker, "empty result"))
+        return _normalise(self._flatten(frame, ticker), ticker)
 
     def _download(self, ticker: str) -> pd.DataFrame | None:
         return self.download(
