@@ -4,92 +4,40 @@ A valid frame has a ``date`` column (unique and strictly increasing, per symbol 
 ``open``, ``high``, ``low``, ``close`` (finite, > 0) and ``volume`` (finite, >= 0), with
 ``high >= max(open, close)`` and ``low <= min(open, close)``. Validation reports every violation at once,
 each with its row, date, column and rule, so a user can fix a file in one pass.
+
+What a date is (text ``YYYY-MM-DD``, or a date or timestamp value reduced to its day) is :mod:`features.dates`;
+the rules' names and the error are :mod:`features.violations`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from features.dates import date_violations, parse_dates
 from features.pipeline import Bars
+from features.violations import OHLCVValidationError, Rule, Violation
 
 PRICE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close")
 VALUE_COLUMNS: tuple[str, ...] = (*PRICE_COLUMNS, "volume")
 OHLCV_COLUMNS: tuple[str, ...] = ("date", *VALUE_COLUMNS)
 SYMBOL_COLUMN = "symbol"
 
-#: How many violations an error message lists before it summarises the rest.
-MAX_LISTED_VIOLATIONS = 20
-
-
-class Rule:
-    """Names of the rules of the contract, as they appear in violations."""
-
-    MISSING_COLUMN = "missing_column"
-    TOO_FEW_BARS = "too_few_bars"
-    NOT_NUMERIC = "not_numeric"
-    NOT_FINITE = "not_finite"
-    PRICE_NOT_POSITIVE = "price_not_positive"
-    VOLUME_NEGATIVE = "volume_negative"
-    HIGH_BELOW_OPEN_CLOSE = "high_below_open_close"
-    LOW_ABOVE_OPEN_CLOSE = "low_above_open_close"
-    DATE_INVALID = "date_invalid"
-    DATE_DUPLICATE = "date_duplicate"
-    DATE_UNSORTED = "date_unsorted"
-    LENGTH_MISMATCH = "length_mismatch"
-
-
-@dataclass(frozen=True)
-class Violation:
-    """One broken rule: where (row, date, column, symbol), which rule, and the offending value."""
-
-    rule: str
-    message: str
-    row: int | None = None
-    column: str | None = None
-    date: str | None = None
-    symbol: str | None = None
-    value: Any = None
-
-    def __str__(self) -> str:
-        where = []
-        if self.row is not None:
-            where.append(f"row {self.row}")
-        if self.symbol is not None:
-            where.append(f"symbol {self.symbol}")
-        if self.date is not None:
-            where.append(f"date {self.date}")
-        prefix = f"{', '.join(where)}: " if where else ""
-        return f"{prefix}{self.message} [{self.rule}]"
-
-    def to_dict(self) -> dict[str, Any]:
-        value = self.value
-        if isinstance(value, float) and not np.isfinite(value):
-            value = str(value)
-        return {
-            "rule": self.rule,
-            "message": self.message,
-            "row": self.row,
-            "column": self.column,
-            "date": self.date,
-            "symbol": self.symbol,
-            "value": value,
-        }
-
-
-class OHLCVValidationError(ValueError):
-    """Raised when bars break the OHLCV contract; ``violations`` holds every broken rule."""
-
-    def __init__(self, violations: Sequence[Violation]):
-        self.violations = list(violations)
-        listed = "\n  ".join(str(v) for v in self.violations[:MAX_LISTED_VIOLATIONS])
-        more = len(self.violations) - MAX_LISTED_VIOLATIONS
-        tail = f"\n  ... and {more} more" if more > 0 else ""
-        super().__init__(f"{len(self.violations)} OHLCV violation(s):\n  {listed}{tail}")
+__all__ = [  # the contract's names, wherever they are defined (dates and violations have their own modules)
+    "OHLCV_COLUMNS",
+    "PRICE_COLUMNS",
+    "SYMBOL_COLUMN",
+    "VALUE_COLUMNS",
+    "OHLCVValidationError",
+    "Rule",
+    "Violation",
+    "check_bar_values",
+    "validate_bars",
+    "validate_ohlcv",
+    "validate_stacked",
+]
 
 
 def _date_text(dates: np.ndarray, row: int) -> str | None:
@@ -124,29 +72,27 @@ def _coerce_numeric(column: pd.Series, name: str, violations: list[Violation]) -
     return coerced.to_numpy(dtype=np.float64, na_value=np.nan)
 
 
+#: The days a frame's datetime64[ns] column can hold.
+FRAME_FIRST_DAY, FRAME_LAST_DAY = np.datetime64("1677-09-22"), np.datetime64("2262-04-11")
+
+
 def _coerce_dates(column: pd.Series, violations: list[Violation]) -> np.ndarray:
-    """Return the dates as datetime64[ns] at midnight (time zones dropped), NaT where unparseable."""
-    if isinstance(column.dtype, pd.DatetimeTZDtype):
-        column = column.dt.tz_localize(None)
-    if pd.api.types.is_datetime64_any_dtype(column.dtype):
-        parsed = column
-    else:
-        parsed = pd.to_datetime(column, errors="coerce", format="mixed")
-        if isinstance(parsed.dtype, pd.DatetimeTZDtype):
-            parsed = parsed.dt.tz_localize(None)
-    values = parsed.to_numpy(dtype="datetime64[ns]")
-    bad = np.isnat(values)
-    for row in np.flatnonzero(bad):
+    """The dates by the one rule of :mod:`features.dates`, as datetime64[ns] at midnight; NaT where not a date."""
+    days, bad = parse_dates(column)
+    violations.extend(date_violations(column, bad))
+    outside = ~bad & ((days < FRAME_FIRST_DAY) | (days > FRAME_LAST_DAY))
+    for row in np.flatnonzero(outside).tolist():
         violations.append(
             Violation(
-                Rule.DATE_INVALID,
-                f"date={column.iloc[row]!r} is not a date",
-                row=int(row),
+                Rule.DATE_OUT_OF_RANGE,
+                f"date {days[row]} is outside the days a frame holds ({FRAME_FIRST_DAY}..{FRAME_LAST_DAY})",
+                row=row,
                 column="date",
-                value=str(column.iloc[row]),
+                value=str(days[row]),
             )
         )
-    return values.astype("datetime64[D]").astype("datetime64[ns]")
+    days[outside] = np.datetime64("NaT")
+    return days.astype("datetime64[ns]")
 
 
 #: The order rules of valid bars as (row, row) pairs of the stacked (open, high, low, close) values: row a >= row b
@@ -321,9 +267,11 @@ def validate_stacked(
     alone for the rows and rules it breaks. Serving checks the windows of concurrent requests this way.
     """
     try:
-        day_dates = np.asarray(dates, dtype="datetime64[D]")
+        day_dates, bad_dates = parse_dates(dates)
         values = np.array((open, high, low, close, volume), dtype=np.float64)
     except (ValueError, TypeError):
+        return None
+    if bad_dates.any():
         return None
     if day_dates.ndim != 2 or values.shape != (len(VALUE_COLUMNS), *day_dates.shape):
         return None
@@ -399,24 +347,6 @@ def _check_length(frame: pd.DataFrame, symbols: np.ndarray | None, min_bars: int
             )
 
 
-def _parse_dates(dates: Any, violations: list[Violation]) -> np.ndarray:
-    try:
-        return np.asarray(dates, dtype="datetime64[D]")
-    except (ValueError, TypeError):
-        parsed = np.empty(len(dates), dtype="datetime64[D]")
-        for row, value in enumerate(dates):
-            try:
-                parsed[row] = np.datetime64(value, "D")
-            except (ValueError, TypeError):
-                parsed[row] = np.datetime64("NaT")
-                violations.append(
-                    Violation(
-                        Rule.DATE_INVALID, f"date={value!r} is not a date", row=row, column="date", value=str(value)
-                    )
-                )
-        return parsed
-
-
 def validate_bars(
     dates: Any,
     open: Any,
@@ -431,8 +361,8 @@ def validate_bars(
 
     Same rules and messages as :func:`validate_ohlcv`, without a DataFrame in between.
     """
-    violations: list[Violation] = []
-    day_dates = _parse_dates(dates, violations)
+    day_dates, bad_dates = parse_dates(dates)
+    violations = date_violations(dates, bad_dates)
     columns = (open, high, low, close, volume)
     try:  # the common case in one conversion: five numeric columns of one length
         values = dict(zip(VALUE_COLUMNS, np.array(columns, dtype=np.float64), strict=True))
