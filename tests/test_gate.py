@@ -9,6 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from features import DEFAULT_SPEC
+from training.evaluation.skill import skill_record
 from training.flows.gate import GateRules, RuleSet, Tolerance, gate, load_rules, shared_folds
 from training.registry.card import ModelCard
 
@@ -71,6 +72,8 @@ def card(
         "created_at": "2024-01-01T00:00:00+00:00",
         **changes,
     }
+    if "skill" not in fields:  # what the trainer writes: from the walk-forward metrics (none for the regime HMM)
+        fields["skill"] = skill_record(task, fields["metrics"], fields["baseline_metrics"])
     return ModelCard(**fields).to_metadata()
 
 
@@ -161,7 +164,12 @@ def test_a_failed_leakage_audit_is_rejected_unless_the_rules_say_otherwise(rules
 def test_without_production_only_the_baseline_rules_apply(rules: GateRules) -> None:
     decision = decide(rules.full, card("return_lightgbm", -0.2))  # far below the historical mean: honest
     assert decision.passed and decision.production is None
-    assert [c.rule for c in decision.checks] == ["card_complete", "feature_spec", "leakage_audit"]
+    assert [c.rule for c in decision.checks] == [
+        "card_complete",
+        "feature_spec",
+        "leakage_audit",
+        "skill_over_baseline",
+    ]
 
 
 # ------------------------------------------------------------------------------------ model-specific rules
@@ -312,7 +320,12 @@ def test_a_production_card_that_cannot_be_read_leaves_the_baseline_rules(rules: 
 def test_a_decision_lists_every_reason_and_serialises(rules: GateRules) -> None:
     challenger = volatility(0.0050, leakage_audit={"passed": False, "findings": ["odd"]})
     decision = decide(rules.full, challenger, volatility(0.0040))
-    assert [r.split(":")[0] for r in decision.reasons] == ["leakage_audit", "beats_baselines", "versus_production"]
+    assert [r.split(":")[0] for r in decision.reasons] == [
+        "leakage_audit",
+        "beats_baselines",
+        "skill_over_baseline",  # production beat EWMA, the challenger does not
+        "versus_production",
+    ]
     record = decision.to_dict()
     assert record["passed"] is False and record["production"] == "volatility_lightgbm:old"
-    assert len(record["checks"]) == 5
+    assert len(record["checks"]) == 6

@@ -15,9 +15,10 @@ from bentos.runners import load_runner
 from features import DEFAULT_SPEC
 from tests.conftest import TABULAR
 from training.dataset import Panel
+from training.evaluation.skill import skill_record
 from training.models.direction_lightgbm import calibrate
 from training.registry.card import ModelCard
-from training.run import ModelResult
+from training.run import ModelResult, TrainingRun
 
 
 @pytest.mark.parametrize("name", TABULAR)
@@ -34,6 +35,24 @@ def test_card_holds_every_field(tabular_results: dict[str, ModelResult], name: s
     # saved as a candidate; the session's production fixture may have promoted it since
     assert stored.info.labels["stage"] in {"candidate", "production"}
     assert stored.info.labels["task"] == card.task
+
+
+def test_every_card_says_whether_its_model_showed_skill(quick_run: TrainingRun) -> None:
+    """Every stored card but the regime HMM's carries ``skill`` exactly as the walk-forward metrics give it."""
+    keys = {"shown": bool, "metric": str, "model": float, "baseline": str, "baseline_value": float, "statement": str}
+    for result in quick_run.results:
+        metadata = bentoml.models.get(result.tag).info.metadata
+        evaluation = result.evaluation
+        expected = skill_record(evaluation.task, evaluation.metrics, evaluation.baselines)
+        if result.name == "regime_hmm":
+            assert expected is None and "skill" not in metadata
+            continue
+        skill = metadata["skill"]
+        assert {k: type(v) for k, v in skill.items()} == keys, result.name
+        assert skill == expected, result.name
+        assert skill["statement"].startswith(("skill over ", "no skill over ")), skill["statement"]
+    volatility = next(r for r in quick_run.results if r.name == "volatility_lightgbm")
+    assert bentoml.models.get(volatility.tag).info.metadata["skill"]["shown"] is True  # the task with real signal
 
 
 def test_volatility_beats_ewma_and_garch(tabular_results: dict[str, ModelResult]) -> None:

@@ -9,6 +9,11 @@ challenger trained on a longer snapshot is judged only on the years production w
 challenger trained on another universe or for another target is not compared at all: it is rejected with the
 reason, and a deliberate change of universe is a manual promotion (``mlops promote``). Without a production model
 the challenger only has to pass the rules against its baselines.
+
+Skill (``skill_over_baseline``, every model but the regime HMM): the Bento serves all six models, so a challenger
+without skill over its baseline on the walk-forward test (its card's ``skill``, which tells every client) passes when
+production has none either or there is no production; a production version that shows skill is never replaced by a
+challenger that does not. A production card older than ``skill`` gets it from its recorded metrics.
 """
 
 from __future__ import annotations
@@ -22,8 +27,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from features import DEFAULT_SPEC
+from training.evaluation.skill import skill_of_card
 from training.evaluation.walk_forward import HIGHER_IS_BETTER
-from training.registry.card import IncompleteCardError, ModelCard
+from training.registry.card import IncompleteCardError, ModelCard, Skill
 
 RULES_FILE = Path(__file__).with_name("gate_rules.toml")
 
@@ -54,6 +60,7 @@ class RuleSet(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     leakage_audit_must_pass: bool = True
+    production_skill_must_stay: bool = True
     versus_production: Tolerance
     versus_production_by_model: dict[str, Tolerance] = Field(default_factory=dict)
     volatility_metric: str = "mse"
@@ -161,9 +168,17 @@ def gate(
         decision.checks.append(check_regime_agreement(card, rules))
     elif name == PROPHET_MODEL:
         decision.checks.append(check_prophet_random_walk(card, rules))
+    if card.skill is not None:
+        decision.checks.append(check_skill(card.skill, rules, production_tag, production_metadata))
     if production_tag is not None:
         decision.checks.append(check_versus_production(card, production_tag, production_metadata or {}, rules))
     return decision
+
+
+def with_skill(metadata: dict[str, Any]) -> dict[str, Any]:
+    """A stored card as the gate reads it: one written before cards had ``skill`` gets it from its metrics."""
+    skill = None if "skill" in metadata else skill_of_card(metadata)
+    return metadata if skill is None else {**metadata, "skill": skill}
 
 
 def check_feature_spec(card: ModelCard) -> Check:
@@ -213,11 +228,15 @@ def check_volatility_baselines(card: ModelCard, rules: RuleSet) -> Check:
 
 
 def check_regime_agreement(card: ModelCard, rules: RuleSet) -> Check:
+    """The floor applies to the regimes the service answers (filtered), not to Viterbi decodes."""
     agreement = card.metrics.get("label_agreement", float("nan"))
+    viterbi = card.metrics.get("label_agreement_viterbi", float("nan"))
     floor = rules.regime_min_label_agreement
     passed = math.isfinite(agreement) and agreement >= floor
-    relation = ">=" if passed else "below"
-    return Check("label_agreement_floor", passed, f"label agreement {agreement:.3f} {relation} the floor {floor:.3f}")
+    aside = f" (Viterbi labels: {viterbi:.3f})" if math.isfinite(viterbi) else ""
+    detail = f"served label agreement {agreement:.3f} {'>=' if passed else 'below'} the floor {floor:.3f}{aside}"
+    values = {"served": agreement, "floor": floor} | ({"viterbi": viterbi} if aside else {})
+    return Check("label_agreement_floor", passed, detail, values)
 
 
 def check_prophet_random_walk(card: ModelCard, rules: RuleSet) -> Check:
@@ -233,6 +252,51 @@ def check_prophet_random_walk(card: ModelCard, rules: RuleSet) -> Check:
         f"MAPE {ours:.3f} % vs random walk {walk:.3f} % ({ours / walk - 1:+.1%}; "
         f"at most {rules.prophet_mape_tolerance_vs_random_walk:+.0%} allowed)",
     )
+
+
+def check_skill(
+    ours: Skill, rules: RuleSet, production_tag: str | None, production_metadata: dict[str, Any] | None
+) -> Check:
+    """A challenger without skill over its baseline passes only if production has none either (or there is none)."""
+    rule = "skill_over_baseline"
+    values = {"shown": float(ours.shown), "challenger": ours.model, "baseline": ours.baseline_value}
+    if ours.shown:
+        return Check(rule, True, ours.statement, values)
+    if production_tag is None:
+        return Check(
+            rule,
+            True,
+            f"{ours.statement}; promoted all the same, there being no production model (the Bento serves all six "
+            "models) and its card says so to every client",
+            values,
+        )
+    production = _skill_of(production_metadata or {})
+    if production is None:
+        return Check(rule, True, f"{ours.statement}; production {production_tag} has no usable card to compare", values)
+    values["production_shown"] = float(production.shown)
+    if not production.shown:
+        return Check(
+            rule,
+            True,
+            f"{ours.statement}; production {production_tag} showed none either ({production.statement}), and the "
+            "Bento serves all six models",
+            values,
+        )
+    kept = rules.production_skill_must_stay
+    why = "a model that shows skill is not replaced by one that does not" if kept else "allowed by the rules"
+    return Check(
+        rule,
+        not kept,
+        f"{ours.statement}, while production {production_tag} showed skill ({production.statement}): {why}",
+        values,
+    )
+
+
+def _skill_of(metadata: dict[str, Any]) -> Skill | None:
+    try:
+        return ModelCard.from_metadata(with_skill(metadata)).skill
+    except IncompleteCardError:
+        return None
 
 
 def fold_key(fold: dict[str, Any]) -> tuple[str, str, str]:
@@ -297,7 +361,7 @@ def check_versus_production(
 ) -> Check:
     rule = "versus_production"
     try:
-        production = ModelCard.from_metadata(production_metadata)
+        production = ModelCard.from_metadata(with_skill(production_metadata))
     except IncompleteCardError as error:
         return Check(rule, True, f"production {production_tag} has no usable card ({error}); baselines only")
     different = not_comparable(card, production)

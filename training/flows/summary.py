@@ -95,6 +95,12 @@ def headline(metadata: dict[str, Any] | None) -> tuple[str, float | None, str, f
     return metric, value, best, baselines[best]
 
 
+def skill_of(metadata: dict[str, Any] | None) -> str:
+    """The card's one-sentence skill statement; "-" for a model without a baseline (the regime HMM) or no card."""
+    skill = (metadata or {}).get("skill")
+    return str(skill.get("statement", "-")) if isinstance(skill, dict) else "-"
+
+
 def decision_of(name: str, summary: dict[str, Any]) -> str:
     """What became of a model's challenger in this run, in a few words."""
     outcome, gate_record = summary["models"][name], summary["gate"].get(name, {})
@@ -116,14 +122,15 @@ def _rounded(value: float | None) -> float | None:
 
 
 def model_table(summary: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per model: the challenger's metric, its best baseline's, production's on the same walk-forward
-    folds (the gate's comparison), and what became of it."""
+    """One row per model: the challenger's metric, its best baseline's, whether it showed skill over it, production's
+    on the same walk-forward folds (the gate's comparison), and what became of it."""
     rows = []
     for name, outcome in summary["models"].items():
         gate_record = summary["gate"].get(name, {})
         tag = outcome.get("tag")
         production = gate_record.get("production") or summary["production_before"].get(name)
-        metric, value, baseline, baseline_value = headline(stored_metadata(tag))
+        metadata = stored_metadata(tag)
+        metric, value, baseline, baseline_value = headline(metadata)
         checks = gate_record.get("checks", [])
         compared: dict[str, float] = next((c["values"] for c in checks if c["rule"] == "versus_production"), {})
         reasons = [f"{c['rule']}: {c['detail']}" for c in checks if not c["passed"]]
@@ -136,6 +143,7 @@ def model_table(summary: dict[str, Any]) -> list[dict[str, Any]]:
                 "challenger value": _rounded(value),
                 "best baseline": baseline,
                 "baseline value": _rounded(baseline_value),
+                "skill": skill_of(metadata),
                 "production": production or "-",
                 "challenger on shared folds": _rounded(compared.get("challenger")),
                 "production on shared folds": _rounded(compared.get("production")),
@@ -233,6 +241,9 @@ def _gate_lines(summary: dict[str, Any]) -> list[str]:
             continue
         verdict = "pass" if decision["passed"] else "REJECT"
         against = decision["production"] or "no production"
+        skill = next((c for c in decision["checks"] if c["rule"] == "skill_over_baseline"), None)
+        if decision["passed"] and skill is not None and not skill["values"].get("shown", 1.0):
+            verdict = "pass, without skill over its baseline"
         lines.append(f"- **{name}** `{decision['challenger']}` vs `{against}`: {verdict}")
         lines += [f"  - {'ok' if c['passed'] else 'FAIL'} {c['rule']}: {c['detail']}" for c in decision["checks"]]
     return lines

@@ -12,6 +12,7 @@ import pandas as pd
 from training.config import TrainingConfig
 from training.dataset import Panel
 from training.evaluation.metrics import SameRows, same_rows
+from training.evaluation.skill import skill_record
 from training.evaluation.splits import Split, walk_forward_splits, yearly_test_periods
 from training.evaluation.walk_forward import Evaluation
 
@@ -61,6 +62,11 @@ class Trainer(ABC):
 
     @abstractmethod
     def evaluate(self, panel: Panel) -> Evaluation: ...
+
+    def skill(self, evaluation: Evaluation) -> dict[str, Any] | None:
+        """The card's ``skill`` record: whether the model beat its strongest baseline on the walk-forward test, in
+        one sentence (``training/evaluation/skill.py``); None for a model without a baseline (the regime HMM)."""
+        return skill_record(evaluation.task, evaluation.metrics, evaluation.baselines)
 
     @abstractmethod
     def fit(self, panel: Panel) -> Fitted: ...

@@ -10,17 +10,41 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from data.snapshots import SnapshotInfo
 from features import FeatureSpec
 
-CARD_VERSION = 1
+#: 2: ``skill`` (whether the model beat its baseline on the walk-forward test) on every card of a model with one.
+CARD_VERSION = 2
+#: Tasks whose model has no baseline to show skill over (``training/evaluation/skill.py``): no ``skill`` on the card.
+TASKS_WITHOUT_SKILL = frozenset({"regime_detection"})
 LIBRARIES = ("numpy", "pandas", "scikit-learn", "lightgbm", "prophet", "hmmlearn", "arch", "bentoml")
 
 
+class Skill(BaseModel):
+    """Whether the model beat its strongest baseline on the walk-forward test, and one sentence saying so.
+
+    ``metric`` is the task's skill metric, ``model`` and ``baseline_value`` its walk-forward values (NaN when
+    missing), ``baseline`` the strongest baseline's name. The service reads ``shown`` and ``statement`` into every
+    answer of the model.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    shown: bool
+    metric: str
+    model: float
+    baseline: str
+    baseline_value: float
+    statement: str
+
+
 class ModelCard(BaseModel):
-    """The card of DESIGN.md. Every field is required: a model without a complete card cannot be promoted."""
+    """The card of DESIGN.md. Every field is required: a model without a complete card cannot be promoted.
+
+    ``skill`` is required of every model with a baseline and absent from the others (the regime HMM's).
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -51,6 +75,22 @@ class ModelCard(BaseModel):
     git_commit: str
     training_seconds: float
     created_at: str
+    skill: Skill | None = Field(None, validate_default=True)
+
+    @field_validator("skill")
+    @classmethod
+    def _skill_if_judged_against_a_baseline(cls, skill: Skill | None, info: ValidationInfo) -> Skill | None:
+        task = info.data.get("task")
+        if task is None:  # the task itself is missing: that is the error to name
+            return skill
+        if skill is None and task not in TASKS_WITHOUT_SKILL:
+            raise ValueError(
+                f"missing: a {task} model's card says whether it showed skill over its baseline on the "
+                "walk-forward test"
+            )
+        if skill is not None and task in TASKS_WITHOUT_SKILL:
+            raise ValueError(f"a {task} model has no baseline to show skill over: its card has no skill")
+        return skill
 
     def to_metadata(self) -> dict[str, Any]:
         """The card as BentoML metadata: plain JSON types, no None (BentoML rejects it)."""
@@ -124,7 +164,7 @@ def build_card(
     training_seconds: float,
     horizon: int,
 ) -> ModelCard:
-    """Assemble the card of a trained model from its trainer, evaluation and fit."""
+    """Assemble the card of a trained model from its trainer, evaluation and fit (its skill from ``trainer.skill``)."""
     folds = evaluation.folds
     return ModelCard(
         name=trainer.name,
@@ -159,4 +199,5 @@ def build_card(
         git_commit=git_commit(),
         training_seconds=round(training_seconds, 3),
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        skill=trainer.skill(evaluation),
     )
