@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+
+import httpx
 
 from bentos.schemas import example_window
 from data.pull import pull
@@ -17,6 +16,7 @@ from data.settings import DataSettings
 from data.snapshots import SnapshotStore
 from data.sources import EmbeddedSource
 from deploy.bento import build, serve_command
+from deploy.smoke import wait_ready
 from training.config import TrainingConfig
 from training.registry.promotion import Registry
 from training.run import train
@@ -39,27 +39,12 @@ def write_example_requests(directory: Path) -> dict[str, Path]:
     return paths
 
 
-def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the service exited with code {process.returncode}")
-        try:
-            with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"the service was not ready after {timeout:.0f} s")
-
-
 def post(url: str, body_file: Path) -> str:
-    request = urllib.request.Request(
-        url, data=body_file.read_bytes(), method="POST", headers={"Content-Type": "application/json"}
+    response = httpx.post(
+        url, content=body_file.read_bytes(), headers={"Content-Type": "application/json"}, timeout=60.0
     )
-    with urllib.request.urlopen(request, timeout=60) as response:
-        return json.dumps(json.loads(response.read()), indent=2)
+    response.raise_for_status()
+    return json.dumps(response.json(), indent=2)
 
 
 def run_demo(port: int, quick: bool, say: Say) -> None:

@@ -8,13 +8,14 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import httpx
+
+from deploy.smoke import wait_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,19 +52,13 @@ def served(
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if process.poll() is not None:
-                output = Path(log.name).read_text(errors="replace")
-                raise RuntimeError(f"bentoml serve {target} exited with {process.returncode}:\n{output[-4000:]}")
-            try:
-                if status(url + "/readyz") == 200:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"bentoml serve {target} not ready after {timeout:.0f} s")
-            time.sleep(0.25)
+        try:
+            wait_ready(url, process, timeout)
+        except RuntimeError as error:  # the server exited: its log says why
+            output = Path(log.name).read_text(errors="replace")
+            raise RuntimeError(f"bentoml serve {target}: {error}:\n{output[-4000:]}") from None
+        except TimeoutError as error:
+            raise TimeoutError(f"bentoml serve {target}: {error}") from None
         yield url
     finally:
         process.terminate()
@@ -77,8 +72,11 @@ def served(
 
 
 def status(url: str) -> int:
-    with urllib.request.urlopen(url, timeout=5) as response:
-        return int(response.status)
+    """The HTTP status of a GET; raises :class:`ConnectionError` (an ``OSError``) when nothing answers."""
+    try:
+        return httpx.get(url, timeout=5.0).status_code
+    except httpx.TransportError as error:
+        raise ConnectionError(f"GET {url}: {type(error).__name__}: {error}") from error
 
 
 def post(
@@ -89,17 +87,8 @@ def post(
 ) -> tuple[int, Any]:
     """POST and return (status, decoded JSON or text), without raising on 4xx/5xx."""
     data = json.dumps(body).encode() if isinstance(body, dict) else body.encode() if isinstance(body, str) else body
-    request = urllib.request.Request(
-        url, data=data, method="POST", headers={"Content-Type": content_type, **(headers or {})}
-    )
+    response = httpx.post(url, content=data, headers={"Content-Type": content_type, **(headers or {})}, timeout=60.0)
     try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            payload = response.read()
-            code = int(response.status)
-    except urllib.error.HTTPError as error:
-        payload = error.read()
-        code = int(error.code)
-    try:
-        return code, json.loads(payload)
+        return response.status_code, response.json()
     except ValueError:
-        return code, payload.decode(errors="replace")
+        return response.status_code, response.text
