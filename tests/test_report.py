@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import html
 import json
 
+from training.evaluation.skill import skill_record
 from training.registry.store import MODEL_NAMES
 from training.run import TrainingRun, summary
 
@@ -35,3 +37,24 @@ def test_summary_names_models_and_report(quick_run: TrainingRun) -> None:
     assert set(result["models"]) == set(MODEL_NAMES)
     assert result["failures"] == {}
     assert result["report"].endswith(quick_run.run_id)
+
+
+def test_report_says_for_every_model_whether_it_showed_skill(quick_run: TrainingRun) -> None:
+    """The sentence the card tells every client, computed here from the walk-forward metrics themselves."""
+    assert quick_run.report_dir is not None
+    page = (quick_run.report_dir / "index.html").read_text()
+    metrics = json.loads((quick_run.report_dir / "metrics.json").read_text())
+    for result in quick_run.results:
+        evaluation = result.evaluation
+        expected = skill_record(evaluation.task, evaluation.metrics, evaluation.baselines)
+        section = page.split(f"<h2>{result.name}</h2>")[1].split("<h2>")[0]
+        if expected is None:
+            assert "<b>Skill:</b> no baseline to beat" in section
+            assert metrics["models"][result.name]["skill"] is None
+            continue
+        css = "better" if expected["shown"] else "worse"
+        assert f"<p class='skill {css}'><b>Skill:</b> {html.escape(expected['statement'])}</p>" in section
+        assert metrics["models"][result.name]["skill"] == {
+            "shown": expected["shown"],
+            "statement": expected["statement"],
+        }

@@ -27,7 +27,18 @@ if TYPE_CHECKING:
 
 # What the report reads of a training run (training.run's TrainingRun and ModelResult have this shape): the report
 # sits with the evaluation, below the run that writes it, so it names the fields it needs instead of the run's types.
+class SkillFields(Protocol):
+    @property
+    def shown(self) -> bool: ...
+
+    @property
+    def statement(self) -> str: ...
+
+
 class CardFields(Protocol):
+    @property
+    def skill(self) -> SkillFields | None: ...
+
     leakage_audit: dict[str, Any]
     target: str
     horizon: int
@@ -72,6 +83,7 @@ table{border-collapse:collapse;margin:.8rem 0} td,th{border:1px solid #ddd;paddi
 th{background:#f5f5f5} td:first-child,th:first-child{text-align:left}
 .better{background:#e3f4e3} .worse{background:#fbe5e5} .meta{color:#666;font-size:.9rem}
 .warn{background:#fff4d6;border:1px solid #e6c35c;padding:.5rem .8rem} img{max-width:100%}
+.skill{padding:.3rem .6rem;display:inline-block}
 .plots{display:grid;grid-template-columns:1fr 1fr;gap:1rem}
 """
 
@@ -212,6 +224,15 @@ def _horizon_plot(result: ModelResult) -> str:
     return _png(figure)
 
 
+def skill_line(card: CardFields) -> str:
+    """Whether the model showed skill over its baseline, as its card tells every client (the regime HMM has none)."""
+    skill = card.skill
+    if skill is None:
+        return "<p class='skill'><b>Skill:</b> no baseline to beat (judged by label stability across refits)</p>"
+    css = "better" if skill.shown else "worse"
+    return f"<p class='skill {css}'><b>Skill:</b> {html.escape(skill.statement)}</p>"
+
+
 def _section(result: ModelResult) -> str:
     card = result.card
     task = result.evaluation.task
@@ -237,7 +258,12 @@ def _section(result: ModelResult) -> str:
     )
     wide = task == "regime_detection"
     body = "".join(plots) if wide else f"<div class='plots'>{''.join(plots)}</div>"
-    return f"<h2>{html.escape(result.name)}</h2>{meta}{warning}{_metrics_table(result)}{body}"
+    skill = skill_line(card)
+    return f"<h2>{html.escape(result.name)}</h2>{meta}{skill}{warning}{_metrics_table(result)}{body}"
+
+
+def _skill_json(skill: SkillFields | None) -> dict[str, Any] | None:
+    return None if skill is None else {"shown": skill.shown, "statement": skill.statement}
 
 
 def write_report(run: TrainingRun, panel: Panel, directory: Path) -> Path:
@@ -249,7 +275,13 @@ def write_report(run: TrainingRun, panel: Panel, directory: Path) -> Path:
         "config": run.config.to_dict(),
         "feature_spec": panel.spec.to_dict(),
         "models": {
-            r.name: {"tag": r.tag, "audit": r.card.leakage_audit, **r.evaluation.to_dict()} for r in run.results
+            r.name: {
+                "tag": r.tag,
+                "audit": r.card.leakage_audit,
+                "skill": _skill_json(r.card.skill),
+                **r.evaluation.to_dict(),
+            }
+            for r in run.results
         },
         "failures": run.failures,
     }
@@ -265,7 +297,8 @@ def write_report(run: TrainingRun, panel: Panel, directory: Path) -> Path:
         f" {run.snapshot.start}..{run.snapshot.end}) · FeatureSpec {panel.spec.version_hash}"
         f"{' · quick mode' if run.config.quick_mode else ''}</p>"
         f"<p>Every model is scored out of sample by expanding-window walk-forward with purged targets, beside"
-        f" naive baselines. Green: the model beats that baseline on its primary metric.</p>"
+        f" naive baselines. Green: the model beats that baseline on its primary metric. <b>Skill</b> says whether"
+        f" it beat its strongest baseline, as its card tells every client of the service.</p>"
         f"{failures}{''.join(_section(r) for r in run.results)}</body></html>"
     )
     (directory / "index.html").write_text(page)
