@@ -1,7 +1,9 @@
 """Serving side of ``price_prophet``: per-symbol Prophet models of log close, anchored to the last close.
 
 Imported by the service and by the trainer (which writes the format read here); it uses numpy, pandas,
-prophet and the standard library only, never ``training`` or ``data``.
+prophet, the standard library and the contract's trading calendar (``features.calendar``), never ``training`` or
+``data``. Forecasts are for the next sessions of the symbol's exchange (its calendar is recorded per symbol in the
+manifest): never for a weekend or a day the market is closed.
 
 A raw Prophet curve is a smooth fit of the history: its level at the last bar can sit several percent away
 from the last close, which makes raw forecasts 1.6-3.7x worse than the random walk (FACTS.md). Every forecast
@@ -18,7 +20,8 @@ its effect cancels in the anchored forecast, so the fill value only needs to be 
 
 Directory layout written by the trainer (the files of one BentoML model)::
 
-    symbols.json      manifest: per symbol its model file, anchor (last date, close, log volume), train range
+    symbols.json      manifest: per symbol its model file, anchor (last date, close, log volume), train range,
+                      trading calendar (absent in older manifests: XNYS)
     prophet_0.json    prophet.serialize.model_to_json of the first symbol (symbols are not safe file names)
     prophet_1.json    ...
 """
@@ -41,6 +44,8 @@ logging.getLogger("prophet.plot").setLevel(logging.CRITICAL)
 
 from prophet import Prophet  # noqa: E402
 from prophet.serialize import model_from_json, model_to_json  # noqa: E402
+
+from features.calendar import DEFAULT_CALENDAR, trading_calendar  # noqa: E402
 
 MANIFEST_FILE = "symbols.json"
 FORMAT_VERSION = 1
@@ -141,12 +146,12 @@ def anchor_from_recent(dates: Any, close: Any, volume: Any) -> Anchor:
     return Anchor(date=index[-1], close=last_close, log_volume=float(log_volume(last_volume)))
 
 
-def future_business_days(last_date: Any, periods: int) -> pd.DatetimeIndex:
-    """The ``periods`` business days (Monday-Friday; exchange holidays are not known here) after ``last_date``."""
+def future_trading_days(last_date: Any, periods: int, calendar: str = DEFAULT_CALENDAR) -> pd.DatetimeIndex:
+    """The ``periods`` sessions of ``calendar`` (an exchange, e.g. XNYS) after ``last_date``."""
     if periods < 1:
         raise ValueError(f"periods must be >= 1, got {periods}")
-    start = _timestamp(last_date, "last date") + pd.Timedelta(days=1)
-    return pd.bdate_range(start, periods=periods)
+    last = np.datetime64(_timestamp(last_date, "last date").date(), "D")
+    return pd.DatetimeIndex(trading_calendar(calendar).sessions_after(last, periods))
 
 
 def anchored_forecast(
@@ -229,6 +234,7 @@ class SymbolEntry:
     train_start: str
     train_end: str
     n_train: int
+    calendar: str = DEFAULT_CALENDAR  # the exchange whose sessions the forecasts are for
 
     @property
     def anchor(self) -> Anchor:
@@ -246,6 +252,7 @@ class SymbolEntry:
             train_start=str(values["train_start"]),
             train_end=str(values["train_end"]),
             n_train=int(values["n_train"]),
+            calendar=str(values.get("calendar", DEFAULT_CALENDAR)),
         )
 
 
@@ -290,7 +297,7 @@ class ProphetModels:
         recent: Anchor | pd.DataFrame | None = None,
         seed: int | None = DEFAULT_SEED,
     ) -> pd.DataFrame:
-        """Anchored forecast of the next ``periods`` business days (see :func:`anchored_forecast`).
+        """Anchored forecast of the next ``periods`` sessions of the symbol's exchange (see :func:`anchored_forecast`).
 
         ``recent`` (bars with date, close and volume columns, or an :class:`Anchor`) anchors the forecast on
         newer data than the training snapshot; by default it starts from the last training bar.
@@ -301,7 +308,7 @@ class ProphetModels:
         if not 1 <= periods <= self.max_periods:
             raise ValueError(f"periods must be between 1 and {self.max_periods}, got {periods}")
         anchor = self.anchor(symbol, recent)
-        future = future_business_days(anchor.date, int(periods))
+        future = future_trading_days(anchor.date, int(periods), self.entries[symbol].calendar)
         return anchored_forecast(model, anchor.date, anchor.close, anchor.log_volume, future, seed=seed)
 
     def manifest(self) -> dict[str, Any]:

@@ -1,10 +1,12 @@
 """Sanity checks a quant runs on a snapshot before training on it: the OHLCV contract, gaps, stale prices, jumps.
 
 Each check has a warning threshold (worth a look, training goes on) and an error threshold (the data is unusable:
-the retrain flow stops with the report). The defaults pass the embedded S&P 500 and NASDAQ bars with no warning:
-their longest gaps are regular holidays (one business day), the 2007-01-02 and Hurricane Sandy closures (two) and
-the four days after 2001-09-11, which are listed as known exchange closures; their largest daily move is the
-NASDAQ's +13.3 % log return on 2001-01-03, and no close repeats twice in a row.
+the retrain flow stops with the report). A gap is sessions of the symbol's exchange without a bar: the trading
+calendar (``features.calendar``, exchange_calendars; XNYS unless ``MLOPS_SYMBOL_CALENDARS`` or
+``MLOPS_TRADING_CALENDAR`` say otherwise) knows the holidays and the unscheduled closures (2001-09-11 to -14,
+Hurricane Sandy, the state funerals), so none of them is missing data. The defaults pass the embedded S&P 500 and
+NASDAQ bars with no warning: they miss no session; their largest daily move is the NASDAQ's +13.3 % log return on
+2001-01-03, and no close repeats twice in a row.
 """
 
 from __future__ import annotations
@@ -17,21 +19,8 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from features import DEFAULT_SPEC
+from features.calendar import TradingCalendar, calendar_name, trading_calendar
 from features.ohlcv import SYMBOL_COLUMN, OHLCVValidationError, validate_ohlcv
-
-#: Unscheduled NYSE/NASDAQ closures since 1999 (weekdays without a session that are not regular holidays).
-NYSE_UNSCHEDULED_CLOSURES: tuple[str, ...] = (
-    "2001-09-11",
-    "2001-09-12",
-    "2001-09-13",
-    "2001-09-14",  # the attacks of 11 September 2001
-    "2004-06-11",  # President Reagan's funeral
-    "2007-01-02",  # President Ford's funeral
-    "2012-10-29",
-    "2012-10-30",  # Hurricane Sandy
-    "2018-12-05",  # President G. H. W. Bush's funeral
-    "2025-01-09",  # President Carter's funeral
-)
 
 Severity = Literal["error", "warning"]
 
@@ -41,10 +30,10 @@ class SanityThresholds(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    gap_warn_days: int = Field(2, ge=1, description="Warn when more business days than this are missing in a row.")
-    gap_error_days: int = Field(10, ge=1, description="Unusable when more business days than this are missing.")
-    known_closures: tuple[str, ...] = Field(
-        NYSE_UNSCHEDULED_CLOSURES, description="Weekdays without a session that are not missing data."
+    gap_warn_days: int = Field(2, ge=1, description="Warn when more sessions than this are missing in a row.")
+    gap_error_days: int = Field(10, ge=1, description="Unusable when more sessions than this are missing in a row.")
+    calendar: str | None = Field(
+        None, description="The exchange calendar of every symbol (e.g. XNYS); by default each symbol's own."
     )
     stale_warn_bars: int = Field(3, ge=1, description="Warn when this many bars in a row repeat the previous close.")
     stale_error_bars: int = Field(10, ge=1, description="Unusable when this many bars in a row repeat the close.")
@@ -151,7 +140,6 @@ def validate_snapshot(
             Finding("ohlcv_contract", "error", v.message, v.symbol, v.date, _number(v.value)) for v in error.violations
         ]
         return report  # the other checks assume valid bars
-    closures = np.array(limits.known_closures, dtype="datetime64[D]")
     for symbol, group in frame.groupby(SYMBOL_COLUMN, sort=True):
         name = str(symbol)
         dates = group["date"].to_numpy(dtype="datetime64[D]")
@@ -166,7 +154,7 @@ def validate_snapshot(
                     value=float(len(dates)),
                 )
             )
-        report.findings += _gaps(name, dates, closures, limits)
+        report.findings += _gaps(name, dates, trading_calendar(limits.calendar or calendar_name(name)), limits)
         report.findings += _stale(name, dates, close, limits)
         report.findings += _jumps(name, dates, close, limits)
         report.findings += _zero_volume(name, group["volume"].to_numpy(dtype=float), limits)
@@ -177,11 +165,11 @@ def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) else None
 
 
-def _gaps(symbol: str, dates: np.ndarray, closures: np.ndarray, limits: SanityThresholds) -> list[Finding]:
-    """Runs of business days with no bar, not counting known exchange closures."""
+def _gaps(symbol: str, dates: np.ndarray, calendar: TradingCalendar, limits: SanityThresholds) -> list[Finding]:
+    """Runs of the exchange's sessions with no bar."""
     if len(dates) < 2:
         return []
-    missing = np.busday_count(dates[:-1] + 1, dates[1:], holidays=closures)
+    missing = calendar.sessions_between(dates[:-1], dates[1:])
     findings = []
     for i in np.flatnonzero(missing > limits.gap_warn_days):
         days = int(missing[i])
@@ -190,7 +178,7 @@ def _gaps(symbol: str, dates: np.ndarray, closures: np.ndarray, limits: SanityTh
             Finding(
                 "gap",
                 severity,
-                f"{days} business days without a bar between {dates[i]} and {dates[i + 1]}",
+                f"{days} {calendar.name} sessions without a bar between {dates[i]} and {dates[i + 1]}",
                 symbol,
                 str(dates[i + 1]),
                 float(days),

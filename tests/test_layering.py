@@ -47,8 +47,8 @@ ALLOWED: dict[str, set[str]] = {
     "training.flows": {"data", "features", "bentos", "deploy", "training"},
     "cli": {"data", "features", "bentos", "deploy", "training"},
 }
-#: what features may import from outside the project: the contract is numpy and pandas only.
-FEATURES_THIRD_PARTY = {"numpy", "pandas"}
+#: what features may import from outside the project: the contract is numpy and pandas, and its trading calendar.
+FEATURES_THIRD_PARTY = {"numpy", "pandas", "exchange_calendars"}
 
 
 def module_name(path: Path) -> str:

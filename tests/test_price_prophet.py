@@ -23,10 +23,11 @@ from bentos.prophet_model import (
     ProphetModels,
     UnknownSymbolError,
     anchored_forecast,
-    future_business_days,
+    future_trading_days,
     load_models,
 )
 from data.snapshots import SnapshotStore
+from features.calendar import trading_calendar
 from training.config import TrainingConfig
 from training.dataset import Panel, build_panel
 from training.evaluation.walk_forward import Evaluation
@@ -104,7 +105,7 @@ def assert_basic_json(value: Any, where: str = "") -> None:
 def test_horizon_zero_is_the_last_close_and_the_bounds_bracket_the_price(fitted: Fitted) -> None:
     models: ProphetModels = fitted.model
     anchor = models.entries["^GSPC"].anchor
-    future = future_business_days(anchor.date, 10)
+    future = future_trading_days(anchor.date, 10)
     forecast = anchored_forecast(models.models["^GSPC"], anchor.date, anchor.close, anchor.log_volume, future)
 
     assert list(forecast.columns) == ["date", "horizon", "price", "lower", "upper"]
@@ -148,13 +149,46 @@ def test_the_prediction_frame_holds_the_anchor_and_the_future_only(
         return predict(df, vectorized)
 
     monkeypatch.setattr(model, "predict", spy)
-    future = future_business_days(anchor.date, 7)
+    future = future_trading_days(anchor.date, 7)
     forecast = anchored_forecast(model, anchor.date, anchor.close, anchor.log_volume, future)
 
     assert len(frames) == 1
     assert len(frames[0]) == len(future) + 1 == len(forecast)
     assert frames[0]["ds"].min() == anchor.date
     assert (frames[0]["log_volume"] == anchor.log_volume).all()
+
+
+def test_a_forecast_is_for_the_exchanges_sessions_only(fitted: Fitted) -> None:
+    """Business days would include Christmas Day and New Year's Day, when NYSE is closed (the service did so)."""
+    models: ProphetModels = fitted.model
+    friday = Anchor(pd.Timestamp("2018-12-21"), 2416.62, 15.0)
+    five = pd.DatetimeIndex(models.forecast("^GSPC", 5, recent=friday)["date"])
+    assert [str(d.date()) for d in five] == [
+        "2018-12-21",  # the anchor
+        "2018-12-24",
+        "2018-12-26",  # not 25 December
+        "2018-12-27",
+        "2018-12-28",
+        "2018-12-31",
+    ]
+    six = pd.DatetimeIndex(models.forecast("^GSPC", 6, recent=friday)["date"])
+    assert str(six[-1].date()) == "2019-01-02"  # not 1 January
+    for symbol in SYMBOLS:  # the report's fan, from the last bar (2018-12-31)
+        fan = fitted.extra["fan"][symbol]["dates"]
+        assert fan[1] == "2019-01-02"
+        assert trading_calendar("XNYS").is_session(np.array(fan[1:], dtype="datetime64[D]")).all()
+
+
+def test_the_manifest_records_each_symbols_calendar(fitted: Fitted, tmp_path: Path) -> None:
+    models: ProphetModels = fitted.model
+    assert {e.calendar for e in models.entries.values()} == {"XNYS"}
+    models.save(tmp_path)
+    manifest = json.loads((tmp_path / MANIFEST_FILE).read_text())
+    assert {e["calendar"] for e in manifest["symbols"].values()} == {"XNYS"}
+    for entry in manifest["symbols"].values():  # a manifest written before calendars were recorded
+        del entry["calendar"]
+    (tmp_path / MANIFEST_FILE).write_text(json.dumps(manifest))
+    assert {e.calendar for e in load_models(tmp_path).entries.values()} == {"XNYS"}
 
 
 def test_forecasts_are_reproducible_and_leave_the_global_random_state_alone(fitted: Fitted) -> None:

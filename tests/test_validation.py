@@ -12,10 +12,11 @@ from data.quality import SanityThresholds, validate_snapshot
 def test_the_embedded_data_passes_every_sanity_check(embedded_bars: pd.DataFrame) -> None:
     report = validate_snapshot(embedded_bars, "embedded")
     assert report.usable and report.findings == []
-    without_closures = validate_snapshot(embedded_bars, "embedded", SanityThresholds(known_closures=()))
-    assert [(f.check, f.symbol, f.date) for f in without_closures.warnings] == [
-        ("gap", "^GSPC", "2001-09-17"),
-        ("gap", "^IXIC", "2001-09-17"),
+    # London traded the week of 11 September 2001: on its calendar, New York's four closed days are missing bars
+    on_london_days = validate_snapshot(embedded_bars, "embedded", SanityThresholds(calendar="XLON"))
+    assert [(f.check, f.symbol, f.date, f.value) for f in on_london_days.warnings] == [
+        ("gap", "^GSPC", "2001-09-17", 4.0),
+        ("gap", "^IXIC", "2001-09-17", 4.0),
     ]
 
 
@@ -28,11 +29,11 @@ def test_gaps_warn_then_fail(embedded_bars: pd.DataFrame) -> None:
     three = bars.drop(index=range(1000, 1003))  # the sessions of 2002-12-26, -27 and -30
     (finding,) = validate_snapshot(three).findings
     assert (finding.check, finding.severity, finding.date) == ("gap", "warning", "2002-12-31")
-    assert finding.value == 4.0  # three sessions and Christmas Day
-    month = bars.drop(index=range(1000, 1021))  # 21 sessions, and the holidays between them
+    assert finding.value == 3.0  # three sessions: Christmas Day is a holiday, not missing data
+    month = bars.drop(index=range(1000, 1021))  # 21 sessions (and New Year's Day and Martin Luther King Day)
     (finding,) = validate_snapshot(month).findings
-    assert finding.severity == "error" and finding.value == 24.0
-    assert finding.message == "24 business days without a bar between 2002-12-24 and 2003-01-28"
+    assert finding.severity == "error" and finding.value == 21.0
+    assert finding.message == "21 XNYS sessions without a bar between 2002-12-24 and 2003-01-28"
 
 
 def test_stale_prices_warn_then_fail(embedded_bars: pd.DataFrame) -> None:

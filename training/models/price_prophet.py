@@ -29,10 +29,11 @@ from bentos.prophet_model import (
     SymbolEntry,
     anchor_from_recent,
     anchored_forecast,
-    future_business_days,
+    future_trading_days,
     log_volume,
     quiet_prophet_logging,
 )
+from features.calendar import calendar_name
 from training.config import TrainingConfig
 from training.dataset import Panel
 from training.evaluation.metrics import mape
@@ -284,8 +285,9 @@ class PriceProphet(Trainer):
         """One model per symbol on all its bars (from ``config.first_date``), anchored on its last bar.
 
         ``extra["fan"][symbol]`` is the final model's forecast from the snapshot's last bar for the report's
-        plot: ``dates``, ``price``, ``lower``, ``upper`` (the anchor bar first, then ``forecast_days`` business
-        days) and the last ``FAN_HISTORY_BARS`` closes as ``history_dates`` and ``history_close``.
+        plot: ``dates``, ``price``, ``lower``, ``upper`` (the anchor bar first, then the next ``forecast_days``
+        sessions of the symbol's exchange, :mod:`features.calendar`) and the last ``FAN_HISTORY_BARS`` closes
+        as ``history_dates`` and ``history_close``.
         """
         days = self.config.prophet_forecast_days
         models: dict[str, Prophet] = {}
@@ -311,10 +313,10 @@ class PriceProphet(Trainer):
                 train_start=str(stamps[0].date()),
                 train_end=str(stamps[-1].date()),
                 n_train=len(bars),
+                calendar=calendar_name(symbol),
             )
-            forecast = anchored_forecast(
-                model, anchor.date, anchor.close, anchor.log_volume, future_business_days(anchor.date, days)
-            )
+            future = future_trading_days(anchor.date, days, entries[symbol].calendar)
+            forecast = anchored_forecast(model, anchor.date, anchor.close, anchor.log_volume, future)
             history = bars.iloc[-FAN_HISTORY_BARS:]
             fan[symbol] = {
                 "dates": [str(d.date()) for d in pd.DatetimeIndex(forecast["date"])],
