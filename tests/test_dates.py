@@ -226,3 +226,14 @@ def test_the_service_names_the_row_and_the_form() -> None:
         bars_of(window(dates_with(N - 1, "2018-1-2")), max_bars=10_000)
     with pytest.raises(OHLCVValidationError, match=r"row 3: date='2018-1-2' is not a date"):
         validate_bars(["2018-01-02", "2018-01-03", "2018-01-04", "2018-1-2"], *([[1.0] * 4] * 5))
+
+
+def test_a_frame_names_dates_it_cannot_hold() -> None:
+    """Frames hold datetime64[ns] (1677-09-22..2262-04-11); the service's windows hold days and take any year."""
+    frame = make_bars(3).assign(date=["1600-01-03", "2020-01-03", "2300-01-02"])
+    with pytest.raises(OHLCVValidationError) as caught:
+        validate_ohlcv(frame)
+    assert [(v.rule, v.row) for v in caught.value.violations] == [("date_out_of_range", 0), ("date_out_of_range", 2)]
+    assert "date 1600-01-03 is outside the days a frame holds (1677-09-22..2262-04-11)" in str(caught.value)
+    bars = validate_bars(["1600-01-03", "1600-01-04"], [1.0] * 2, [1.0] * 2, [1.0] * 2, [1.0] * 2, [1.0] * 2)
+    assert str(bars.dates[0]) == "1600-01-03"
