@@ -48,6 +48,11 @@ def test_direction_is_judged_by_auc_against_the_majority_class() -> None:
     assert shaped(tie)["shown"] is False  # a constant P(up) ranks nothing
     better = skill_record("direction_classification", {"auc": 0.52}, baselines)
     assert shaped(better)["shown"] and better is not None and better["metric"] == "auc"
+    # the majority class pooled over folds (a different constant each year) ranks years, not days: still 0.5 to beat
+    pooled = {"majority": {"auc": 0.468, "accuracy": 0.538}}
+    record = shaped(skill_record("direction_classification", {"auc": 0.479}, pooled))
+    assert not record["shown"] and record["baseline_value"] == 0.5
+    assert record["statement"] == "no skill over majority on the walk-forward test: AUC 0.479 vs 0.500"
 
 
 def test_volatility_is_judged_against_the_best_of_ewma_and_garch() -> None:

@@ -10,6 +10,9 @@ numbers behind it. The metric per task:
   the primary metric (R² against the historical mean), since both rank forecasts by their squared error.
 * direction classification: AUC, against the majority class (a constant P(up), AUC 0.5). The served answer is a
   probability, not a class: AUC says whether it ranks up days above down days at all, whatever the threshold.
+  The baseline's value is 0.5, the AUC of any constant forecast, not its pooled walk-forward AUC: the majority
+  class's constant is each fold's training up-rate, so pooled over folds it ranks one year's days above another's
+  (0.468 on the quick run), which is not skill either.
   Accuracy against the majority class would call a model with real but weak ranking no better than "always up"
   (at a 0.5 threshold it predicts "up" on nearly every day), and a model that only learnt the up-rate is not skill.
 * volatility regression: MSE of the annualised volatility, against the best of EWMA and GARCH(1,1).
@@ -32,6 +35,8 @@ SKILL_METRICS: dict[str, tuple[str, bool, str]] = {
     "volatility_regression": ("mse", False, "MSE"),
     "price_forecast": ("mape", False, "MAPE"),
 }
+#: Metrics whose no-skill level is fixed, whatever the baseline's pooled score: AUC of a constant forecast.
+CHANCE = {"auc": 0.5}
 #: Tasks whose model has no baseline to show skill over: their cards carry no ``skill``.
 NO_SKILL_RECORD = frozenset({"regime_detection"})
 WHERE = "on the walk-forward test"
@@ -48,7 +53,10 @@ def skill_record(
         raise ValueError(f"no skill metric for the task {task!r}; known: {', '.join(SKILL_METRICS)}")
     metric, higher, label = SKILL_METRICS[task]
     ours = _finite(metrics.get(metric))
-    scores = {name: value for name, m in baselines.items() if (value := _finite(m.get(metric))) is not None}
+    if metric in CHANCE:
+        scores = dict.fromkeys(baselines or ["constant"], CHANCE[metric])
+    else:
+        scores = {name: value for name, m in baselines.items() if (value := _finite(m.get(metric))) is not None}
     if not scores:
         return _record(False, metric, ours, "", None, f"no skill shown: no baseline has a finite {label} {WHERE}")
     best = (max if higher else min)(scores, key=lambda name: scores[name])
