@@ -120,3 +120,13 @@ def containerfile_context(bento: Any) -> Iterator[tuple[str, str]]:
 
     with construct_containerfile(bento, enable_buildkit=True) as (context, dockerfile):
         yield context, dockerfile
+
+
+# ------------------------------------------------------------------------------------------------ the service's log
+# BentoML 1.4 logs every exception an API method raises (``log_exception`` in ``bentoml._internal.server.http_app``,
+# which ``_bentoml_impl.server.app`` calls for each failed request) on that module's logger, at ERROR with the
+# traceback, 4xx answers to bad input included. No public option or hook changes it; the logger's name is the only
+# handle on those records, for bentos.client_errors' filter that makes a client error one warning line.
+
+#: the logger BentoML's HTTP app reports API exceptions on
+BENTOML_APP_LOGGER = "bentoml._internal.server.http_app"

@@ -16,36 +16,15 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from collections.abc import Callable, Iterable
 from typing import Any
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+from bentos.client_errors import ASGIApp, Message, ProblemDetails, Receive, Scope, Send, answer_problem
 
 UNAUTHORIZED = (
     "missing or invalid API key: send it as 'Authorization: Bearer <key>' or 'X-API-Key: <key>' "
     "(health, readiness, metrics and docs need none)"
 )
-
-
-async def _answer(send: Send, status: int, error: str, headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
-    body = json.dumps({"error": error}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                *headers,
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
 
 
 #: How much of an oversized body is read and thrown away before the 413, so that a client that sends its whole
@@ -104,7 +83,9 @@ class ApiKeyMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] in self.protected and not self.accepts(presented_key(scope)):
-            await _answer(send, 401, UNAUTHORIZED, [(b"www-authenticate", b'Bearer realm="mlops_finance"')])
+            await answer_problem(
+                send, 401, UNAUTHORIZED, "unauthorized", [(b"www-authenticate", b'Bearer realm="mlops_finance"')]
+            )
             return
         await self.app(scope, receive, send)
 
@@ -131,12 +112,13 @@ class BodyLimitMiddleware:
             try:
                 declared = int(length)
             except ValueError:
-                await _answer(send, 400, f"Content-Length {length.decode(errors='replace')!r} is not a number")
+                detail = f"Content-Length {length.decode(errors='replace')!r} is not a number"
+                await answer_problem(send, 400, detail, "malformed-request")
                 return
             if declared > self.max_bytes:
                 if declared <= DRAIN_BYTES:
                     await _drain(receive)
-                await _answer(send, 413, self._too_large(f"{declared} bytes"))
+                await answer_problem(send, 413, self._too_large(f"{declared} bytes"), "too-large")
                 return
             await self.app(scope, receive, send)
             return
@@ -152,7 +134,7 @@ class BodyLimitMiddleware:
             if size > self.max_bytes:
                 if message.get("more_body", False):
                     await _drain(receive, DRAIN_BYTES - size)
-                await _answer(send, 413, self._too_large(f"more than {self.max_bytes} bytes"))
+                await answer_problem(send, 413, self._too_large(f"more than {self.max_bytes} bytes"), "too-large")
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -170,15 +152,41 @@ class BodyLimitMiddleware:
         await self.app(scope, replay, send)
 
 
+FORM_MEDIA_TYPES = frozenset({"multipart/form-data", "application/x-www-form-urlencoded"})
+
+
+class FormBodiesRefused:
+    """415 for a form body (multipart or urlencoded) sent to the API, which takes JSON.
+
+    BentoML 1.4.40 parses such bodies as forms, and answers a malformed multipart body (no boundary, or a body
+    that is not multipart) with 500: Starlette's 400 for it is caught as an unexpected error.
+    """
+
+    def __init__(self, app: ASGIApp, routes: Iterable[str]) -> None:
+        self.app = app
+        self.routes = frozenset(routes)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in self.routes:
+            content_type = dict(scope.get("headers", ())).get(b"content-type", b"").decode("latin-1")
+            media_type = content_type.split(";")[0].strip().lower()
+            if media_type in FORM_MEDIA_TYPES:
+                message = f"Content-Type {media_type} is not accepted: send the body as JSON (application/json)"
+                await answer_problem(send, 415, message, "unsupported-media-type")
+                return
+        await self.app(scope, receive, send)
+
+
 def guard_http(service: Any, settings: Any) -> None:
     """Put the service's HTTP guards in front of every route of a BentoML ``service``, outermost first.
 
-    API keys (when configured; before anything reads an unauthenticated body), the body size limit, and 415 for form
-    bodies. ``settings`` is a ``bentos.settings.ServiceSettings``. The service benchmark's echo has the same guards.
+    Every 4xx as a problem-details body (``bentos.client_errors.ProblemDetails``, outermost, so that it sees the
+    guards' answers too), API keys (when configured; before anything reads an unauthenticated body), the body size
+    limit, and 415 for form bodies. ``settings`` is a ``bentos.settings.ServiceSettings``. The service benchmark's
+    echo has the same guards.
     """
-    from bentos.schemas import FormBodiesRefused
-
     routes = [method.route for method in service.apis.values()]
+    service.add_asgi_middleware(ProblemDetails)
     if settings.authentication:
         service.add_asgi_middleware(
             ApiKeyMiddleware,

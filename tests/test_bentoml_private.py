@@ -65,3 +65,16 @@ def test_container_helpers_have_the_arguments_used() -> None:
 
     install, default = debian_install_commands()
     assert "{packages}" in install and default, "BentoML's Debian install command templates changed"
+
+
+def test_api_exceptions_are_logged_on_the_logger_the_client_error_filter_is_on() -> None:
+    """bentos.client_errors filters BentoML's log of a method's 4xx by that logger's name (``BENTOML_APP_LOGGER``):
+    see ``log_exception`` in bentoml/_internal/server/http_app.py and its calls in _bentoml_impl/server/app.py."""
+    import _bentoml_impl.server.app as service_app
+    import bentoml._internal.server.http_app as http_app
+
+    from bentos.bentoml_private import BENTOML_APP_LOGGER
+
+    assert http_app.logger.name == BENTOML_APP_LOGGER, "BentoML's HTTP app logs on another logger now"
+    assert service_app.log_exception is http_app.log_exception, "the service app no longer logs through log_exception"
+    assert "exc_info" in inspect.signature(http_app.log_exception).parameters
