@@ -23,6 +23,7 @@ silently: two bars of one day break the contract's unique-date rule (``date_dupl
 
 from __future__ import annotations
 
+import itertools
 import re
 from typing import Any
 
@@ -40,6 +41,10 @@ _TIME_OF_DAY = re.compile(
 #: YYYY-MM-DD character by character: each code point minus the lowest it may be is at most the span.
 _LOWEST = np.array([ord(c) for c in "0000-00-00"], dtype=np.uint32)
 _SPAN = np.array([9, 9, 9, 9, 0, 9, 9, 0, 9, 9], dtype=np.uint32)
+#: The same for YYYY-MM-DD and a NUL, one byte a character.
+_LOWEST_BYTES = np.append(_LOWEST, 0).astype(np.uint8)
+_SPAN_BYTES = np.append(_SPAN, 0).astype(np.uint8)
+_WIDTH = len(DATE_FORMAT) + 1
 #: Positions of the digits in YYYY-MM-DD.
 _DIGITS = np.array([0, 1, 2, 3, 5, 6, 8, 9])
 _ZERO = ord("0")
@@ -51,27 +56,52 @@ def parse_dates(values: Any) -> tuple[np.ndarray, np.ndarray]:
     Where the mask is True the value is not a date by the module's rule, and the date is NaT.
     """
     if isinstance(values, pd.DatetimeIndex):  # the wall-clock date in its own zone
-        array = values.tz_localize(None).to_numpy()
+        values = values.tz_localize(None)
     elif isinstance(values, pd.Series) and isinstance(values.dtype, pd.DatetimeTZDtype):
-        array = values.dt.tz_localize(None).to_numpy()
-    elif isinstance(values, pd.Series | pd.Index):
-        array = values.to_numpy()
-    else:
-        array = np.asarray(values)
+        values = values.dt.tz_localize(None)
+    if isinstance(values, pd.Series | pd.Index):
+        values = values.to_numpy()
+    days = _plain_iso(values)
+    if days is not None:
+        return days, np.zeros(days.shape, dtype=bool)
+    array = np.asarray(values)
     if array.dtype.kind == "M":
         days = array.astype("datetime64[D]")
         return days, np.isnat(days)
-    text = array if array.dtype.kind == "U" else array.astype(str)  # objects by their text: datetimes write ISO
-    if text.size and text.dtype.itemsize == 4 * len(DATE_FORMAT):  # no value longer than YYYY-MM-DD
-        codes = np.ascontiguousarray(text).reshape(-1).view(np.uint32).reshape(-1, len(DATE_FORMAT))
-        if ((codes - _LOWEST) <= _SPAN).all():  # every value is YYYY-MM-DD: numpy's parser checks the days
-            plain = values if isinstance(values, list) and array.dtype.kind == "U" else text.tolist()
-            try:  # from Python strings: numpy's cast from a text array takes 7x longer (220 us for 300 dates)
-                days = np.asarray(plain, dtype="datetime64[D]")
-                return days, np.zeros(days.shape, dtype=bool)
-            except ValueError:  # a day that does not exist (2018-02-30): found below, row by row
-                pass
-    return _parse_text(text)
+    return _parse_text(array if array.dtype.kind == "U" else array.astype(str))  # objects by their text (ISO)
+
+
+def _plain_iso(values: Any) -> np.ndarray | None:
+    """The days, if every value is a Python string of exactly YYYY-MM-DD naming a real day (the common case), else
+    None. Checked on the strings joined by NUL, one byte a character, so that a value of another length moves the
+    separators; numpy's parser then reads them from Python strings and checks the days. The text arrays of the
+    general path take 2-3x longer to build (a list of 300 dates: ~35 us, this ~5 us before numpy's ~20 us)."""
+    flat: Any
+    if isinstance(values, np.ndarray):
+        if values.dtype != object:
+            return None
+        shape, flat = values.shape, values.reshape(-1)
+    elif isinstance(values, list | tuple):
+        shape, flat = (len(values),), values
+        if values and isinstance(values[0], list | tuple):  # windows of equal length, stacked
+            shape = (len(values), len(values[0]))
+            if any(len(row) != shape[1] for row in values):
+                return None
+            flat = list(itertools.chain.from_iterable(values))
+    else:
+        return None
+    try:
+        raw = "\0".join(flat).encode("ascii") + b"\0"  # TypeError: not all strings; UnicodeError: not all ASCII
+    except (TypeError, UnicodeError):
+        return None
+    if len(flat) == 0 or len(raw) != _WIDTH * len(flat):
+        return None
+    if not ((np.frombuffer(raw, dtype=np.uint8).reshape(-1, _WIDTH) - _LOWEST_BYTES) <= _SPAN_BYTES).all():
+        return None
+    try:
+        return np.asarray(flat, dtype="datetime64[D]").reshape(shape)
+    except ValueError:  # a day that does not exist (2018-02-30): the general path names it
+        return None
 
 
 def _parse_text(text: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
