@@ -1,17 +1,10 @@
 """Serving side of ``regime_hmm``: a Gaussian HMM over (daily log return, log realized volatility).
 
 Imported by the service and by the trainer (which writes the format read here); it never imports ``training`` or
-``data``. Serving (:meth:`RegimeModel.posterior_last`) needs numpy only: the forward filter is implemented here, so a
-service's cold start does not pay for hmmlearn (which pulls scikit-learn and scipy.stats). Training and the
-hmmlearn-backed inference (:meth:`RegimeModel.hmm`, ``decode``, ``posteriors``, ``log_likelihood``) import hmmlearn
-lazily, on first use.
-
-The observation of day t is built from the shared feature pipeline's row at t (so it only uses bars up to t):
-
-    log_return     = ret_1            (daily log return of the close)
-    log_volatility = log(rv_21)       (log of the 21-day annualised realized volatility)
-
-Rows where either is not finite (the lookback, or a flat 21-day stretch with rv_21 = 0) are dropped.
+``data``. Serving (:meth:`RegimeModel.posterior_last`) needs numpy only: the forward filter is
+``bentos/regime_filter.py`` (its docstring has the decision to keep it, with figures), the observations
+``bentos/regime_observations.py``. Training and the hmmlearn-backed inference (:meth:`RegimeModel.hmm`, ``decode``,
+``posteriors``, ``log_likelihood``) import hmmlearn lazily, on first use.
 
 States are stored in canonical order: ascending mean of ``log_volatility``, so index 0 is always the calmest state
 and names (calm / normal / turbulent for 3 states) mean the same thing after every refit. ``startprob``,
@@ -26,11 +19,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from bentos.regime_filter import window_posteriors
+from bentos.regime_observations import OBSERVATIONS, Observation, default_state_names, observation_matrix
 
 if TYPE_CHECKING:  # annotations only: importing hmmlearn costs ~2 s (scikit-learn, scipy.stats)
     from hmmlearn.hmm import GaussianHMM
@@ -40,72 +36,8 @@ FORMAT_VERSION = 1
 COVARIANCE_TYPES = ("diag", "full")
 #: The observation that orders (and names) the states.
 ORDER_BY = "log_volatility"
-_TRANSFORMS = ("identity", "log")
 _PROBABILITY_TOLERANCE = 1e-6
 _LOG_2PI = float(np.log(2.0 * np.pi))
-#: Forward filter: steps multiplied together (vectorised) between two normalisations, a power of two.
-_FILTER_BLOCK = 32
-#: A block is used as is only if, from every state, its most likely path keeps at least this (scaled) weight;
-#: otherwise its steps are filtered one at a time in the log domain (see ``_forward_last``).
-_FILTER_BLOCK_FLOOR = 1e-150
-
-
-@dataclass(frozen=True)
-class Observation:
-    """One dimension of the observation vector: a transform of one feature of the shared pipeline."""
-
-    name: str
-    feature: str
-    transform: str = "identity"
-
-    def __post_init__(self) -> None:
-        if self.transform not in _TRANSFORMS:
-            raise ValueError(f"observation {self.name!r}: unknown transform {self.transform!r} (one of {_TRANSFORMS})")
-
-    def apply(self, column: np.ndarray) -> np.ndarray:
-        values = np.asarray(column, dtype=np.float64)
-        if self.transform == "log":
-            with np.errstate(divide="ignore", invalid="ignore"):
-                return np.log(values)
-        return values.copy()
-
-
-OBSERVATIONS: tuple[Observation, ...] = (
-    Observation("log_return", "ret_1", "identity"),
-    Observation("log_volatility", "rv_21", "log"),
-)
-
-
-def default_state_names(n_states: int) -> tuple[str, ...]:
-    """calm / normal / turbulent for 3 states, calm / turbulent for 2, ``state_i`` otherwise (calmest first)."""
-    if n_states == 3:
-        return ("calm", "normal", "turbulent")
-    if n_states == 2:
-        return ("calm", "turbulent")
-    return tuple(f"state_{i}" for i in range(n_states))
-
-
-def observation_matrix(
-    feature_matrix: np.ndarray,
-    feature_names: Sequence[str],
-    observations: Sequence[Observation] = OBSERVATIONS,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The observation vector of every row and whether it is complete: ``(values (n, d), valid (n,))``.
-
-    ``feature_matrix`` is the pipeline output (rows x features) with columns named by ``feature_names``.
-    Incomplete rows keep their NaN/inf values; :meth:`RegimeModel.observations` drops them.
-    """
-    matrix = np.asarray(feature_matrix, dtype=np.float64)
-    names = list(feature_names)
-    if matrix.ndim != 2 or matrix.shape[1] != len(names):
-        raise ValueError(
-            f"feature matrix of shape {matrix.shape} does not match {len(names)} feature names (rows x features)"
-        )
-    missing = [o.feature for o in observations if o.feature not in names]
-    if missing:
-        raise ValueError(f"the regime model needs the feature(s) {', '.join(missing)}, absent from the feature names")
-    values = np.column_stack([o.apply(matrix[:, names.index(o.feature)]) for o in observations])
-    return values, np.isfinite(values).all(axis=1)
 
 
 class RegimeModel:
@@ -301,14 +233,17 @@ class RegimeModel:
         At the last row the smoothed and the filtered distributions coincide (the backward message is 1), so
         this is what a live service should report: it never uses rows after the day it describes.
 
-        numpy only (no hmmlearn, no scipy); equal to ``self.hmm().predict_proba(observations)[-1]`` to rounding.
+        The filter of ``bentos.regime_filter`` (batch inference's, for one window): numpy only, equal to
+        ``self.hmm().predict_proba(observations)[-1]`` to rounding.
         """
         values = self._checked(observations)
-        return _forward_last(self.startprob, self.transmat, self.log_densities(values))
+        rows = values.shape[0]
+        segment = (0, self.log_densities(values), np.ones(rows, dtype=bool), 1)
+        return window_posteriors(self.startprob, self.transmat, [segment], max(rows, 2))[0]
 
     def log_densities(self, values: np.ndarray) -> np.ndarray:
         """log N(x_t; mean_i, covar_i) of every row t (finite, as :meth:`observations` gives) and state i, shape
-        (n, n_states); numpy only. The service's filter and batch inference's both start from these."""
+        (n, n_states); numpy only. The forward filter (``bentos.regime_filter``) starts from these."""
         offset, scale = self._emission_terms()
         diff = values[:, None, :] - self.means  # (rows, states, d)
         if self.covariance_type == "diag":
@@ -417,58 +352,6 @@ class RegimeModel:
             f"RegimeModel({self.n_states} states {list(self.state_names)}, covariance {self.covariance_type!r}, "
             f"observations {list(self.observation_names)})"
         )
-
-
-def _forward_last(startprob: np.ndarray, transmat: np.ndarray, log_b: np.ndarray) -> np.ndarray:
-    """The normalised forward variable at the last row, P(state_T | x_1..x_T), from per-row log densities ``log_b``.
-
-    alpha_0 ∝ startprob * b_0 and alpha_t ∝ (alpha_{t-1} @ transmat) * b_t, with b_t = exp(log_b_t - max_i log_b_ti)
-    (the per-row constant cancels in the normalisation and keeps every b in [0, 1], the best state at 1).
-    Equivalently alpha_T ∝ alpha_0 @ M_1 @ ... @ M_T with M_t = transmat * b_t (columns scaled). A Python loop of
-    one tiny numpy call per row costs ~1-5 us a row, so the M_t are multiplied together in blocks of
-    ``_FILTER_BLOCK`` rows with batched matmuls (a pairwise tree), and the loop only runs over the blocks,
-    normalising after each. Every M_t is sub-stochastic (entries in [0, 1]), so a block product cannot overflow,
-    and rounding in it is bounded by ~1e-308 absolutely; a block is used only if every one of its rows keeps a
-    maximum above ``_FILTER_BLOCK_FLOOR`` (1e-150), which bounds the rounding relative to the normalisation by
-    ~1e-158. A block failing that test (observations that are near impossible from some state: an extreme outlier
-    with near-zero transitions) is filtered row by row in the log domain, as is the first row: log(prediction) +
-    log_b, minus its maximum, exponentiated and normalised. The prediction sums to 1, so its largest entry is
-    positive and the result is never NaN, whatever underflows or is zero (a zero-probability start state stays at
-    zero).
-    """
-    rows, n = log_b.shape
-    alpha = _log_domain_step(startprob, log_b[0])
-    if rows == 1:
-        return alpha
-    later = log_b[1:]
-    b = np.exp(later - later.max(axis=1, keepdims=True))
-    steps = b[:, None, :] * transmat  # (rows - 1, n, n): M_t[i, j] = transmat[i, j] * b_t[j]
-    blocks = -(-(rows - 1) // _FILTER_BLOCK)
-    padding = blocks * _FILTER_BLOCK - (rows - 1)
-    if padding:
-        steps = np.concatenate([steps, np.broadcast_to(np.eye(n), (padding, n, n))])
-    products = steps.reshape(blocks, _FILTER_BLOCK, n, n)
-    while products.shape[1] > 1:  # pairwise, in order: the product of each block's matrices
-        products = np.matmul(products[:, 0::2], products[:, 1::2])
-    products = products[:, 0]
-    usable = products.max(axis=2).min(axis=1) > _FILTER_BLOCK_FLOOR
-    for block in range(blocks):
-        if usable[block]:
-            alpha = alpha @ products[block]
-            alpha = alpha / alpha.sum()  # >= _FILTER_BLOCK_FLOOR: alpha sums to 1, every row keeps that much
-        else:
-            first = 1 + block * _FILTER_BLOCK
-            for t in range(first, min(first + _FILTER_BLOCK, rows)):
-                alpha = _log_domain_step(alpha @ transmat, log_b[t])
-    return alpha
-
-
-def _log_domain_step(prediction: np.ndarray, log_b: np.ndarray) -> np.ndarray:
-    """prediction * exp(log_b), normalised, computed in logs (safe when densities underflow)."""
-    with np.errstate(divide="ignore"):  # log(0) = -inf: an unreachable state stays at probability 0
-        log_alpha = np.log(prediction) + log_b
-    alpha = np.exp(log_alpha - log_alpha.max())
-    return alpha / alpha.sum()
 
 
 def _frozen(values: Any) -> np.ndarray:
