@@ -9,7 +9,8 @@ The regime of a date is point in time and exactly the service's: the forward-fil
 ``REGIME_CONTEXT_ROWS`` feature rows ending at that date (fewer near the start of a symbol), which is what
 ``detect_regime`` answers for any window of at least ``lookback + REGIME_CONTEXT_ROWS`` bars ending there (or for the
 symbol's whole history up to it, when shorter). :class:`RegimeFilter` gives it for all dates at once, with the
-service's filter (``bentos.regime_filter``).
+service's filter (``bentos.regime_filter``). A feature row beyond what the models take is refused as the service
+refuses it (``bentos.feature_limit``), naming the row, symbol and date.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import pyarrow as pa
 from bentoml.exceptions import NotFound
 
 from bentos.batch_files import output_schema
+from bentos.feature_limit import FEATURE_OUT_OF_RANGE, beyond_limit, beyond_limit_message
 from bentos.inputs import REGIME_CONTEXT_ROWS
 from bentos.production import ProductionManifestError, bento_tags, production_tags
 from bentos.regime_filter import Segment, window_posteriors
@@ -188,6 +190,7 @@ class _Batch:
 
     symbols: list[str] = field(default_factory=list)
     counts: list[int] = field(default_factory=list)
+    first_rows: list[int] = field(default_factory=list)  # the file row of each symbol's first emitted row
     dates: list[np.ndarray] = field(default_factory=list)
     features: list[np.ndarray] = field(default_factory=list)
     regime: list[tuple[int, np.ndarray, np.ndarray, int]] = field(default_factory=list)
@@ -225,7 +228,7 @@ class BatchScorer:
             else:
                 self._close_open_symbol()
                 bars, first_position = new, 0
-            self._add(batch, symbol, bars, first_position, end - start)
+            self._add(batch, symbol, bars, first_position, end - start, first_row + end - 1)
             kept = bars.tail(CARRY_BARS)
             self.open = _OpenSymbol(symbol, first_position + len(bars) - len(kept), first_row + end - 1, kept)
         return self._predict(batch)
@@ -277,7 +280,7 @@ class BatchScorer:
         if violations:
             raise OHLCVValidationError(violations)
 
-    def _add(self, batch: _Batch, symbol: str, bars: Bars, first_position: int, n_new: int) -> None:
+    def _add(self, batch: _Batch, symbol: str, bars: Bars, first_position: int, n_new: int, last_row: int) -> None:
         """Feature rows and regime inputs of the new bars that have ``min_bars`` bars up to them."""
         n = len(bars)
         last_position = first_position + n - 1
@@ -291,15 +294,38 @@ class BatchScorer:
         observations, valid = self.regime.observations(rows)
         batch.symbols.append(symbol)
         batch.counts.append(n_emit)
+        batch.first_rows.append(last_row - n_emit + 1)
         batch.dates.append(bars.dates[n - n_emit :])
         batch.features.append(rows[context - n_emit :])
         emissions = self.regime.emissions(observations, valid)
         batch.regime.append((first_position + n - context, emissions, valid, n_emit))
 
+    def _check_limit(self, batch: _Batch, features: np.ndarray) -> None:
+        """Every scored row within what the models take, or an error naming each row beyond (the service's check)."""
+        beyond = np.flatnonzero(beyond_limit(features))
+        if beyond.size == 0:
+            return
+        segment = np.searchsorted(np.cumsum(batch.counts), beyond, side="right")
+        starts = np.cumsum([0, *batch.counts])
+        violations = []
+        for i, s in zip(beyond.tolist(), segment.tolist(), strict=True):
+            within = i - int(starts[s])
+            violations.append(
+                Violation(
+                    FEATURE_OUT_OF_RANGE,
+                    beyond_limit_message(features[i]),
+                    row=batch.first_rows[s] + within,
+                    date=str(batch.dates[s][within]),
+                    symbol=batch.symbols[s],
+                )
+            )
+        raise OHLCVValidationError(violations)
+
     def _predict(self, batch: _Batch) -> pa.Table:
         if not batch.features:
             return self.schema.empty_table()
         features = np.concatenate(batch.features)
+        self._check_limit(batch, features)
         m = self.models
         probability_up = m.direction.predict(features)
         regime = self.regime.posteriors(batch.regime)

@@ -240,3 +240,25 @@ def test_scoring_with_the_models_of_a_built_bento(
     summary = score_file(parquet_file, tmp_path / "out.parquet", bento=tag)
     assert summary.models == {k: v for k, v in production_models.items() if k != "price_prophet"}
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "out.parquet"), scored, check_exact=True)
+
+
+def test_features_beyond_what_the_models_take_are_named_as_the_service_names_them(
+    models: BatchModels, service: Any, tmp_path: Path
+) -> None:
+    """Prices no market quotes (1e-300 next to 1e300) give features the models cannot take: the service answers 422
+    naming the window; batch inference names the row, symbol and date, with the service's words (not an unnamed
+    error from inside a model)."""
+    bars = make_bars(LOOKBACK + 300, seed=6)
+    first_extreme = LOOKBACK + 100
+    for row in range(first_extreme, len(bars)):
+        bars.loc[row, ["open", "high", "low", "close"]] = 1e-300 if row % 2 else 1e300
+    as_panel(("EXTREME", bars)).to_parquet(tmp_path / "extreme.parquet", index=False)
+    with pytest.raises(OHLCVValidationError) as caught:
+        score_file(tmp_path / "extreme.parquet", tmp_path / "out.parquet", models=models)
+    first = caught.value.violations[0]
+    assert (first.rule, first.symbol, first.row) == ("feature_out_of_range", "EXTREME", first_extreme)
+    assert first.date == str(bars["date"].iloc[first_extreme].date())
+    with pytest.raises(Exception, match="beyond what the models take") as answered:
+        service.predict_all(bars=window_ending(bars, first_extreme))
+    assert str(answered.value) == f"window ending {first.date}: {first.message}"
+    assert not (tmp_path / "out.parquet").exists()

@@ -3,6 +3,7 @@
 - The regime HMM's forward filter (``bentos/regime_filter.py``, kept): the service's one window and batch inference's
   every date go through the same function, equal to hmmlearn's ``predict_proba(window)[-1]``, outliers and
   impossible states included, and a date's answer does not depend on where a file's chunks start.
+- The feature-value limit: one check (``bentos/feature_limit.py``) for the service and batch inference.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import pytest
 
 from bentos import regime_filter
 from bentos.batch_scoring import RegimeFilter
+from bentos.feature_limit import FEATURE_LIMIT, beyond_limit, beyond_limit_message
 from bentos.regime_model import RegimeModel, observation_matrix
 from features import DEFAULT_SPEC, Bars, validate_ohlcv
 
@@ -143,3 +145,14 @@ def test_a_context_without_complete_rows_is_unknown(model: RegimeModel) -> None:
     observations = np.full((CONTEXT, 2), -np.inf)
     valid = np.zeros(CONTEXT, dtype=bool)
     assert np.isnan(regime.posteriors([(LOOKBACK, regime.emissions(observations, valid), valid, 3)])).all()
+
+
+def test_the_feature_limit_names_the_features_beyond_it_and_lets_missing_values_pass() -> None:
+    row = np.zeros(len(DEFAULT_SPEC.names))
+    row[3], row[5] = np.nan, np.inf
+    row[7] = -2 * FEATURE_LIMIT
+    assert beyond_limit(np.stack([row, np.zeros_like(row)])).tolist() == [True, False]
+    assert not beyond_limit(np.where(np.isnan(row), np.nan, 0.0))
+    message = beyond_limit_message(row)
+    names = DEFAULT_SPEC.names
+    assert f"{names[5]}=inf" in message and f"{names[7]}=-6.81e+38" in message and f"{names[3]}=" not in message
