@@ -23,6 +23,7 @@ import bentoml
 import numpy as np
 import pandas as pd
 
+from bentos.direction_calibration import PlattCalibration
 from bentos.forest_model import CUSTOM_OBJECT, FlatForest, forest_nodes
 from bentos.prophet_model import ProphetModels
 from bentos.regime_model import RegimeModel
@@ -298,28 +299,20 @@ class ForestRunner(Runner):
 
 
 class DirectionRunner(BoosterRunner):
-    """The booster's raw P(up), Platt-calibrated with the parameters recorded in the card."""
+    """The booster's raw P(up), Platt-calibrated with the card's parameters (bentos/direction_calibration.py, the
+    trainer's calibration)."""
 
     def __init__(self, model: bentoml.Model):
         super().__init__(model)
         try:
-            calibration = self.card["details"]["calibration"]
-            self.slope = float(calibration["slope"])
-            self.intercept = float(calibration["intercept"])
-            self.threshold = float(self.card["details"]["decision_threshold"])
+            details = self.card["details"]
+            self.calibration = PlattCalibration.from_card(details["calibration"])
+            self.threshold = float(details["decision_threshold"])
         except (KeyError, TypeError, ValueError) as error:
             raise ModelMismatchError(f"{self.identity.tag} has no usable calibration in its card: {error}") from error
 
     def predict(self, features: np.ndarray) -> np.ndarray:
-        raw = super().predict(features)
-        if raw.shape[0] == 1:
-            # one row (every service request): the same IEEE operations on a float64 scalar, and numpy's own log
-            # and exp (not math's, which may round differently), at a third of the cost of ufuncs on an array of one
-            p = min(max(float(raw[0]), 1e-6), 1 - 1e-6)
-            logit = np.log(np.float64(p / (1 - p)))
-            return np.array([1.0 / (1.0 + np.exp(-(self.slope * logit + self.intercept)))])
-        raw = np.minimum(np.maximum(raw, 1e-6), 1 - 1e-6)  # np.clip, at a third of the cost
-        return np.asarray(1.0 / (1.0 + np.exp(-(self.slope * np.log(raw / (1 - raw)) + self.intercept))))
+        return self.calibration(super().predict(features))
 
 
 class RegimeRunner(Runner):

@@ -3,12 +3,15 @@
 - The regime HMM's forward filter (``bentos/regime_filter.py``, kept): the service's one window and batch inference's
   every date go through the same function, equal to hmmlearn's ``predict_proba(window)[-1]``, outliers and
   impossible states included, and a date's answer does not depend on where a file's chunks start.
+- The direction model's calibration: one implementation (``bentos/direction_calibration.py``) that the trainer and
+  the runner share.
 - The feature-value limit: one check (``bentos/feature_limit.py``) for the service and batch inference.
 """
 
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -16,6 +19,7 @@ import pytest
 
 from bentos import regime_filter
 from bentos.batch_scoring import RegimeFilter
+from bentos.direction_calibration import PlattCalibration, calibrate
 from bentos.feature_limit import FEATURE_LIMIT, beyond_limit, beyond_limit_message
 from bentos.regime_model import RegimeModel, observation_matrix
 from features import DEFAULT_SPEC, Bars, validate_ohlcv
@@ -145,6 +149,33 @@ def test_a_context_without_complete_rows_is_unknown(model: RegimeModel) -> None:
     observations = np.full((CONTEXT, 2), -np.inf)
     valid = np.zeros(CONTEXT, dtype=bool)
     assert np.isnan(regime.posteriors([(LOOKBACK, regime.emissions(observations, valid), valid, 3)])).all()
+
+
+def test_the_runner_calibrates_with_the_trainers_calibration(production_models: dict[str, str]) -> None:
+    import bentoml
+
+    from bentos.runners import DirectionRunner, load_runner
+
+    stored = bentoml.models.get(production_models["direction_lightgbm"])
+    runner = load_runner("direction_lightgbm", stored)
+    assert isinstance(runner, DirectionRunner)
+    details: dict[str, Any] = stored.info.metadata["details"]
+    assert runner.calibration == PlattCalibration.from_card(details["calibration"])
+    assert runner.calibration.card() == details["calibration"]
+    rows = np.random.default_rng(0).normal(size=(50, len(DEFAULT_SPEC.names))) * 0.02
+    raw = runner.booster.predict(rows)
+    expected = calibrate(raw, details["calibration"]["slope"], details["calibration"]["intercept"])
+    np.testing.assert_array_equal(runner.predict(rows), expected)
+    np.testing.assert_array_equal(np.concatenate([runner.predict(row[None]) for row in rows]), expected)
+
+
+@pytest.mark.parametrize(
+    "card",
+    [{}, {"method": "isotonic", "slope": 1.0, "intercept": 0.0}, {"method": "platt", "slope": "x", "intercept": 0}],
+)
+def test_an_unusable_calibration_is_refused(card: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="no usable Platt calibration"):
+        PlattCalibration.from_card(card)
 
 
 def test_the_feature_limit_names_the_features_beyond_it_and_lets_missing_values_pass() -> None:

@@ -10,6 +10,7 @@ import lightgbm as lgb
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
+from bentos.direction_calibration import PlattCalibration, calibrate, logit
 from training.dataset import Panel
 from training.evaluation.baselines import majority_probability
 from training.evaluation.metrics import classification_metrics
@@ -20,25 +21,18 @@ from training.models.trainer import Fitted, TabularTrainer
 DECISION_THRESHOLD = 0.5
 
 
+__all__ = ["DECISION_THRESHOLD", "CalibratedBooster", "DirectionLightGBM", "calibrate"]
+
+
 @dataclass
 class CalibratedBooster:
-    """A booster's raw P(up) mapped through ``sigmoid(slope * logit(p) + intercept)``."""
+    """A booster's raw P(up) mapped through the service's Platt calibration (bentos/direction_calibration.py)."""
 
     booster: lgb.Booster
-    slope: float
-    intercept: float
+    calibration: PlattCalibration
 
     def predict(self, features: np.ndarray) -> np.ndarray:
-        return calibrate(np.asarray(self.booster.predict(features, num_threads=1)), self.slope, self.intercept)
-
-
-def logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(p, 1e-6, 1 - 1e-6)
-    return np.log(p / (1 - p))
-
-
-def calibrate(raw: np.ndarray, slope: float, intercept: float) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-(slope * logit(raw) + intercept)))
+        return self.calibration(np.asarray(self.booster.predict(features, num_threads=1)))
 
 
 class DirectionLightGBM(TabularTrainer):
@@ -76,7 +70,7 @@ class DirectionLightGBM(TabularTrainer):
         raw = np.asarray(booster.predict(features[split:], num_threads=1))
         platt = LogisticRegression(C=1.0)
         platt.fit(logit(raw).reshape(-1, 1), target[split:].astype(int))
-        return CalibratedBooster(booster, float(platt.coef_[0, 0]), float(platt.intercept_[0]))
+        return CalibratedBooster(booster, PlattCalibration(float(platt.coef_[0, 0]), float(platt.intercept_[0])))
 
     def predict(self, model: CalibratedBooster, features: np.ndarray) -> np.ndarray:
         return model.predict(features)
@@ -86,7 +80,7 @@ class DirectionLightGBM(TabularTrainer):
 
     def model_extra(self, model: CalibratedBooster) -> dict[str, Any]:
         return {
-            "calibration": {"method": "platt", "slope": model.slope, "intercept": model.intercept},
+            "calibration": model.calibration.card(),
             "decision_threshold": DECISION_THRESHOLD,
             "output": "calibrated P(up) = sigmoid(slope * logit(booster P) + intercept)",
         }
