@@ -11,12 +11,7 @@ import sys
 
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
 
-import ctypes
-import functools
-import importlib.util
-import weakref
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar
 
 import bentoml
@@ -72,189 +67,39 @@ class Runner:
             )
 
 
-#: Prediction parameters of every booster call: one thread (the default threads cost milliseconds a row).
-BOOSTER_PARAMETERS = "num_threads=1"
-#: The file ``bentoml.lightgbm.save_model`` writes the booster to (LightGBM's text model format).
-LIGHTGBM_MODEL_FILE = "saved_model.ubj"
-_C_API_DTYPE_FLOAT64 = 1
-_C_API_PREDICT_NORMAL = 0
-
-
-class LightGBMError(RuntimeError):
-    """An error reported by LightGBM's C library."""
-
-
-@functools.cache
-def _lightgbm_library() -> tuple[ctypes.CDLL, ctypes.PyDLL]:
-    """LightGBM's shared library, found in the installed ``lightgbm`` package without importing the package.
-
-    ``import lightgbm`` imports scikit-learn when it is installed (for its optional scikit-learn API), and with it
-    scipy.stats: 1.5-2.5 s of a worker's start on a 2-core machine, for nothing the service calls. Two handles on
-    the one library: ``CDLL`` calls release the GIL (batch predictions), ``PyDLL`` calls keep it (one row: see
-    :class:`SingleRowPredictor`).
-    """
-    spec = importlib.util.find_spec("lightgbm")
-    if spec is None or not spec.submodule_search_locations:
-        raise LightGBMError("the lightgbm package is not installed")
-    names = {"win32": "lib_lightgbm.dll", "darwin": "lib_lightgbm.dylib"}
-    name = names.get(sys.platform, "lib_lightgbm.so")
-    for folder in spec.submodule_search_locations:
-        for candidate in (Path(folder) / "lib" / name, Path(folder) / name):
-            if candidate.is_file():
-                return ctypes.CDLL(str(candidate)), ctypes.PyDLL(str(candidate))
-    raise LightGBMError(f"no {name} in the lightgbm package at {list(spec.submodule_search_locations)}")
-
-
-def _check(lib: ctypes.CDLL, status: int) -> None:
-    if status != 0:
-        lib.LGBM_GetLastError.restype = ctypes.c_char_p
-        raise LightGBMError(lib.LGBM_GetLastError().decode(errors="replace"))
-
-
-class NativeBooster:
-    """A LightGBM model file, predicted through LightGBM's C library (the same calls ``lightgbm.Booster`` makes).
-
-    Predictions are ``Booster.predict(rows, num_threads=1)``'s; the tests compare the two on stored models. One output
-    a row: :class:`BoosterRunner` refuses a booster with more (``models_per_iteration``) at load.
-    """
-
-    def __init__(self, model_file: str | Path, parameters: str = BOOSTER_PARAMETERS):
-        self.lib, self.gil_lib = _lightgbm_library()
-        self.parameters = parameters.encode()
-        handle = ctypes.c_void_p()
-        iterations = ctypes.c_int(0)
-        _check(
-            self.lib,
-            self.lib.LGBM_BoosterCreateFromModelfile(
-                str(model_file).encode(), ctypes.byref(iterations), ctypes.byref(handle)
-            ),
-        )
-        self._handle = handle
-        weakref.finalize(self, self.lib.LGBM_BoosterFree, handle)
-        self.num_features = self._int("LGBM_BoosterGetNumFeature")
-        self.models_per_iteration = self._int("LGBM_BoosterNumModelPerIteration")
-
-    def _int(self, function: str) -> int:
-        value = ctypes.c_int(0)
-        _check(self.lib, getattr(self.lib, function)(self._handle, ctypes.byref(value)))
-        return int(value.value)
-
-    def predict(self, rows: np.ndarray) -> np.ndarray:
-        """One prediction per row of ``rows`` (n, num_features): the raw score transformed by the objective."""
-        data = np.ascontiguousarray(np.atleast_2d(rows), dtype=np.float64)
-        if data.ndim != 2 or data.shape[1] != self.num_features:
-            raise ValueError(f"expected rows of {self.num_features} features, got shape {np.shape(rows)}")
-        out = np.empty(data.shape[0], dtype=np.float64)
-        length = ctypes.c_int64(0)
-        _check(
-            self.lib,
-            self.lib.LGBM_BoosterPredictForMat(
-                self._handle,
-                data.ctypes.data_as(ctypes.c_void_p),
-                ctypes.c_int(_C_API_DTYPE_FLOAT64),
-                ctypes.c_int32(data.shape[0]),
-                ctypes.c_int32(data.shape[1]),
-                ctypes.c_int(1),  # row major
-                ctypes.c_int(_C_API_PREDICT_NORMAL),
-                ctypes.c_int(0),  # start iteration
-                ctypes.c_int(-1),  # every iteration
-                ctypes.c_char_p(self.parameters),
-                ctypes.byref(length),
-                out.ctypes.data_as(ctypes.c_void_p),
-            ),
-        )
-        if length.value != data.shape[0]:
-            raise LightGBMError(f"LightGBM returned {length.value} predictions for {data.shape[0]} rows")
-        return out
-
-
-class SingleRowPredictor:
-    """LightGBM's single-row fast path (``LGBM_BoosterPredictForMatSingleRowFast``) for one feature row.
-
-    A service request predicts one row: the general call costs more setup than the trees' walk, and in a server it
-    releases the GIL, which can hand the GIL to the event loop and leave the request waiting. This path costs a few
-    microseconds and one C call made *without* releasing the GIL (``ctypes.PyDLL``), which is also what makes sharing
-    one fast-config handle between threads safe. It walks the same trees with the same iterations and parameters as
-    :meth:`NativeBooster.predict`; :func:`single_row_predictor` checks that the two agree bit for bit before it is used.
-    """
-
-    def __init__(self, booster: NativeBooster):
-        lib = booster.gil_lib
-        self.booster = booster  # the fast config points into the booster: keep it alive as long as this
-        self.num_features = booster.num_features
-        handle = ctypes.c_void_p()
-        _check(
-            booster.lib,
-            lib.LGBM_BoosterPredictForMatSingleRowFastInit(
-                booster._handle,
-                ctypes.c_int(_C_API_PREDICT_NORMAL),
-                ctypes.c_int(0),
-                ctypes.c_int(-1),
-                ctypes.c_int(_C_API_DTYPE_FLOAT64),
-                ctypes.c_int32(self.num_features),
-                ctypes.c_char_p(booster.parameters),
-                ctypes.byref(handle),
-            ),
-        )
-        weakref.finalize(self, lib.LGBM_FastConfigFree, handle)
-        self._handle = handle
-        self._lib = booster.lib
-        self._call = lib.LGBM_BoosterPredictForMatSingleRowFast
-        self._call.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.POINTER(ctypes.c_int64), ctypes.c_void_p]
-        self._call.restype = ctypes.c_int
-
-    def __call__(self, row: np.ndarray) -> np.ndarray:
-        """The prediction of one row of ``num_features`` float64 values, as an array of shape (1,)."""
-        row = np.ascontiguousarray(row, dtype=np.float64)
-        out = np.empty(1)
-        length = ctypes.c_int64(0)
-        status = self._call(self._handle, row.ctypes.data, ctypes.byref(length), out.ctypes.data)
-        if status != 0:
-            _check(self._lib, status)
-        return out
-
-
-def single_row_predictor(booster: NativeBooster) -> SingleRowPredictor | None:
-    """The fast one-row predictor of a one-output booster, or None if LightGBM lacks it or it disagrees."""
-    try:
-        if booster.models_per_iteration != 1:
-            return None
-        predictor = SingleRowPredictor(booster)
-        rng = np.random.default_rng(0)
-        probes = rng.normal(size=(8, predictor.num_features))
-        probes[0] = 0.0
-        probes[1, ::3] = np.nan
-        expected = booster.predict(probes)
-        fast = np.concatenate([predictor(row) for row in probes])
-    except Exception:  # a LightGBM without the fast C API: the general call serves every request
-        return None
-    return predictor if np.array_equal(fast, expected) else None
+#: Prediction parameters of every booster call: one thread (LightGBM's default threads cost milliseconds a row).
+BOOSTER_PREDICT_PARAMETERS: dict[str, Any] = {"num_threads": 1}
 
 
 class BoosterRunner(Runner):
-    """A LightGBM booster: return and volatility regressions."""
+    """A LightGBM booster (return and volatility regressions), predicted through the ``lightgbm`` package.
+
+    Issue 13 removed the hand-written path that served boosters before: a ctypes binding to LightGBM's C library
+    (``NativeBooster``, last in commit 10c5af6), written to spare the worker ``import lightgbm``, which imports
+    scikit-learn and scipy.stats. Measured side by side (``benchmarks/bench_serving_paths.py``, figures in
+    ``benchmarks/results/serving_paths.md``), it predicted one row in 0.035 ms against ``Booster.predict``'s
+    0.108 ms in process, but no figure a user feels gained the 2x a hand-written path must show: predict_direction's
+    p50 over HTTP 0.97x, predict_all's 1.04x, a batch job's throughput 1.19x (many rows take the same C call), the
+    worker's cold start 1.64x (7.4 s against 12.1 s on a loaded 2-core VM).
+    """
 
     def __init__(self, model: bentoml.Model):
         super().__init__(model)
-        if model.info.module != "bentoml.lightgbm" or not Path(model.path_of(LIGHTGBM_MODEL_FILE)).is_file():
+        if model.info.module != "bentoml.lightgbm":
             raise ModelMismatchError(
                 f"{self.identity.tag} is not a LightGBM model saved by bentoml.lightgbm (module {model.info.module!r})"
             )
-        self.booster = NativeBooster(model.path_of(LIGHTGBM_MODEL_FILE))
-        if self.booster.models_per_iteration != 1:
+        self.booster = bentoml.lightgbm.load_model(model)
+        if self.booster.num_model_per_iteration() != 1:
             raise ModelMismatchError(f"{self.identity.tag} predicts more than one value a row; one is served")
-        self.one_row = single_row_predictor(self.booster)
 
     def predict(self, features: np.ndarray) -> np.ndarray:
-        rows = np.atleast_2d(features)
-        one_row = self.one_row
-        if one_row is not None and rows.shape[0] == 1 and rows.shape[1] == one_row.num_features:
-            return one_row(rows[0])
-        return self.booster.predict(rows)
+        return np.asarray(self.booster.predict(np.atleast_2d(features), **BOOSTER_PREDICT_PARAMETERS), dtype=np.float64)
 
 
 class ForestRunner(Runner):
-    """The scikit-learn RandomForest return regression, predicted from its flat nodes (bentos/forest_model.py).
+    """The scikit-learn RandomForest return regression, predicted from its flat nodes (bentos/forest_model.py,
+    whose docstring has issue 13's decision to keep them, with figures).
 
     A forest stored without the nodes (before they were stored) is unpickled with scikit-learn and flattened at load.
     Large batches (the batch CLI) go to scikit-learn's own predict, loaded on the first one: per row it is faster

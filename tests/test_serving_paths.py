@@ -3,6 +3,8 @@
 - The regime HMM's forward filter (``bentos/regime_filter.py``, kept): the service's one window and batch inference's
   every date go through the same function, equal to hmmlearn's ``predict_proba(window)[-1]``, outliers and
   impossible states included, and a date's answer does not depend on where a file's chunks start.
+- The boosters (the ctypes binding removed): served through the ``lightgbm`` package; the service never imports
+  hmmlearn (its filter is numpy).
 - The direction model's calibration: one implementation (``bentos/direction_calibration.py``) that the trainer and
   the runner share.
 - The feature-value limit: one check (``bentos/feature_limit.py``) for the service and batch inference.
@@ -11,6 +13,8 @@
 from __future__ import annotations
 
 import itertools
+import subprocess
+import sys
 from typing import Any
 
 import numpy as np
@@ -149,6 +153,23 @@ def test_a_context_without_complete_rows_is_unknown(model: RegimeModel) -> None:
     observations = np.full((CONTEXT, 2), -np.inf)
     valid = np.zeros(CONTEXT, dtype=bool)
     assert np.isnan(regime.posteriors([(LOOKBACK, regime.emissions(observations, valid), valid, 3)])).all()
+
+
+def test_serving_predicts_through_lightgbm_and_never_imports_hmmlearn(production_models: dict[str, str]) -> None:
+    """Issue 13 removed the ctypes binding: boosters are ``lightgbm.Booster`` objects (whose package imports
+    scikit-learn); the regime filter stays numpy, so hmmlearn is never imported to serve."""
+    code = (
+        "import sys, bentoml, lightgbm\n"
+        "from bentos.runners import load_runner\n"
+        f"tags = {production_models!r}\n"
+        "runners = {name: load_runner(name, bentoml.models.get(tag)) for name, tag in tags.items()}\n"
+        "boosters = [runners[n].booster for n in ('return_lightgbm', 'direction_lightgbm', 'volatility_lightgbm')]\n"
+        "print('boosters:', all(isinstance(b, lightgbm.Booster) for b in boosters))\n"
+        "print('hmmlearn:', 'hmmlearn' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "boosters: True" in done.stdout and "hmmlearn: False" in done.stdout, done.stdout + done.stderr[-2000:]
 
 
 def test_the_runner_calibrates_with_the_trainers_calibration(production_models: dict[str, str]) -> None:
