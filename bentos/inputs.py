@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 
+from bentos.client_errors import Loc, item
 from bentos.regime_model import OBSERVATIONS, observation_matrix
-from bentos.schemas import BadInput, BarWindow, PayloadTooLarge
+from bentos.schemas import BadInput, BarWindow, PayloadTooLarge, Window
 from features import DEFAULT_SPEC, Bars, OHLCVValidationError, validate_bars, validate_stacked
 
 #: How many complete feature rows of a window the regime model decodes (more bars give more context).
@@ -17,17 +18,34 @@ LAST_DATE = np.datetime64("9998-12-31")
 #: Largest feature value the models can take: scikit-learn's trees compare in float32. Only prices no market quotes
 #: (1e-300 next to 1e300) give larger ones; such a window gets 422, not an error from inside a model.
 FEATURE_LIMIT = float(np.finfo(np.float32).max)
+COLUMNS = ("date", "open", "high", "low", "close", "volume")
 
 
-def bars_of(window: BarWindow, max_bars: int, where: str = "bars") -> Bars:
-    """Validated bars of a window, or :class:`BadInput` naming the rows and rules it breaks."""
+def columns_of(window: Window) -> BarWindow:
+    """The window as columns: itself if it came so (the fast path), else its list of bar objects turned into columns
+    (not validated again: pydantic checked each bar's fields and types)."""
+    if isinstance(window, BarWindow):
+        return window
+    records = cast(list[dict[str, Any]], window)
+    return BarWindow.model_construct(None, **{name: [bar[name] for bar in records] for name in COLUMNS})
+
+
+def bars_of(window: Window, max_bars: int, where: str = "bars", loc: Loc | None = None) -> Bars:
+    """Validated bars of a window (either form), or :class:`BadInput` naming the rows and rules it breaks.
+
+    ``where`` starts the messages, ``loc`` (by default ``(where,)``) the errors' locations.
+    """
+    loc = (where,) if loc is None else loc
+    window = columns_of(window)
     n = len(window.date)
     if n > max_bars:
-        raise PayloadTooLarge(f"{where}: {n} bars given, at most {max_bars} are accepted in one window")
-    lengths = {name: len(getattr(window, name)) for name in ("date", "open", "high", "low", "close", "volume")}
+        message = f"{n} bars given, at most {max_bars} are accepted in one window"
+        raise PayloadTooLarge(f"{where}: {message}", [item(loc, "too_many_bars", message)])
+    lengths = {name: len(getattr(window, name)) for name in COLUMNS}
     if len(set(lengths.values())) > 1:
         listed = ", ".join(f"{k}={v}" for k, v in lengths.items())
-        raise BadInput(f"{where}: columns must have the same length, got {listed}")
+        message = f"columns must have the same length, got {listed}"
+        raise BadInput(f"{where}: {message}", [item(loc, "length_mismatch", message)])
     try:
         bars = validate_bars(
             window.date,
@@ -39,21 +57,24 @@ def bars_of(window: BarWindow, max_bars: int, where: str = "bars") -> Bars:
             min_bars=DEFAULT_SPEC.min_bars,
         )
     except OHLCVValidationError as error:
-        raise BadInput(f"{where}: {error}") from None
+        errors = [item((*loc, v.column) if v.column else loc, v.rule, str(v), v.row) for v in error.violations]
+        raise BadInput(f"{where}: {error}", errors) from None
     if bars.dates[-1] > LAST_DATE:
-        raise BadInput(
-            f"{where}: row {n - 1}, date {bars.dates[-1]}: a window must end by {LAST_DATE}, so that a forecast from "
+        message = (
+            f"row {n - 1}, date {bars.dates[-1]}: a window must end by {LAST_DATE}, so that a forecast from "
             "it stays within the calendar [date_out_of_range]"
         )
+        raise BadInput(f"{where}: {message}", [item((*loc, "date"), "date_out_of_range", message, n - 1)])
     return bars
 
 
-def bars_of_many(windows: list[BarWindow], max_bars: int) -> list[Bars | Exception]:
+def bars_of_many(requests: list[Window], max_bars: int) -> list[Bars | Exception]:
     """:func:`bars_of` of each window, or the error it raises; equally long windows are checked together.
 
     One check over the stack of a length's windows when every one passes (the concurrent requests of a busy
     service), else each alone, so a bad window gets its own message and fails alone.
     """
+    windows = [columns_of(window) for window in requests]
     results: list[Bars | Exception | None] = [None] * len(windows)
     by_length: dict[int, list[int]] = {}
     for i, window in enumerate(windows):
@@ -83,10 +104,11 @@ def usable_features(bars: Bars, rows: np.ndarray) -> np.ndarray:
     out_of_range = np.abs(last) > FEATURE_LIMIT  # NaN is not: the models take missing values
     if out_of_range.any():
         named = ", ".join(f"{DEFAULT_SPEC.names[i]}={last[i]:.3g}" for i in np.flatnonzero(out_of_range))
-        raise BadInput(
+        message = (
             f"window ending {as_of(bars)}: its prices give features beyond what the models take ({named}; "
             f"at most {FEATURE_LIMIT:.3g} in size): are some bars in other units or scaled?"
         )
+        raise BadInput(message, [item(("bars",), "features_out_of_range", message)], kind="unusable-window")
     return rows
 
 
@@ -103,10 +125,11 @@ def regime_features(bars: Bars) -> np.ndarray:
         needed = " and ".join(
             o.feature if o.transform == "identity" else f"{o.transform}({o.feature})" for o in OBSERVATIONS
         )
-        raise BadInput(
+        message = (
             f"window ending {as_of(bars)}: none of its last {rows} bars gives the regime model finite {needed} "
             "(a 21-day stretch of unchanged closes has zero realized volatility): send bars whose prices move"
         )
+        raise BadInput(message, [item(("bars",), "no_regime_observations", message)], kind="unusable-window")
     return features
 
 
@@ -123,6 +146,7 @@ __all__ = [
     "as_of",
     "bars_of",
     "bars_of_many",
+    "columns_of",
     "latest_features",
     "regime_features",
     "usable_features",

@@ -23,21 +23,20 @@ import os
 
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
 
-from http import HTTPStatus
 from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
 
 import bentoml
-from bentoml.exceptions import BentoMLException
 from bentoml.models import BentoModel
 from pydantic import Field
 
 from bentos import client_errors
 from bentos.batching import Arrivals, ArrivalsMiddleware, Coalescer
+from bentos.client_errors import ClientError
 from bentos.production import ProductionManifestError, production_tags
 from bentos.schemas import (
     AllPredictions,
     BadInput,
-    BarWindow,
+    CorrectedDocs,
     DirectionPrediction,
     ForecastPoint,
     ModelCardOut,
@@ -46,8 +45,10 @@ from bentos.schemas import (
     PriceForecast,
     RegimePrediction,
     ReturnPrediction,
+    UnknownSymbol,
     VolatilityPrediction,
-    correct_openapi,
+    Window,
+    model_ref,
 )
 from bentos.security import guard_http
 from bentos.settings import ServiceSettings
@@ -79,10 +80,6 @@ COALESCED_ROUTES = ("/predict_return", "/predict_direction", "/predict_volatilit
 ARRIVALS = Arrivals()
 
 
-class UnknownSymbol(BentoMLException):
-    error_code = HTTPStatus.NOT_FOUND
-
-
 def pin_worker(cpus: str) -> set[int]:
     """Pin every thread of this process to ``cpus`` (``"1"``, ``"0,2"``, ``"2-3"``); return the CPU set.
 
@@ -106,10 +103,10 @@ def pin_worker(cpus: str) -> set[int]:
 
 # the request path: bentos.inputs (numpy, pandas, features) is loaded by MarketModels.__init__, so each of these
 # imports is a dictionary lookup (~0.3 us), not a load
-def _window(bars: BarWindow, where: str = "bars") -> Bars:
+def _window(bars: Window, where: str = "bars", loc: tuple[str | int, ...] | None = None) -> Bars:
     from bentos.inputs import bars_of
 
-    return bars_of(bars, SETTINGS.max_bars, where)
+    return bars_of(bars, SETTINGS.max_bars, where, loc)
 
 
 def _latest_features_stacked(windows: list[Bars]) -> list[np.ndarray]:
@@ -122,7 +119,7 @@ def _latest_features_stacked(windows: list[Bars]) -> list[np.ndarray]:
     return [matrix[i : i + 1] for i in range(matrix.shape[0])]
 
 
-def _latest_rows(requests: list[BarWindow]) -> list[tuple[Bars, np.ndarray] | Exception]:
+def _latest_rows(requests: list[Window]) -> list[tuple[Bars, np.ndarray] | Exception]:
     """Each request's validated window and its last feature row, the windows checked and computed together.
 
     A window that breaks the OHLCV contract, or whose features the models cannot take, gets its own error.
@@ -215,19 +212,22 @@ class MarketModels:
         gc.collect()
         gc.freeze()
         # the one-window methods' OHLCV checks and features, for all the requests in flight at once (bentos/batching.py)
-        self.latest_rows: Coalescer[BarWindow, tuple[Bars, np.ndarray]] = Coalescer(
+        self.latest_rows: Coalescer[Window, tuple[Bars, np.ndarray]] = Coalescer(
             _latest_rows,
             SETTINGS.max_coalesced,
             observe=_feature_pass_histogram().observe,
             arrivals=ARRIVALS,
         )
-        self.refs = {
-            id(r): ModelRef(name=r.identity.name, version=r.identity.version) for r in self.all_runners
-        }  # built once: every answer names the same served versions
+        # built once: every answer names the same served versions, and the skill their cards record
+        self.refs = {id(r): model_ref(r.identity.name, r.identity.version, r.card) for r in self.all_runners}
 
-    async def _latest_row(self, bars: BarWindow) -> tuple[Bars, np.ndarray]:
+    async def _latest_row(self, bars: Window) -> tuple[Bars, np.ndarray]:
         """The request's validated window and its last feature row, checked and computed with the requests in flight."""
-        return await self.latest_rows.submit(bars)
+        try:
+            return await self.latest_rows.submit(bars)
+        except ClientError as error:  # made in the computation shared with other requests: this request's answer
+            error.record()
+            raise
 
     def _ref(self, runner: Runner) -> ModelRef:
         return self.refs[id(runner)]
@@ -289,26 +289,26 @@ class MarketModels:
     # batches) stay plain functions, which BentoML runs in its thread pool, off the loop.
     @bentoml.api
     async def predict_return(
-        self, bars: BarWindow, model: Literal["lightgbm", "random_forest"] = "lightgbm"
+        self, bars: Window, model: Literal["lightgbm", "random_forest"] = "lightgbm"
     ) -> ReturnPrediction:
         """Forward log return over the model's horizon (5 trading days by default) after the last bar."""
         window, features = await self._latest_row(bars)
         return self._return(window, features, model)
 
     @bentoml.api
-    async def predict_direction(self, bars: BarWindow) -> DirectionPrediction:
+    async def predict_direction(self, bars: Window) -> DirectionPrediction:
         """Calibrated probability that the next close is above the last one."""
         window, features = await self._latest_row(bars)
         return self._direction(window, features)
 
     @bentoml.api
-    async def predict_volatility(self, bars: BarWindow) -> VolatilityPrediction:
+    async def predict_volatility(self, bars: Window) -> VolatilityPrediction:
         """Annualised realized volatility expected over the model's horizon."""
         window, features = await self._latest_row(bars)
         return self._volatility(window, features)
 
     @bentoml.api
-    def detect_regime(self, bars: BarWindow) -> RegimePrediction:
+    def detect_regime(self, bars: Window) -> RegimePrediction:
         """Market regime (calm / normal / turbulent) at the last bar, filtered over the window."""
         window = _window(bars)
         return self._regime(window, _regime_features(window))
@@ -318,7 +318,7 @@ class MarketModels:
         self,
         symbol: str = "^GSPC",
         periods: Annotated[int, Field(ge=1, le=260)] = 10,
-        bars: BarWindow | None = None,
+        bars: Window | None = None,
     ) -> PriceForecast:
         """Price forecast for the next business days with intervals, anchored to the last close.
 
@@ -352,17 +352,25 @@ class MarketModels:
         )
 
     @bentoml.api
-    def predict_all(self, bars: BarWindow) -> AllPredictions:
+    def predict_all(self, bars: Window) -> AllPredictions:
         """Every model's answer for one window, features computed once."""
         return self._all(_window(bars))
 
     @bentoml.api
-    def predict_all_batch(self, windows: list[BarWindow]) -> list[AllPredictions]:
+    def predict_all_batch(self, windows: list[Window]) -> list[AllPredictions]:
         """``predict_all`` for many windows (e.g. many symbols) in one call."""
         if len(windows) > SETTINGS.max_windows:
-            raise PayloadTooLarge(f"windows: {len(windows)} given, at most {SETTINGS.max_windows} per call")
-        parsed = [_window(w, where=f"windows[{i}]") for i, w in enumerate(windows)]
-        return [self._all(bars) for bars in parsed]
+            message = f"{len(windows)} given, at most {SETTINGS.max_windows} per call"
+            errors = [client_errors.item(("windows",), "too_many_windows", message)]
+            raise PayloadTooLarge(f"windows: {message}", errors)
+        parsed = [_window(w, f"windows[{i}]", ("windows", i)) for i, w in enumerate(windows)]
+        answers = []
+        for i, bars in enumerate(parsed):
+            try:
+                answers.append(self._all(bars))
+            except ClientError as error:  # the window the models cannot use, named
+                raise error.located(f"windows[{i}]", ("windows", i)) from None
+        return answers
 
     @bentoml.api
     def models(self) -> list[ModelCardOut]:
@@ -374,8 +382,8 @@ class MarketModels:
 
 
 _service = cast(Any, MarketModels)  # a bentoml Service object, typed as the class by the decorator
-correct_openapi(_service)  # /docs.json declares the 4xx answers the methods really give (bentos/schemas.py)
-guard_http(_service, SETTINGS)  # API keys (when configured), body limit, no form bodies
+guard_http(_service, SETTINGS)  # every 4xx a problem-details body, API keys (when configured), body limit, no forms
+_service.add_asgi_middleware(CorrectedDocs)  # /docs.json as the service really is (bentos/schemas.py)
 _service.add_asgi_middleware(ArrivalsMiddleware, paths=COALESCED_ROUTES, arrivals=ARRIVALS)
 
 

@@ -6,6 +6,7 @@ import asyncio
 import functools
 import importlib
 import inspect
+import json
 from http import HTTPStatus
 from typing import Any
 
@@ -105,7 +106,7 @@ def test_batch_equals_one_by_one(service: Any) -> None:
 def test_forecast_price(service: Any) -> None:
     answer = service.forecast_price(symbol="^GSPC", periods=5)
     assert len(answer.forecast) == 5 and answer.anchor_date == "2018-12-31"
-    assert answer.forecast[0].date == "2019-01-01"
+    assert answer.forecast[0].date == "2019-01-02"  # the exchange's next session (XNYS: closed on New Year's Day)
     for point in answer.forecast:
         assert point.lower <= point.price <= point.upper
         assert abs(point.price / answer.anchor_close - 1) < 0.1
@@ -263,3 +264,127 @@ def test_concurrent_windows_are_checked_together_yet_each_error_is_its_own(servi
     assert "100 bars given, at least 252 are needed" in str(too_short)
     assert isinstance(disordered, BentoMLException) and disordered.error_code == HTTPStatus.UNPROCESSABLE_ENTITY
     assert "row 6" in str(disordered) and "dates must increase" in str(disordered)
+
+
+# ---- windows as a list of bar objects (DataFrame.to_dict("records")) -----------------------------------------
+
+
+def records(**changes: Any) -> list[dict[str, Any]]:
+    """The example window with some columns replaced, as a list of bar objects."""
+    data = {k: list(v) for k, v in example_window().items()}
+    data.update(changes)
+    return [dict(zip(data, bar, strict=True)) for bar in zip(*data.values(), strict=True)]
+
+
+def test_a_list_of_bar_objects_gets_the_same_answers_as_columns(service: Any) -> None:
+    rows = records()
+    assert rows[0] == {k: v[0] for k, v in example_window().items()}  # what pandas' to_dict("records") gives
+    assert service.predict_direction(bars=rows) == service.predict_direction(bars=window())
+    assert service.predict_volatility(bars=rows) == service.predict_volatility(bars=window())
+    assert service.predict_return(bars=rows, model="random_forest") == service.predict_return(
+        bars=window(), model="random_forest"
+    )
+    assert service.detect_regime(bars=rows) == service.detect_regime(bars=window())
+    assert service.predict_all(bars=rows) == service.predict_all(bars=window())
+    assert service.predict_all_batch(windows=[rows, window()]) == [service.predict_all(bars=window())] * 2
+    assert service.forecast_price(periods=3, bars=rows) == service.forecast_price(periods=3, bars=window())
+
+
+def test_the_records_form_is_read_by_the_methods_request_schema(service: Any) -> None:
+    """What BentoML parses a request body into: the columns form stays BarWindow, a list becomes bar objects; the
+    400's errors are those of the form that was sent, and a value of neither form gets one error naming both."""
+    from pydantic import ValidationError
+
+    from bentos.client_errors import field_errors
+    from bentos.service import MarketModels
+
+    spec = MarketModels.apis["predict_direction"].input_spec
+    batch = MarketModels.apis["predict_all_batch"].input_spec
+    assert isinstance(spec.model_validate_json(json.dumps({"bars": example_window()})).bars, BarWindow)
+    assert spec.model_validate_json(json.dumps({"bars": records()})).bars == records()
+
+    def errors(spec: Any, body: Any) -> list[dict[str, Any]]:
+        with pytest.raises(ValidationError) as refused:
+            spec.model_validate_json(json.dumps(body))
+        return field_errors(refused.value.errors(include_context=False, include_input=False))
+
+    (neither,) = errors(spec, {"bars": "2018-01-02"})
+    assert (neither["loc"], neither["rule"]) == (["bars"], "window_form")
+    assert "list of bar objects" in neither["message"] and "columns" in neither["message"]
+    bad_bar = [*records()[:3], {**records()[3], "close": "x"}]
+    assert errors(spec, {"bars": bad_bar}) == [
+        {"loc": ["bars", 3, "close"], "row": 3, "rule": "float_type", "message": "Input should be a valid number"}
+    ]
+    bad_column = {**example_window(), "close": [*example_window()["close"][:4], "x"]}
+    assert errors(batch, {"windows": [records(), bad_column]}) == [
+        {"loc": ["windows", 1, "close", 4], "row": 4, "rule": "float_type", "message": "Input should be a valid number"}
+    ]
+
+
+@pytest.mark.parametrize(
+    ("column", "row", "value"),
+    [("low", 9, -5.0), ("close", 4, float("nan")), ("date", 20, "2018-01-17"), ("high", 30, 100.0)],
+)
+def test_the_same_bad_window_in_either_form_gets_the_same_message(
+    service: Any, column: str, row: int, value: Any
+) -> None:
+    values = list(example_window()[column])
+    values[row] = value
+    for method in (service.predict_direction, service.detect_regime, service.predict_all):
+        with pytest.raises(BentoMLException) as as_columns:
+            method(bars=window(**{column: values}))
+        with pytest.raises(BentoMLException) as as_records:
+            method(bars=records(**{column: values}))
+        assert as_columns.value.error_code == as_records.value.error_code == HTTPStatus.UNPROCESSABLE_ENTITY
+        assert str(as_columns.value) == str(as_records.value) and f"row {row}" in str(as_records.value)
+        assert getattr(as_columns.value, "errors", None) == getattr(as_records.value, "errors", None)
+
+
+def test_contract_errors_name_row_rule_and_where(service: Any) -> None:
+    values = list(example_window()["low"])
+    values[9] = -5.0
+    with pytest.raises(BentoMLException) as caught:
+        service.predict_all_batch(windows=[window(), records(low=values)])
+    assert caught.value.errors == [  # type: ignore[attr-defined]
+        {
+            "loc": ["windows", 1, "low"],
+            "row": 9,
+            "rule": "price_not_positive",
+            "message": "row 9, date 2018-01-02: low=-5.0 must be > 0 [price_not_positive]",
+        }
+    ]
+
+
+# ---- the skill record of each model's card, in every answer ---------------------------------------------------
+
+
+def test_model_refs_carry_the_skill_record_of_the_card() -> None:
+    from bentos.schemas import model_ref
+
+    skill = {
+        "shown": True,
+        "metric": "qlike",
+        "model": 0.61,
+        "baseline": "garch_1_1",
+        "baseline_value": 0.74,
+        "statement": "beats GARCH(1,1) on QLIKE in walk-forward evaluation (0.61 vs 0.74)",
+    }
+    with_skill = model_ref("volatility_lightgbm", "abc", {"task": "volatility", "skill": skill})
+    assert (with_skill.skill_shown, with_skill.skill_note) == (True, skill["statement"])
+    none_shown = model_ref("direction_lightgbm", "def", {"skill": {**skill, "shown": False, "statement": "no"}})
+    assert (none_shown.skill_shown, none_shown.skill_note) == (False, "no")
+    without = model_ref("regime_hmm", "ghi", {"task": "regime"})
+    assert (without.skill_shown, without.skill_note) == (None, None)
+    assert without.model_dump() == {"name": "regime_hmm", "version": "ghi", "skill_shown": None, "skill_note": None}
+    broken = model_ref("return_lightgbm", "jkl", {"skill": "yes"})  # not a record: nothing claimed
+    assert (broken.skill_shown, broken.skill_note) == (None, None)
+
+
+def test_every_answer_names_the_skill_its_models_card_records(service: Any) -> None:
+    everything = service.predict_all(bars=window())
+    runners = {r.identity.name: r for r in service.all_runners}
+    for answer in (everything.direction, everything.volatility, everything.regime, everything.return_lightgbm):
+        skill = runners[answer.model.name].card.get("skill")
+        assert answer.model.skill_shown == (skill["shown"] if skill else None)
+        assert answer.model.skill_note == (skill["statement"] if skill else None)
+    assert everything.regime.model.skill_shown is None  # the regime model has no baseline to beat
