@@ -3,11 +3,11 @@
 Every request is generated from the schema the service serves (``/docs.json``): the documented example (260 real
 bars, so the methods answer 200), boundary and type-mutation cases of the coverage phase, and random valid and
 invalid bodies. The checks: no 5xx; schema-invalid requests get a 4xx; every status is documented and every body
-matches the schema documented for its status; every 4xx says what is wrong.
+matches the schema documented for its status; every 4xx is one problem-details body that says what is wrong.
 
 BentoML 1.4.40 documents 400, 404 and 500 on every method, with bodies unlike the real ones, not the 413, 415 and 422
 the service gives, and no null for ``forecast_price``'s optional ``bars``. ``bentos.schemas.corrected_openapi``
-describes the service as it is, and the service serves that (``correct_openapi`` in ``bentos/service.py``).
+describes the service as it is (every 4xx a ``Problem``), and the service serves that (``CorrectedDocs``).
 Schema-valid requests are not expected to be accepted (Schemathesis' ``positive_data_acceptance``): the schema
 cannot say that bars must be ordered, positive and at least 252 of them, so most generated windows rightly get 422.
 """
@@ -21,6 +21,7 @@ import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
+import jsonschema
 import pytest
 import schemathesis
 from schemathesis.config import SchemathesisConfig
@@ -31,7 +32,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from bentos.schemas import corrected_openapi
+from bentos.schemas import Problem, corrected_openapi
 from tests.integration_helpers import served
 
 pytestmark = pytest.mark.integration
@@ -81,16 +82,17 @@ def served_api(served_schema: Any, request: pytest.FixtureRequest) -> Any:
     return served_schema
 
 
+PROBLEM_SCHEMA = Problem.model_json_schema()  # the source of the served document's one Problem component
+
+
 def error_says_what_is_wrong(ctx: Any, response: Any, case: Any) -> None:
-    """A 4xx answer carries a message."""
+    """A 4xx answer is one problem-details body (the same fields whatever the cause) that says what is wrong."""
     if 400 <= response.status_code < 500:
-        try:
-            body = response.json()
-        except ValueError:  # Starlette's own answers, e.g. 405 to a method the route does not take, are plain text
-            message = response.text
-        else:
-            message = body[0]["error"] if isinstance(body, list) else body["error"]
-        assert message.strip(), f"{response.status_code} without a message: {response.text[:300]!r}"
+        assert response.headers["content-type"][0] == "application/problem+json", response.headers
+        body = response.json()
+        jsonschema.validate(body, PROBLEM_SCHEMA)
+        assert set(body) == set(Problem.model_fields) and body["status"] == response.status_code, body
+        assert body["detail"].strip(), f"{response.status_code} without a message: {response.text[:300]!r}"
 
 
 CHECKS = [

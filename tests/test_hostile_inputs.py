@@ -3,7 +3,9 @@
 The corpus is data (``CORPUS``): what is sent, to which method, the status expected and the words the answer must
 contain (the field, row or rule at fault). 400: the body is not JSON of the documented shape and types (pydantic's
 errors, with field paths); 422: the bars break the OHLCV contract or cannot be used by the models; 413: a limit;
-404: an unknown symbol. Never a 5xx.
+404: an unknown symbol (or path); 405, 415: a method or media type the API does not take. Never a 5xx. Every answer is
+one problem-details body (``bentos.schemas.Problem``, ``application/problem+json``), whatever the cause, and a
+window's bars break the contract with the same message whether they came as columns or as a list of bar objects.
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
+import jsonschema
 import numpy as np
 import pandas as pd
 import pytest
 
-from bentos.schemas import example_window
+from bentos.schemas import Problem, example_records, example_window
 from tests.integration_helpers import post, served
 
 pytestmark = pytest.mark.integration
@@ -53,6 +57,18 @@ def literal(column: str, row: int, token: str) -> str:
     """A request whose JSON holds ``token`` (``NaN``, ``Infinity``, ...) verbatim at one value."""
     marker = 123456.789
     return json.dumps(bad(column, row, marker)).replace(str(marker), token, 1)
+
+
+def as_records(request: dict[str, Any]) -> dict[str, Any]:
+    """The request with its window as a list of bar objects (``DataFrame.to_dict("records")``)."""
+    columns = request["bars"]
+    return {**request, "bars": [dict(zip(columns, bar, strict=True)) for bar in zip(*columns.values(), strict=True)]}
+
+
+def bad_record(row: int, column: str, value: Any) -> dict[str, Any]:
+    rows = example_records()
+    rows[row] = {**rows[row], column: value}
+    return {"bars": rows}
 
 
 def first(n: int) -> dict[str, Any]:
@@ -171,6 +187,34 @@ ROWS: list[tuple[Any, ...]] = [
     ("zero periods", "forecast_price", lambda: {"periods": 0}, 400, "periods|greater_than_equal"),
     ("too many periods", "forecast_price", lambda: {"periods": 261}, 400, "periods|less_than_equal"),
     ("unknown symbol", "forecast_price", lambda: {"symbol": "AAPL"}, 404, "AAPL|^GSPC|^IXIC"),
+    # windows as a list of bar objects: the same rules, the same messages
+    ("records: negative price", "predict_volatility", lambda: as_records(bad("low", 9, -5.0)), 422, "row 9|low=-5.0"),
+    ("records: unsorted dates", "detect_regime", lambda: as_records(swapped_dates()), 422, "row 11|date_unsorted"),
+    ("records: one bar short", "predict_all", lambda: as_records(first(251)), 422, "251 bars given, at least 252"),
+    (
+        "records: bad second window",
+        "predict_all_batch",
+        lambda: windows(good(), as_records(bad("low", 3, -1.0))),
+        422,
+        "windows[1]|row 3",
+    ),
+    ("records: string for a number", "predict_direction", lambda: bad_record(4, "close", "x"), 400, '4, "close"|float'),
+    (
+        "records: missing field",
+        "predict_return",
+        lambda: {"bars": [{k: v for k, v in r.items() if k != "volume"} for r in example_records()]},
+        400,
+        '"volume"|missing',
+    ),
+    ("records: a bar that is not an object", "predict_direction", lambda: {"bars": [1, 2, 3]}, 400, "0|dict_type"),
+    ("neither form", "predict_direction", lambda: {"bars": "2018-01-02"}, 400, "window_form|list of bar objects"),
+    (
+        "forecast anchored on records",
+        "forecast_price",
+        lambda: as_records(ending("9999-12-31")),
+        422,
+        "date_out_of_range",
+    ),
 ]
 CORPUS = [Hostile(*row) for row in ROWS]
 
@@ -179,10 +223,19 @@ KNOWN_BUGS: dict[str, str] = {}  # label -> the bug, for a case marked xfail unt
 
 
 def message_of(payload: Any) -> str:
-    """The whole error answer as text: the message and, for 400, pydantic's errors with their field paths."""
-    if isinstance(payload, list) and payload and isinstance(payload[0], dict):  # BentoML wraps the service's errors
-        payload = payload[0]
+    """The whole error answer as text: the detail and each error with its location, row and rule."""
     return json.dumps(payload) if isinstance(payload, dict) else str(payload)
+
+
+PROBLEM_SCHEMA = Problem.model_json_schema()  # the source of the served documents' one Problem component
+
+
+def assert_problem(status: int, content_type: str, payload: Any) -> None:
+    """A 4xx answer is one problem-details body, with the same fields whatever the cause."""
+    assert content_type == "application/problem+json", content_type
+    jsonschema.validate(payload, PROBLEM_SCHEMA)
+    assert set(payload) == set(Problem.model_fields), sorted(payload)
+    assert payload["status"] == status and payload["detail"].strip() and payload["title"].strip()
 
 
 @pytest.fixture(scope="module")
@@ -201,11 +254,51 @@ def service_url(production_models: dict[str, str]) -> Iterator[str]:
     ],
 )
 def test_hostile_input_gets_a_4xx_naming_the_problem(service_url: str, case: Hostile) -> None:
-    code, payload = post(f"{service_url}/{case.method}", case.body(), case.content_type)
+    body = case.body()
+    data = json.dumps(body).encode() if isinstance(body, dict) else body.encode() if isinstance(body, str) else body
+    answer = httpx.post(
+        f"{service_url}/{case.method}", content=data, headers={"Content-Type": case.content_type}, timeout=60
+    )
+    payload = answer.json()
     message = message_of(payload)
-    assert code == case.status, (code, message[:1000])
+    assert answer.status_code == case.status, (answer.status_code, message[:1000])
     missing = [word for word in case.says.split("|") if word not in message]
     assert not missing, (missing, message[:1000])
+    assert_problem(case.status, answer.headers["content-type"], payload)
+
+
+def test_a_bad_window_gets_the_same_answer_in_either_form(service_url: str) -> None:
+    everywhere = ("predict_direction", "detect_regime", "predict_all", "predict_all_batch")
+    for request, methods in (
+        (bad("low", 9, -5.0), everywhere),
+        (swapped_dates(), everywhere),
+        (first(100), everywhere),
+        (prices(constant), ("detect_regime", "predict_all")),  # the regime model's: no price moves
+    ):
+        for method in methods:
+            if method == "predict_all_batch":
+                columns, records = windows(good(), request), windows(good(), as_records(request))
+            else:
+                columns, records = request, as_records(request)
+            answers = post(f"{service_url}/{method}", columns), post(f"{service_url}/{method}", records)
+            assert answers[0] == answers[1] and answers[0][0] == 422, (method, answers)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "content_type", "status"),
+    [
+        ("GET", "/no_such_method", "application/json", 404),  # Starlette's router
+        ("GET", "/predict_direction", "application/json", 405),  # Starlette's router
+        ("POST", "/predict_direction", "application/vnd.bentoml+pickle", 415),  # BentoML's own refusal
+        ("POST", "/predict_direction", "multipart/form-data", 415),  # the service's form guard
+    ],
+)
+def test_every_other_4xx_is_a_problem_too(
+    service_url: str, method: str, path: str, content_type: str, status: int
+) -> None:
+    answer = httpx.request(method, service_url + path, content=b"{}", headers={"Content-Type": content_type})
+    assert answer.status_code == status, answer.text[:500]
+    assert_problem(status, answer.headers["content-type"], answer.json())
 
 
 @pytest.fixture(scope="module")
@@ -256,6 +349,7 @@ def test_a_million_bars_get_413_quickly_and_the_service_lives_on(
     elapsed = time.monotonic() - started
     assert code == 413, message_of(payload)[:500]
     assert any(word in message_of(payload) for word in ("at most", "limit")), message_of(payload)[:500]
+    assert payload["status"] == 413 and payload["type"] == "tag:mlops-finance,2026:problems/too-large"
     assert elapsed < 30, f"413 after {elapsed:.1f} s"
     code, answer = post(f"{service_url}/predict_direction", {"bars": example_window()})
     assert code == 200 and answer["as_of"] == "2018-12-31"

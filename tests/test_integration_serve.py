@@ -11,7 +11,7 @@ from typing import Any
 import bentoml
 import pytest
 
-from bentos.schemas import example_window
+from bentos.schemas import example_records, example_window
 from deploy.bento import build, build_context
 from tests.integration_helpers import post, served, status
 
@@ -41,6 +41,9 @@ def test_every_method_answers_over_http(source_url: str) -> None:
         assert len(client.forecast_price(symbol="^IXIC", periods=7)["forecast"]) == 7
         everything = client.predict_all(bars=bars)
         assert everything["direction"] == direction
+        # a window as a list of bar objects (DataFrame.to_dict("records")) gets the same answers
+        assert client.predict_direction(bars=example_records()) == direction
+        assert client.predict_all_batch(windows=[example_records(), bars]) == [everything, everything]
         assert client.predict_all_batch(windows=[bars, bars]) == [everything, everything]
         assert {card["name"] for card in client.models()} >= {"regime_hmm", "price_prophet"}
 

@@ -78,7 +78,14 @@ def keyed(app: Any) -> ApiKeyMiddleware:
 def test_a_protected_method_needs_one_of_the_keys() -> None:
     app = keyed(Recorder())
     code, error, read = call(app)
-    assert (code, read) == (401, 0) and error == {"error": UNAUTHORIZED}  # nothing of the body was read
+    assert (code, read) == (401, 0)  # nothing of the body was read
+    assert error == {
+        "type": "tag:mlops-finance,2026:problems/unauthorized",
+        "title": "Missing or invalid API key",
+        "status": 401,
+        "detail": UNAUTHORIZED,
+        "errors": [],
+    }
     assert call(app, headers={"Authorization": "Bearer wrong"})[0] == 401
     assert call(app, headers={"Authorization": f"Basic {KEYS[0]}"})[0] == 401
     assert call(app, headers={"X-API-Key": KEYS[0][:-1]})[0] == 401
@@ -113,10 +120,30 @@ def test_the_body_limit_answers_413_before_the_service_sees_a_declared_body() ->
     app = BodyLimitMiddleware(inner, max_bytes=1000)
     code, error, read = call(app, headers={"Content-Length": "1001"}, chunks=(b"a" * 501, b"b" * 500))
     assert (code, read, inner.bodies) == (413, 2, [])  # read and dropped, so the client gets to read the 413
-    assert error is not None and "1001 bytes" in error["error"] and "MLOPS_MAX_BODY_BYTES" in error["error"]
+    assert error is not None and "1001 bytes" in error["detail"] and "MLOPS_MAX_BODY_BYTES" in error["detail"]
+    assert (error["status"], error["type"]) == (413, "tag:mlops-finance,2026:problems/too-large")
     code, _, read = call(app, headers={"Content-Length": str(DRAIN_BYTES + 1)})
     assert (code, read) == (413, 0)  # too big even to drain: answered at once
     assert call(app, headers={"Content-Length": "ten"})[0] == 400
+
+
+def test_the_guards_answer_problem_details() -> None:
+    """The guards' answers are problem-details bodies (bentos.client_errors), with their media type."""
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/predict_direction", "headers": [(b"content-length", b"x")]}
+    asyncio.run(BodyLimitMiddleware(Recorder(), max_bytes=1000)(scope, receive, send))
+    headers = dict(sent[0]["headers"])
+    assert (sent[0]["status"], headers[b"content-type"]) == (400, b"application/problem+json")
+    body = sent[1]["body"]
+    assert int(headers[b"content-length"]) == len(body)
+    assert json.loads(body)["type"] == "tag:mlops-finance,2026:problems/malformed-request"
 
 
 def test_the_body_limit_counts_a_chunked_body_and_replays_a_small_one_whole() -> None:
@@ -149,7 +176,7 @@ def test_served_methods_need_a_key_and_health_does_not(keyed_server: Any) -> Non
     for path in ("/readyz", "/livez", "/metrics", "/docs.json"):
         assert status(url + path) == 200, path
     code, answer = post(url + "/predict_direction", bars)
-    assert code == 401 and answer["error"] == UNAUTHORIZED
+    assert code == 401 and answer["detail"] == UNAUTHORIZED and answer["status"] == 401
     code, answer = post(url + "/predict_direction", bars, headers={"Authorization": "Bearer not-a-key"})
     assert code == 401
     code, answer = post(url + "/predict_direction", bars, headers={"Authorization": f"Bearer {KEYS[0]}"})
@@ -167,7 +194,7 @@ def test_a_client_error_is_one_warning_line_in_the_log(keyed_server: Any) -> Non
     bars = example_window()
     bars["low"] = [-1.0, *bars["low"][1:]]
     code, answer = post(url + "/predict_direction", {"bars": bars}, headers={"X-API-Key": KEYS[0]})
-    assert code == 422 and "row 0" in answer[0]["error"]  # BentoML wraps its 4xx bodies in a list
+    assert code == 422 and "row 0" in answer["detail"] and answer["errors"][0]["row"] == 0
     code, _ = post(url + "/predict_direction", {"bars": {"date": "x"}}, headers={"X-API-Key": KEYS[0]})
     assert code == 400
     text = log.read_text(errors="replace")
@@ -181,7 +208,7 @@ def test_served_body_limit(keyed_server: Any) -> None:
     url, _ = keyed_server
     huge = b'{"bars": {"date": [' + b'"2018-01-02",' * 300_000 + b'"2018-01-03"]}}'  # ~4 MB, over the 2 MiB set
     code, answer = post(url + "/predict_direction", huge, headers={"X-API-Key": KEYS[0]})
-    assert code == 413 and "larger than the limit of 2097152 bytes" in answer["error"]
+    assert code == 413 and "larger than the limit of 2097152 bytes" in answer["detail"]
 
 
 @pytest.mark.integration
