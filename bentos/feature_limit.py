@@ -15,8 +15,8 @@ from features import DEFAULT_SPEC
 
 #: Largest feature value (in size) the models can take: float32's largest.
 FEATURE_LIMIT = float(np.finfo(np.float32).max)
-#: The rule a row beyond the limit breaks, as batch inference names it.
-FEATURE_OUT_OF_RANGE = "feature_out_of_range"
+#: The rule a row beyond the limit breaks (the service's error item and batch inference's violation name it so).
+FEATURE_OUT_OF_RANGE = "features_out_of_range"
 
 
 def beyond_limit(rows: np.ndarray) -> np.ndarray:

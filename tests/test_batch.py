@@ -256,7 +256,7 @@ def test_features_beyond_what_the_models_take_are_named_as_the_service_names_the
     with pytest.raises(OHLCVValidationError) as caught:
         score_file(tmp_path / "extreme.parquet", tmp_path / "out.parquet", models=models)
     first = caught.value.violations[0]
-    assert (first.rule, first.symbol, first.row) == ("feature_out_of_range", "EXTREME", first_extreme)
+    assert (first.rule, first.symbol, first.row) == ("features_out_of_range", "EXTREME", first_extreme)
     assert first.date == str(bars["date"].iloc[first_extreme].date())
     with pytest.raises(Exception, match="beyond what the models take") as answered:
         service.predict_all(bars=window_ending(bars, first_extreme))
