@@ -51,6 +51,7 @@ __all__ = [
     "ScoreProgress",
     "app",
     "production_manifest",
+    "read_chunks",
     "score_file",
 ]
 
