@@ -77,10 +77,10 @@ class BoosterRunner(Runner):
     Issue 13 removed the hand-written path that served boosters before: a ctypes binding to LightGBM's C library
     (``NativeBooster``, last in commit 10c5af6), written to spare the worker ``import lightgbm``, which imports
     scikit-learn and scipy.stats. Measured side by side (``benchmarks/bench_serving_paths.py``, figures in
-    ``benchmarks/results/serving_paths.md``), it predicted one row in 0.035 ms against ``Booster.predict``'s
-    0.108 ms in process, but no figure a user feels gained the 2x a hand-written path must show: predict_direction's
-    p50 over HTTP 0.97x, predict_all's 1.04x, a batch job's throughput 1.19x (many rows take the same C call), the
-    worker's cold start 1.64x (7.4 s against 12.1 s on a loaded 2-core VM).
+    ``benchmarks/results/serving_paths.md``), it predicted one row in 0.020 ms against ``Booster.predict``'s
+    0.090 ms in process, but no figure a user feels gained the 2x a hand-written path must show: predict_direction's
+    p50 over HTTP 1.08x (6.38 against 6.88 ms), predict_all's 1.07x, a batch job's throughput 1.00x (many rows take
+    the same C call), the worker's cold start 1.33x (6.5 against 8.7 s; 1.64x in a run on a loaded VM).
     """
 
     def __init__(self, model: bentoml.Model):
