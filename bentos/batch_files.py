@@ -83,8 +83,7 @@ def _csv_chunks(path: Path, chunk_rows: int) -> Iterator[Chunk]:
         reader = pd.read_csv(
             handle,
             usecols=list(INPUT_COLUMNS),
-            dtype={SYMBOL_COLUMN: str},
-            parse_dates=["date"],
+            dtype={SYMBOL_COLUMN: str, "date": object},  # dates as text: the contract's one date rule reads them
             chunksize=chunk_rows,
         )
         for frame in reader:

@@ -7,6 +7,7 @@ from typing import Any, cast
 import numpy as np
 
 from bentos.client_errors import Loc, item
+from bentos.feature_limit import FEATURE_LIMIT, FEATURE_OUT_OF_RANGE, beyond_limit, beyond_limit_message
 from bentos.regime_model import OBSERVATIONS, observation_matrix
 from bentos.schemas import BadInput, BarWindow, PayloadTooLarge, Window
 from features import DEFAULT_SPEC, Bars, OHLCVValidationError, validate_bars, validate_stacked
@@ -15,9 +16,6 @@ from features import DEFAULT_SPEC, Bars, OHLCVValidationError, validate_bars, va
 REGIME_CONTEXT_ROWS = 250
 #: The last date a window may end on: a forecast from it (at most 260 business days) must stay within year 9999.
 LAST_DATE = np.datetime64("9998-12-31")
-#: Largest feature value the models can take: scikit-learn's trees compare in float32. Only prices no market quotes
-#: (1e-300 next to 1e300) give larger ones; such a window gets 422, not an error from inside a model.
-FEATURE_LIMIT = float(np.finfo(np.float32).max)
 COLUMNS = ("date", "open", "high", "low", "close", "volume")
 
 
@@ -101,14 +99,9 @@ def bars_of_many(requests: list[Window], max_bars: int) -> list[Bars | Exception
 def usable_features(bars: Bars, rows: np.ndarray) -> np.ndarray:
     """``rows``, if the models can take the last one; else :class:`BadInput` naming the features out of range."""
     last = rows[-1]
-    out_of_range = np.abs(last) > FEATURE_LIMIT  # NaN is not: the models take missing values
-    if out_of_range.any():
-        named = ", ".join(f"{DEFAULT_SPEC.names[i]}={last[i]:.3g}" for i in np.flatnonzero(out_of_range))
-        message = (
-            f"window ending {as_of(bars)}: its prices give features beyond what the models take ({named}; "
-            f"at most {FEATURE_LIMIT:.3g} in size): are some bars in other units or scaled?"
-        )
-        raise BadInput(message, [item(("bars",), "features_out_of_range", message)], kind="unusable-window")
+    if beyond_limit(last):
+        message = f"window ending {as_of(bars)}: {beyond_limit_message(last)}"
+        raise BadInput(message, [item(("bars",), FEATURE_OUT_OF_RANGE, message)], kind="unusable-window")
     return rows
 
 

@@ -1,16 +1,16 @@
 """The MLOPS-finance service: six production models behind typed APIs, in one process.
 
-Serve from the source tree with ``mlops serve`` (or ``bentoml serve bentos.service:MarketModels`` once
-``bentos/production.json`` exists); ``mlops build`` makes the Bento.
+Serve from the source tree with ``mlops serve`` (or ``bentoml serve bentos.service:MarketModels``): it serves what the
+registry calls production; ``mlops build`` makes the Bento, which serves the versions it shipped.
 
 Start-up: ``bentoml serve`` imports this module twice, once in its supervisor process (only to read the service's
 configuration) and once in the worker. Everything heavy (numpy, pandas, the feature pipeline, LightGBM's library,
 Prophet and the matplotlib it imports) is therefore imported by ``MarketModels.__init__``, which runs in the worker
 before ``/readyz`` answers: the supervisor skips it and no cost moves onto the first request
-(``benchmarks/bench_service.py`` measures launch to ready). What the models need at serving is kept small: the
-boosters go through LightGBM's C library (the ``lightgbm`` package would import scikit-learn and scipy.stats), the
-forest predicts from its flat nodes and the HMM filters in numpy, so neither scikit-learn nor hmmlearn is imported
-(``tests/test_training.py`` checks). The request path then only looks these modules up (the ``_window`` helpers below).
+(``benchmarks/bench_service.py`` measures launch to ready). The boosters go through the lightgbm package (which
+imports scikit-learn); the forest predicts from its flat nodes and the HMM filters in numpy, so hmmlearn is not
+imported (``tests/test_training.py`` checks; ``bentos/runners.py`` gives the measurements behind each choice). The
+request path then only looks these modules up (the ``_window`` helpers below).
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bentos import regime_model
+from bentos import regime_filter
 from bentos.batch import RegimeFilter
 from bentos.inputs import REGIME_CONTEXT_ROWS, regime_features
 from bentos.regime_model import MODEL_FILE, RegimeModel, observation_matrix
@@ -404,13 +404,13 @@ def test_posterior_last_survives_outliers_and_impossible_states(
     transmat = [[0.9, 0.1, 0.0], [0.1, 0.9, 0.0], [0.0, 0.0, 1.0]]
     unreachable = RegimeModel(NAMES, [0.5, 0.5, 0.0], transmat, fit.means, fit.covars, covariance_type)
     calls: list[int] = []
-    step = regime_model._log_domain_step
+    step = regime_filter._log_domain_step
 
     def counted(prediction: np.ndarray, log_b: np.ndarray) -> np.ndarray:
         calls.append(1)
         return step(prediction, log_b)
 
-    monkeypatch.setattr(regime_model, "_log_domain_step", counted)
+    monkeypatch.setattr(regime_filter, "_log_domain_step", counted)
     _assert_matches_hmmlearn(unreachable, outliers)
     assert len(calls) > len(outliers), "the log-domain fallback was not exercised"
     last = unreachable.posterior_last(window[:101])
