@@ -1,9 +1,10 @@
-"""LightGBM settings shared by the three LightGBM models."""
+"""LightGBM settings shared by the three LightGBM models, and the booster methods of the two regressors."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
+import bentoml
 import lightgbm as lgb
 import numpy as np
 
@@ -40,3 +41,31 @@ def gain_importance(booster: lgb.Booster) -> np.ndarray:
     gain = booster.feature_importance(importance_type="gain").astype(float)
     total = gain.sum()
     return gain / total if total > 0 else gain
+
+
+class BoosterRegressor:
+    """A trainer's model methods for a plain LightGBM booster (the return and volatility regressors).
+
+    Put it first among the bases, so that its methods are the trainer's; the trainer gives its ``params``.
+    """
+
+    name: ClassVar[str]
+    config: TrainingConfig
+
+    def params(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return {**self.params(), "num_boost_round": self.config.lgbm_rounds}
+
+    def fit_model(self, features: np.ndarray, target: np.ndarray) -> lgb.Booster:
+        return train_booster(features, target, self.params(), self.config.lgbm_rounds)
+
+    def predict(self, model: lgb.Booster, features: np.ndarray) -> np.ndarray:
+        return np.asarray(model.predict(features, num_threads=1))
+
+    def importances(self, model: lgb.Booster) -> np.ndarray:
+        return gain_importance(model)
+
+    def save(self, fitted: Any, metadata: dict[str, Any], labels: dict[str, str]) -> bentoml.Model:
+        return bentoml.lightgbm.save_model(self.name, fitted.model, metadata=metadata, labels=labels)

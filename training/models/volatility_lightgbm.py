@@ -4,19 +4,17 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import bentoml
-import lightgbm as lgb
 import numpy as np
 
 from training.dataset import Panel
 from training.evaluation.baselines import ewma_volatility, garch_volatility
 from training.evaluation.metrics import volatility_metrics
 from training.evaluation.splits import Split
-from training.models.lgbm import booster_params, gain_importance, train_booster
-from training.models.trainer import MODEL, Fitted, Scores, TabularTrainer
+from training.models.lgbm import BoosterRegressor, booster_params
+from training.models.trainer import MODEL, Scores, TabularTrainer
 
 
-class VolatilityLightGBM(TabularTrainer):
+class VolatilityLightGBM(BoosterRegressor, TabularTrainer):
     """Annualised realized volatility of the next ``horizon`` days; gamma loss suits a positive, skewed target."""
 
     name: ClassVar[str] = "volatility_lightgbm"
@@ -33,18 +31,6 @@ class VolatilityLightGBM(TabularTrainer):
     def params(self) -> dict[str, Any]:
         return booster_params(self.config, "gamma")
 
-    def hyperparameters(self) -> dict[str, Any]:
-        return {**self.params(), "num_boost_round": self.config.lgbm_rounds}
-
-    def fit_model(self, features: np.ndarray, target: np.ndarray) -> lgb.Booster:
-        return train_booster(features, target, self.params(), self.config.lgbm_rounds)
-
-    def predict(self, model: lgb.Booster, features: np.ndarray) -> np.ndarray:
-        return np.asarray(model.predict(features, num_threads=1))
-
-    def importances(self, model: lgb.Booster) -> np.ndarray:
-        return gain_importance(model)
-
     def baseline_predictions(self, panel: Panel, split: Split, target: np.ndarray) -> dict[str, np.ndarray]:
         return {
             "ewma": ewma_volatility(panel, split.test),
@@ -60,6 +46,3 @@ class VolatilityLightGBM(TabularTrainer):
         scores = volatility_metrics(actual, {MODEL: prediction, **baselines})
         model = scores.metrics.pop(MODEL)
         return Scores(model, scores.metrics, scores.rows)
-
-    def save(self, fitted: Fitted, metadata: dict[str, Any], labels: dict[str, str]) -> bentoml.Model:
-        return bentoml.lightgbm.save_model(self.name, fitted.model, metadata=metadata, labels=labels)
