@@ -46,6 +46,18 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 120.
     raise TimeoutError(f"the service was not ready after {timeout:.0f} s")
 
 
+def stop(process: subprocess.Popen[bytes], grace: float = 20.0) -> None:
+    """Terminate ``process`` (a server: it finishes the requests in flight), killing it after ``grace`` seconds."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def call_endpoint(url: str, method: str, body: dict[str, Any]) -> Any:
     """POST one API method with a JSON body; return the decoded answer or raise :class:`SmokeTestError`."""
     try:
@@ -130,10 +142,5 @@ def smoke_test(bento_tag: str, production: dict[str, str], timeout: float) -> di
                 ready = time.perf_counter() - started
                 timings = call_every_method(url, production)
             finally:
-                process.terminate()
-                try:
-                    process.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+                stop(process)
     return {"bento": bento_tag, "ready_seconds": round(ready, 1), "milliseconds": timings}

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from deploy.smoke import wait_ready
+from deploy.smoke import stop, wait_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,11 +61,7 @@ def served(
             raise TimeoutError(f"bentoml serve {target}: {error}") from None
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process)
         log.close()
         if log_path is None:
             Path(log.name).unlink(missing_ok=True)

@@ -26,6 +26,7 @@ import httpx
 import pytest
 
 from bentos.schemas import ERROR_ANSWERS, error_schemas
+from deploy.smoke import stop
 from tests.integration_helpers import free_port, served
 
 pytestmark = pytest.mark.integration
@@ -179,12 +180,7 @@ def browser_page(chromium: str) -> Iterator[DevTools]:
             finally:
                 tools.close()
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop(process)
 
 
 OPERATIONS_JS = """Array.from(document.querySelectorAll('.opblock')).map(block => ({

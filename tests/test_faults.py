@@ -33,6 +33,7 @@ import pytest
 
 from bentos.schemas import example_window
 from data.snapshots import SnapshotStore
+from deploy.smoke import stop
 from tests.integration_helpers import ROOT, free_port, post, served, status
 
 pytestmark = pytest.mark.integration
@@ -370,13 +371,7 @@ def start_once(env: dict[str, str], log: Path, timeout: float = 120) -> tuple[bo
             time.sleep(0.25)
         return False, log.read_text(errors="replace")
     finally:
-        if server.poll() is None:  # an exit at start-up (a refused model) has already been reaped
-            server.terminate()
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+        stop(server, grace=30)  # an exit at start-up (a refused model) has already been reaped
 
 
 # ---- a full disk -------------------------------------------------------------------------------------------
