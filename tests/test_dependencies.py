@@ -22,7 +22,7 @@ import yaml
 from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parents[1]
-PROJECT_PACKAGES = ("data", "features", "bentos", "training", "deploy", "cli")
+PROJECT_PACKAGES = ("data", "features", "cluster", "bentos", "training", "deploy", "scoring", "cli")
 #: what bentofile.yaml's ``include`` ships
 BENTO_PACKAGES = ("bentos", "features")
 DEVELOPMENT = ("tests", "benchmarks")

@@ -14,20 +14,22 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("features", "data", "bentos", "deploy", "training", "cli")
+PACKAGES = ("features", "cluster", "data", "bentos", "deploy", "training", "scoring", "cli")
 
 #: room -> the project rooms it may import (its own room always). The most specific room of a module wins.
 ALLOWED: dict[str, set[str]] = {
     "features": set(),
+    "cluster": set(),
     "data": {"features"},
     "bentos": {"features"},
     "deploy": {"bentos", "features"},
     "training": set(),
     "training.config": set(),
-    "training.dataset": {"data", "features", "training.config"},
+    "training.dataset": {"cluster", "data", "features", "training.config"},
     "training.evaluation": {"data", "features", "training.config", "training.dataset"},
     "training.registry": {"features", "data", "bentos"},
     "training.models": {
+        "cluster",
         "features",
         "bentos",
         "training.config",
@@ -36,6 +38,7 @@ ALLOWED: dict[str, set[str]] = {
         "training.registry",
     },
     "training.run": {
+        "cluster",
         "data",
         "features",
         "training.config",
@@ -44,8 +47,9 @@ ALLOWED: dict[str, set[str]] = {
         "training.registry",
         "training.models",
     },
-    "training.flows": {"data", "features", "bentos", "deploy", "training"},
-    "cli": {"data", "features", "bentos", "deploy", "training"},
+    "scoring": {"cluster", "data", "features", "bentos"},
+    "training.flows": {"cluster", "data", "features", "bentos", "deploy", "training"},
+    "cli": {"cluster", "data", "features", "bentos", "deploy", "training", "scoring"},
 }
 #: what features may import from outside the project: the contract is numpy and pandas, and its trading calendar.
 FEATURES_THIRD_PARTY = {"numpy", "pandas", "exchange_calendars"}
