@@ -14,12 +14,14 @@ from rich.table import Table
 
 from cli.data import app as data_app
 from cli.data import store_from_settings
+from cli.models import app as models_app
 from cli.output import console, fail
 from data.snapshots import SnapshotError
 from features import DEFAULT_SPEC, validate_ohlcv
 
 app = typer.Typer(help="Train, package and serve market-prediction models.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+app.add_typer(models_app, name="models")
 
 
 @app.command("features")
@@ -107,82 +109,6 @@ def train_command(
         console.print(f"promoted: {', '.join(promoted.values()) or 'nothing new'}")
     if run.failures:
         raise typer.Exit(1)
-
-
-@app.command("models")
-def models_command(
-    all_versions: Annotated[
-        bool, typer.Option("--all", help="Every stored version, not only the newest five.")
-    ] = False,
-    wide: Annotated[
-        bool, typer.Option("--wide", help="Every column (creation time, metric name, snapshot): needs ~130 columns.")
-    ] = False,
-) -> None:
-    """List the stored models with their stage and headline metric against their best baseline."""
-    from rich import box
-
-    from training.registry.promotion import Registry
-    from training.registry.store import list_models
-
-    production = set(Registry().production().values())
-    # the narrow table fits 80 columns: names and versions whole, the metric named in its cell
-    columns = ["model", "version", "stage", "score / best baseline", "skill"]
-    if wide:
-        columns = [
-            "model",
-            "version",
-            "created (UTC)",
-            "stage",
-            "metric",
-            "model",
-            "best baseline",
-            "skill",
-            "snapshot",
-        ]
-    table = Table(*columns, box=box.SIMPLE_HEAD, pad_edge=False)
-    for column in table.columns:
-        column.overflow = "fold"
-    shown: dict[str, int] = {}
-    for stored in list_models():
-        shown[stored.name] = shown.get(stored.name, 0) + 1
-        if shown[stored.name] > 5 and not all_versions and stored.tag not in production:
-            continue
-        stage = "production" if stored.tag in production else stored.labels.get("stage", "?")
-        styled = f"[bold green]{stage}[/bold green]" if stage == "production" else stage
-        created = f"{stored.created:%Y-%m-%d %H:%M}"
-        card = stored.card_or_none()
-        if card is None:
-            cells = (
-                [stored.name, stored.version, created, styled, "incomplete card"]
-                if wide
-                else [stored.name, stored.version, styled, "incomplete card"]
-            )
-            table.add_row(*cells)
-            continue
-        metric = card.primary_metric
-        values = [m[metric] for m in card.baseline_metrics.values() if metric in m]
-        best = (max(values) if card.higher_is_better else min(values)) if values else float("nan")
-        skill = stored.metadata.get("skill")
-        skill_cell = (
-            "-" if not isinstance(skill, dict) else ("shown" if skill.get("shown") else "[yellow]none[/yellow]")
-        )
-        if wide:
-            table.add_row(
-                stored.name,
-                stored.version,
-                created,
-                styled,
-                metric,
-                f"{card.metrics[metric]:.4g}",
-                f"{best:.4g}",
-                skill_cell,
-                card.snapshot_id[:8],
-            )
-        else:
-            table.add_row(
-                stored.name, stored.version, styled, f"{metric} {card.metrics[metric]:.4g} / {best:.4g}", skill_cell
-            )
-    console.print(table if table.rows else "no models in the store yet: run `mlops train`")
 
 
 @app.command("promote")
@@ -317,12 +243,9 @@ def serve_command(
 )
 def batch_command(ctx: typer.Context) -> None:
     """Score a file of bars with the production models: INPUT OUTPUT [--bento TAG] [--chunk-rows N] (see --help)."""
-    import typer.main
+    from cli.batch import run
 
-    from bentos.batch import app as batch_app  # imported here: loading the models' libraries takes seconds
-
-    command = typer.main.get_command(batch_app)
-    command.main(args=["score", *ctx.args], prog_name="mlops batch", standalone_mode=True)
+    run(list(ctx.args))
 
 
 @app.command(
