@@ -188,6 +188,21 @@ def render_containerfile(
     return "\n".join(lines) + "\n"
 
 
+def build_image(
+    backend: Backend, context: Path, containerfile: Path, tags: list[str], settings: ImageSettings, log: Path
+) -> None:
+    """Build ``containerfile`` in ``context`` as ``tags``, the CA bundle mounted as a secret, logging to ``log``."""
+    secrets = {CA_SECRET: settings.ca_bundle.resolve()} if settings.ca_bundle else {}
+    command = backend.build_command(context, containerfile, tags, secrets, settings.layers)
+    with open(log, "wb") as out:
+        result = subprocess.run(command, cwd=context, stdout=out, stderr=subprocess.STDOUT, check=False)
+    if result.returncode != 0:
+        tail = log.read_text(errors="replace")[-3000:]
+        raise ImageBuildError(
+            f"{backend.name} build of {tags[0]} failed (exit {result.returncode}); log {log}:\n{tail}"
+        )
+
+
 def containerize(
     bento_tag: str, settings: ImageSettings | None = None, say: Callable[[str], None] = print
 ) -> ImageResult:
@@ -211,14 +226,7 @@ def containerize(
     started = time.perf_counter()
     with containerfile_context(bento) as (context, dockerfile):
         Path(dockerfile).write_text(render_containerfile(image_info, base_image, settings.ca_bundle is not None, envs))
-        secrets = {CA_SECRET: settings.ca_bundle.resolve()} if settings.ca_bundle else {}
-        tags = [image, f"{repository}:latest"]
-        command = backend.build_command(Path(context), Path(dockerfile), tags, secrets, settings.layers)
-        with open(log, "wb") as out:
-            result = subprocess.run(command, cwd=context, stdout=out, stderr=subprocess.STDOUT, check=False)
-    if result.returncode != 0:
-        tail = log.read_text(errors="replace")[-3000:]
-        raise ImageBuildError(f"{backend.name} build of {image} failed (exit {result.returncode}); log {log}:\n{tail}")
+        build_image(backend, Path(context), Path(dockerfile), [image, f"{repository}:latest"], settings, log)
     return ImageResult(
         image=image,
         bento=str(bento.tag),
@@ -278,18 +286,23 @@ def _stop_tree(process: subprocess.Popen[bytes], grace: float = 20.0) -> None:
 
 
 @contextmanager
-def run_image(backend: Backend, image: str, port: int, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """Start the image's entrypoint serving on 127.0.0.1:``port``; stop it (and remove its container) on exit."""
-    name = f"mlops-smoke-{uuid.uuid4().hex[:8]}"
+def run_container(
+    backend: Backend, image: str, arguments: list[str], log: Path, publish: tuple[int, int] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``image``'s entrypoint followed by ``arguments`` in the background; stop it and remove it on exit.
+
+    buildah runs it in a chroot on the host's network (``publish``, a (host, container) port pair, is then moot: the
+    process binds the host's port itself); docker and podman publish the port on 127.0.0.1, or without one run on the
+    host's network (a Dask worker reaching a scheduler on the host).
+    """
+    name = f"mlops-run-{uuid.uuid4().hex[:8]}"
     if backend.name == "buildah":
-        # buildah runs the entrypoint in a chroot on the host's network: the service binds the port itself.
         backend.call("from", "--name", name, image).check_returncode()
-        command = backend.command(
-            "run", "--isolation", backend.isolation, name, "--", *backend.entrypoint(image),
-            "--host", "127.0.0.1", "--port", str(port),
-        )  # fmt: skip
+        command = backend.command("run", "--isolation", backend.isolation, name, "--", *backend.entrypoint(image))
+        command += arguments
     else:
-        command = backend.command("run", "--rm", "--name", name, "-p", f"127.0.0.1:{port}:{SERVICE_PORT}", image)
+        network = ["-p", f"127.0.0.1:{publish[0]}:{publish[1]}"] if publish else ["--network", "host"]
+        command = backend.command("run", "--rm", "--name", name, *network, image, *arguments)
     with open(log, "wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -300,6 +313,17 @@ def run_image(backend: Backend, image: str, port: int, log: Path) -> Iterator[su
         _stop_tree(process)
         if backend.name == "buildah":
             backend.call("rm", name)
+
+
+@contextmanager
+def run_image(backend: Backend, image: str, port: int, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """Start the image's entrypoint serving on 127.0.0.1:``port``; stop it (and remove its container) on exit."""
+    if backend.name == "buildah":
+        with run_container(backend, image, ["--host", "127.0.0.1", "--port", str(port)], log) as process:
+            yield process
+        return
+    with run_container(backend, image, [], log, publish=(port, SERVICE_PORT)) as process:
+        yield process
 
 
 def smoke_test_image(
