@@ -45,6 +45,7 @@ from deploy.image import (  # noqa: E402
     smoke_test_image,
 )
 from deploy.smoke import call_every_method, free_port, smoke_test  # noqa: E402
+from deploy.worker_image import build_worker_image  # noqa: E402
 from training.config import TrainingConfig  # noqa: E402
 from training.registry.promotion import Registry  # noqa: E402
 from training.run import train  # noqa: E402
@@ -126,8 +127,20 @@ def main() -> None:
     host = smoke_test(second, production, timeout=300)
     for result in (cold, warm):
         backend.remove_image(result.image)
+    worker = build_worker_image(settings, print)  # the universe's Dask scheduler and workers (deploy/k8s/dask/)
+    backend.remove_image(worker.image)
 
     results = figures(cold, warm, base, base_build, readiness, host["ready_seconds"], backend.size_bytes(base))
+    worker_size = round(worker.size_bytes / 1e6)
+    results.append(
+        Figure(
+            "worker image size (Dask scheduler and workers: the whole project, training included)",
+            f"{worker_size} MB (built in {worker.build_seconds:.0f} s)",
+            worker_size,
+            "MB",
+            key="worker_size",
+        )
+    )
     results.append(
         Figure(
             "resident memory of the served image after calling every method",
