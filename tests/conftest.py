@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 # One BentoML model store for the whole session, never the user's: BentoML resolves BENTOML_HOME once,
@@ -14,6 +15,7 @@ os.environ["BENTOML_DO_NOT_TRACK"] = "true"
 import numpy as np
 import pandas as pd
 import pytest
+from distributed import Client
 
 from data.pull import pull
 from data.snapshots import SnapshotInfo, SnapshotStore
@@ -144,3 +146,41 @@ def production_models(quick_run: TrainingRun, tmp_path_factory: pytest.TempPathF
     write_manifest(manifest, tags)
     os.environ["MLOPS_PRODUCTION_FILE"] = str(manifest)
     return tags
+
+
+@pytest.fixture(scope="session")
+def dask_client() -> Iterator[Client]:
+    """A real local Dask cluster of two single-threaded worker processes for the session (cluster/)."""
+    from cluster import ClusterSettings, connect
+
+    with connect(ClusterSettings(workers=2)) as client:
+        yield client
+
+
+def perturbed(bars: pd.DataFrame, symbol: str, start: str, seed: int) -> pd.DataFrame:
+    """Another symbol made from real bars: every bar's prices times a slow random walk factor (so the OHLC
+    relations hold), its own volume, and a history starting at ``start``."""
+    rng = np.random.default_rng(seed)
+    frame = bars[bars["date"] >= pd.Timestamp(start)].reset_index(drop=True).copy()
+    factor = np.exp(np.cumsum(rng.normal(0.0, 0.004, len(frame))))
+    for column in ("open", "high", "low", "close"):
+        frame[column] = frame[column] * factor
+    frame["volume"] = np.round(frame["volume"] * rng.uniform(0.5, 1.5, len(frame))).astype("int64")
+    frame["symbol"] = symbol
+    return frame
+
+
+@pytest.fixture(scope="session")
+def small_universe(
+    embedded_bars: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[SnapshotStore, SnapshotInfo]:
+    """Four symbols in a snapshot: the two embedded indices and a perturbed copy of each, one with a shorter
+    history (from 2004)."""
+    store = SnapshotStore(tmp_path_factory.mktemp("universe-snapshots"))
+    spx, ndx = (embedded_bars[embedded_bars["symbol"] == s] for s in sorted(embedded_bars["symbol"].unique()))
+    universe = pd.concat(
+        [embedded_bars, perturbed(spx, "SPX_P", "1999-01-01", 1), perturbed(ndx, "NDX_P", "2004-01-01", 2)],
+        ignore_index=True,
+    )
+    info, _ = store.write(universe, source="test-universe")
+    return store, info

@@ -7,7 +7,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from distributed import Client
 
+from cluster import run_tasks
 from data.snapshots import SnapshotInfo
 from features import DEFAULT_SPEC, Bars, FeatureSpec, validate_ohlcv
 from features.targets import forward_log_return, forward_realized_volatility, next_day_direction
@@ -46,45 +48,55 @@ class Panel:
         return pd.DataFrame(self.features[rows], columns=list(self.spec.names))
 
 
+def symbol_rows(
+    symbol: str, bars: pd.DataFrame, horizon: int, first_date: str | None, spec: FeatureSpec
+) -> dict[str, Any]:
+    """One symbol's validated bars, and its complete feature rows with their targets (a task of ``build_panel``)."""
+    frame = validate_ohlcv(bars.drop(columns="symbol").reset_index(drop=True), min_bars=spec.min_bars)
+    series = Bars.from_frame(frame)
+    matrix = spec.compute(series)
+    ends = {}
+    for h in {1, horizon}:
+        end = np.full(len(series), np.datetime64("NaT"), dtype="datetime64[D]")
+        end[:-h] = series.dates[h:]
+        ends[h] = end
+    keep = np.arange(len(series)) >= spec.lookback
+    if first_date is not None:
+        keep &= series.dates >= np.datetime64(first_date, "D")
+    return {
+        "bars": frame,
+        "dates": series.dates[keep],
+        "symbols": np.full(int(keep.sum()), symbol, dtype=object),
+        "features": matrix[keep],
+        "close": series.close[keep],
+        "positions": np.flatnonzero(keep),
+        "forward_return": forward_log_return(series.close, horizon)[keep],
+        "direction": next_day_direction(series.close)[keep],
+        "forward_volatility": forward_realized_volatility(series.close, horizon)[keep],
+        "ends": {h: e[keep] for h, e in ends.items()},
+    }
+
+
 def build_panel(
     bars: pd.DataFrame,
     snapshot: SnapshotInfo,
     horizon: int = 5,
     first_date: str | None = None,
     spec: FeatureSpec = DEFAULT_SPEC,
+    client: Client | None = None,
 ) -> Panel:
     """Features and targets of every symbol of a snapshot's bars, pooled.
 
-    ``first_date`` drops rows (not the bars behind their features) before that date.
+    ``first_date`` drops rows (not the bars behind their features) before that date. Each symbol's features are a
+    task named by the symbol (``cluster.run_tasks``): on ``client``'s cluster, or here when it is None; the pooled
+    panel is the same either way. A symbol whose bars break the OHLCV contract fails the build naming it.
     """
-    parts: list[dict[str, Any]] = []
-    per_symbol: dict[str, pd.DataFrame] = {}
-    for symbol, group in bars.groupby("symbol", sort=True):
-        frame = validate_ohlcv(group.drop(columns="symbol").reset_index(drop=True), min_bars=spec.min_bars)
-        per_symbol[str(symbol)] = frame
-        series = Bars.from_frame(frame)
-        matrix = spec.compute(series)
-        ends = {}
-        for h in {1, horizon}:
-            end = np.full(len(series), np.datetime64("NaT"), dtype="datetime64[D]")
-            end[:-h] = series.dates[h:]
-            ends[h] = end
-        keep = np.arange(len(series)) >= spec.lookback
-        if first_date is not None:
-            keep &= series.dates >= np.datetime64(first_date, "D")
-        parts.append(
-            {
-                "dates": series.dates[keep],
-                "symbols": np.full(int(keep.sum()), str(symbol), dtype=object),
-                "features": matrix[keep],
-                "close": series.close[keep],
-                "positions": np.flatnonzero(keep),
-                "forward_return": forward_log_return(series.close, horizon)[keep],
-                "direction": next_day_direction(series.close)[keep],
-                "forward_volatility": forward_realized_volatility(series.close, horizon)[keep],
-                "ends": {h: e[keep] for h, e in ends.items()},
-            }
-        )
+    tasks = {
+        str(symbol): (str(symbol), group, horizon, first_date, spec)
+        for symbol, group in bars.groupby("symbol", sort=True)
+    }
+    parts = list(run_tasks(client, "features", symbol_rows, tasks).values())
+    per_symbol = dict(zip(tasks, (p["bars"] for p in parts), strict=True))
     dates = np.concatenate([p["dates"] for p in parts])
     symbols = np.concatenate([p["symbols"] for p in parts])
     order = np.lexsort((symbols.astype(str), dates))

@@ -15,6 +15,7 @@ they are still out of sample, since the model and the anchor only use bars up to
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import bentoml
@@ -36,9 +37,10 @@ from bentos.prophet_model import (
 from features.calendar import calendar_name
 from training.config import TrainingConfig
 from training.dataset import Panel
-from training.evaluation.metrics import mape
 from training.evaluation.splits import yearly_test_periods
 from training.evaluation.walk_forward import Evaluation
+from training.models.execution import Execution
+from training.models.prophet_metrics import forecast_metrics, headline_horizons, per_horizon
 from training.models.trainer import Fitted, Trainer
 
 #: Fewest bars a symbol needs before a test year (two years, so the yearly seasonality is identified).
@@ -65,37 +67,28 @@ PREDICTION_COLUMNS = (
 )
 
 
-def headline_horizons(forecast_days: int) -> list[int]:
-    """The horizons the metrics name (``mape_h1``, ``mape_h5``, ``mape_h<N>``), within 1..N."""
-    return sorted({h for h in (1, 5, forecast_days) if 1 <= h <= forecast_days})
+Period = tuple[np.datetime64, np.datetime64]
 
 
-def forecast_metrics(frame: pd.DataFrame, column: str, horizons: list[int], coverage: bool) -> dict[str, float]:
-    """MAPE (in percent) of ``column`` against ``actual`` over all rows and at each headline horizon.
+@dataclass
+class SymbolEvaluation:
+    """One symbol's walk-forward results: per fold its training date range, rows and forecast records."""
 
-    ``coverage`` adds the fraction of actuals inside [lower, upper]. Empty selections give NaN.
-    """
-    actual = frame["actual"].to_numpy(dtype=float)
-    forecast = frame[column].to_numpy(dtype=float)
-    horizon = frame["horizon"].to_numpy()
-
-    def error(mask: np.ndarray) -> float:
-        return mape(actual[mask], forecast[mask]) if mask.any() else float("nan")
-
-    metrics: dict[str, float] = {"mape": error(np.ones(actual.shape[0], dtype=bool))}
-    for h in horizons:
-        metrics[f"mape_h{h}"] = error(horizon == h)
-    if coverage:
-        inside = (actual >= frame["lower"].to_numpy()) & (actual <= frame["upper"].to_numpy())
-        metrics["coverage"] = float(inside.mean()) if inside.size else float("nan")
-    metrics["n"] = int(actual.shape[0])
-    return metrics
+    folds: dict[int, tuple[tuple[np.datetime64, np.datetime64], int, list[pd.DataFrame]]] = field(default_factory=dict)
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+    fit_seconds: list[float] = field(default_factory=list)
+    forecast_seconds: list[float] = field(default_factory=list)
 
 
-def per_horizon(frame: pd.DataFrame, column: str, coverage: bool) -> dict[int, dict[str, float]]:
-    """:func:`forecast_metrics` of each horizon present in ``frame``."""
-    horizon = frame["horizon"].to_numpy(dtype=int)
-    return {int(h): forecast_metrics(frame[horizon == h], column, [], coverage=coverage) for h in np.unique(horizon)}
+@dataclass
+class SymbolFit:
+    """One symbol's final model, its anchor and forecast fan; or why it was skipped."""
+
+    model: Prophet | None = None
+    entry: SymbolEntry | None = None
+    fan: dict[str, list[Any]] = field(default_factory=dict)
+    seconds: float = 0.0
+    skipped: str | None = None
 
 
 class PriceProphet(Trainer):
@@ -109,8 +102,8 @@ class PriceProphet(Trainer):
     pooled: ClassVar[bool] = False
     pooling: ClassVar[str] = "one Prophet model per symbol (a price level and its seasonality belong to one series)"
 
-    def __init__(self, config: TrainingConfig):
-        super().__init__(config)
+    def __init__(self, config: TrainingConfig, execution: Execution | None = None):
+        super().__init__(config, execution)
         quiet_prophet_logging()
 
     @property
@@ -167,66 +160,151 @@ class PriceProphet(Trainer):
         )
         return model.fit(frame, seed=self.config.seed)
 
+    def evaluate_symbol(self, symbol: str, bars: pd.DataFrame, periods: list[Period]) -> SymbolEvaluation:
+        """One symbol's walk-forward: per test year, a fit on its bars before it and forecasts from origins in it."""
+        quiet_prophet_logging()  # also in a Dask worker's process
+        days, step = self.config.prophet_forecast_days, self.config.prophet_origin_step
+        result = SymbolEvaluation()
+        dates = bars["date"].to_numpy(dtype="datetime64[D]")
+        close = bars["close"].to_numpy(dtype=float)
+        volume = bars["volume"].to_numpy(dtype=float)
+        stamps = pd.DatetimeIndex(bars["date"])
+        for fold, (start, end) in enumerate(periods):
+            train = bars[dates < start]
+            if len(train) < MIN_TRAIN_BARS:
+                result.skipped.append(
+                    {
+                        "fold": fold,
+                        "symbol": symbol,
+                        "reason": f"{len(train)} bars before {start}, fewer than {MIN_TRAIN_BARS}",
+                    }
+                )
+                continue
+            began = time.perf_counter()
+            model = self.fit_symbol(train)
+            result.fit_seconds.append(time.perf_counter() - began)
+            records: list[pd.DataFrame] = []
+            for origin in np.flatnonzero((dates >= start) & (dates < end))[::step]:
+                targets = np.arange(origin + 1, min(origin + days, len(bars) - 1) + 1)
+                if targets.size == 0:
+                    continue
+                anchor = anchor_from_recent(
+                    stamps[origin : origin + 1], close[origin : origin + 1], volume[origin : origin + 1]
+                )
+                began = time.perf_counter()
+                forecast = anchored_forecast(model, anchor.date, anchor.close, anchor.log_volume, stamps[targets])
+                result.forecast_seconds.append(time.perf_counter() - began)
+                ahead = forecast.iloc[1:]
+                records.append(
+                    pd.DataFrame(
+                        {
+                            "date": stamps[origin],
+                            "symbol": symbol,
+                            "fold": fold,
+                            "horizon": ahead["horizon"].to_numpy(),
+                            "target_date": stamps[targets],
+                            "actual": close[targets],
+                            "prediction": ahead["price"].to_numpy(),
+                            "lower": ahead["lower"].to_numpy(),
+                            "upper": ahead["upper"].to_numpy(),
+                            "baseline_random_walk": close[origin],
+                        }
+                    )
+                )
+            result.folds[fold] = ((dates[0], dates[len(train) - 1]), len(train), records)
+        return result
+
+    def fit_one(self, symbol: str, bars: pd.DataFrame) -> SymbolFit:
+        """One symbol's final model on all its bars, its anchor and the report's forecast fan (see ``fit``)."""
+        quiet_prophet_logging()
+        if len(bars) < MIN_TRAIN_BARS:
+            return SymbolFit(skipped=f"{len(bars)} bars, fewer than {MIN_TRAIN_BARS}")
+        began = time.perf_counter()
+        model = self.fit_symbol(bars)
+        seconds = time.perf_counter() - began
+        stamps = pd.DatetimeIndex(bars["date"])
+        anchor = anchor_from_recent(stamps, bars["close"], bars["volume"])
+        entry = SymbolEntry(
+            last_date=str(anchor.date.date()),
+            last_close=anchor.close,
+            last_log_volume=anchor.log_volume,
+            train_start=str(stamps[0].date()),
+            train_end=str(stamps[-1].date()),
+            n_train=len(bars),
+            calendar=calendar_name(symbol),
+        )
+        future = future_trading_days(anchor.date, self.config.prophet_forecast_days, entry.calendar)
+        forecast = anchored_forecast(model, anchor.date, anchor.close, anchor.log_volume, future)
+        history = bars.iloc[-FAN_HISTORY_BARS:]
+        fan: dict[str, list[Any]] = {
+            "dates": [str(d.date()) for d in pd.DatetimeIndex(forecast["date"])],
+            "price": [float(v) for v in forecast["price"]],
+            "lower": [float(v) for v in forecast["lower"]],
+            "upper": [float(v) for v in forecast["upper"]],
+            "history_dates": [str(d.date()) for d in pd.DatetimeIndex(history["date"])],
+            "history_close": [float(v) for v in history["close"]],
+        }
+        return SymbolFit(model, entry, fan, seconds)
+
+    def _task(self, kind: str, symbol: str, bars: pd.DataFrame, periods: list[Period]) -> SymbolEvaluation | SymbolFit:
+        return self.evaluate_symbol(symbol, bars, periods) if kind == "eval" else self.fit_one(symbol, bars)
+
+    def _run(self, panel: Panel, kinds: tuple[str, ...]) -> dict[str, Any]:
+        """Every symbol's evaluation and/or final fit as tasks named ``eval-SYMBOL``, ``fit-SYMBOL``; each task
+        carries only its symbol's bars."""
+        periods = yearly_test_periods(panel.dates, self.config.test_years)
+        tasks: dict[str, tuple[Any, ...]] = {}
+        for kind in kinds:
+            for symbol in sorted(panel.bars):
+                tasks[f"{kind}-{symbol}"] = (kind, symbol, self.symbol_bars(panel, symbol), periods)
+        return self.execution.run(self.name, self._task, tasks)
+
     def evaluate(self, panel: Panel) -> Evaluation:
+        done = self._run(panel, ("eval",))
+        return self._evaluation(panel, {name.removeprefix("eval-"): r for name, r in done.items()})
+
+    def fit(self, panel: Panel) -> Fitted:
+        """One model per symbol on all its bars (from ``config.first_date``), anchored on its last bar.
+
+        ``extra["fan"][symbol]`` is the final model's forecast from the snapshot's last bar for the report's
+        plot: ``dates``, ``price``, ``lower``, ``upper`` (the anchor bar first, then the next ``forecast_days``
+        sessions of the symbol's exchange, :mod:`features.calendar`) and the last ``FAN_HISTORY_BARS`` closes
+        as ``history_dates`` and ``history_close``.
+        """
+        done = self._run(panel, ("fit",))
+        return self._fitted({name.removeprefix("fit-"): r for name, r in done.items()})
+
+    def evaluate_and_fit(self, panel: Panel) -> tuple[Evaluation, Fitted, float, float]:
+        """Every symbol's evaluation and final fit as tasks at once; the seconds are the tasks' fits, summed."""
+        done = self._run(panel, ("eval", "fit"))
+        evaluations = {n.removeprefix("eval-"): r for n, r in done.items() if n.startswith("eval-")}
+        fits = {n.removeprefix("fit-"): r for n, r in done.items() if n.startswith("fit-")}
+        evaluation = self._evaluation(panel, evaluations)
+        fitted = self._fitted(fits)
+        return (
+            evaluation,
+            fitted,
+            evaluation.extras["timing"]["fit_seconds_total"],
+            sum(fitted.extra["fit_seconds"].values()),
+        )
+
+    def _evaluation(self, panel: Panel, symbols: dict[str, SymbolEvaluation]) -> Evaluation:
+        """The pooled evaluation of every symbol's results: folds in order, symbols sorted within a fold."""
         days, step = self.config.prophet_forecast_days, self.config.prophet_origin_step
         horizons = headline_horizons(days)
         records: list[pd.DataFrame] = []
         folds: list[dict[str, Any]] = []
-        skipped: list[dict[str, Any]] = []
-        fit_seconds: list[float] = []
-        forecast_seconds: list[float] = []
-        for fold, (start, end) in enumerate(yearly_test_periods(panel.dates, self.config.test_years)):
-            fold_records: list[pd.DataFrame] = []
-            train_ranges: list[tuple[np.datetime64, np.datetime64]] = []
-            n_train = 0
-            for symbol in sorted(panel.bars):
-                bars = self.symbol_bars(panel, symbol)
-                dates = bars["date"].to_numpy(dtype="datetime64[D]")
-                train = bars[dates < start]
-                if len(train) < MIN_TRAIN_BARS:
-                    skipped.append(
-                        {
-                            "fold": fold,
-                            "symbol": symbol,
-                            "reason": f"{len(train)} bars before {start}, fewer than {MIN_TRAIN_BARS}",
-                        }
-                    )
-                    continue
-                began = time.perf_counter()
-                model = self.fit_symbol(train)
-                fit_seconds.append(time.perf_counter() - began)
-                train_ranges.append((dates[0], dates[len(train) - 1]))
-                n_train += len(train)
-                close = bars["close"].to_numpy(dtype=float)
-                volume = bars["volume"].to_numpy(dtype=float)
-                stamps = pd.DatetimeIndex(bars["date"])
-                for origin in np.flatnonzero((dates >= start) & (dates < end))[::step]:
-                    targets = np.arange(origin + 1, min(origin + days, len(bars) - 1) + 1)
-                    if targets.size == 0:
-                        continue
-                    anchor = anchor_from_recent(
-                        stamps[origin : origin + 1], close[origin : origin + 1], volume[origin : origin + 1]
-                    )
-                    began = time.perf_counter()
-                    forecast = anchored_forecast(model, anchor.date, anchor.close, anchor.log_volume, stamps[targets])
-                    forecast_seconds.append(time.perf_counter() - began)
-                    ahead = forecast.iloc[1:]
-                    fold_records.append(
-                        pd.DataFrame(
-                            {
-                                "date": stamps[origin],
-                                "symbol": symbol,
-                                "fold": fold,
-                                "horizon": ahead["horizon"].to_numpy(),
-                                "target_date": stamps[targets],
-                                "actual": close[targets],
-                                "prediction": ahead["price"].to_numpy(),
-                                "lower": ahead["lower"].to_numpy(),
-                                "upper": ahead["upper"].to_numpy(),
-                                "baseline_random_walk": close[origin],
-                            }
-                        )
-                    )
+        skipped = [
+            s
+            for fold in range(self.config.test_years)
+            for symbol in sorted(symbols)
+            for s in symbols[symbol].skipped
+            if s["fold"] == fold
+        ]
+        periods = yearly_test_periods(panel.dates, self.config.test_years)
+        for fold, (start, end) in enumerate(periods):
+            fitted = [symbols[s].folds[fold] for s in sorted(symbols) if fold in symbols[s].folds]
+            fold_records = [frame for _, _, frames in fitted for frame in frames]
             if not fold_records:
                 continue
             fold_frame = pd.concat(fold_records, ignore_index=True)
@@ -234,11 +312,11 @@ class PriceProphet(Trainer):
             folds.append(
                 {
                     "fold": fold,
-                    "train_start": str(min(r[0] for r in train_ranges)),
-                    "train_end": str(max(r[1] for r in train_ranges)),
+                    "train_start": str(min(r[0] for r, _, _ in fitted)),
+                    "train_end": str(max(r[1] for r, _, _ in fitted)),
                     "test_start": str(start),
                     "test_end": str(end - np.timedelta64(1, "D")),
-                    "n_train": n_train,
+                    "n_train": sum(n for _, n, _ in fitted),
                     "n_test": len(fold_frame),
                     "metrics": forecast_metrics(fold_frame, "prediction", horizons, coverage=True),
                     "baselines": {
@@ -250,6 +328,8 @@ class PriceProphet(Trainer):
             raise ValueError(
                 f"no symbol has {MIN_TRAIN_BARS} bars before any of the last {self.config.test_years} test years"
             )
+        fit_seconds = [x for s in sorted(symbols) for x in symbols[s].fit_seconds]
+        forecast_seconds = [x for s in sorted(symbols) for x in symbols[s].forecast_seconds]
         predictions = pd.concat(records, ignore_index=True)[list(PREDICTION_COLUMNS)]
         model_by_horizon = per_horizon(predictions, "prediction", coverage=True)
         walk_by_horizon = per_horizon(predictions, "baseline_random_walk", coverage=False)
@@ -281,51 +361,10 @@ class PriceProphet(Trainer):
             },
         )
 
-    def fit(self, panel: Panel) -> Fitted:
-        """One model per symbol on all its bars (from ``config.first_date``), anchored on its last bar.
-
-        ``extra["fan"][symbol]`` is the final model's forecast from the snapshot's last bar for the report's
-        plot: ``dates``, ``price``, ``lower``, ``upper`` (the anchor bar first, then the next ``forecast_days``
-        sessions of the symbol's exchange, :mod:`features.calendar`) and the last ``FAN_HISTORY_BARS`` closes
-        as ``history_dates`` and ``history_close``.
-        """
-        days = self.config.prophet_forecast_days
-        models: dict[str, Prophet] = {}
-        entries: dict[str, SymbolEntry] = {}
-        fan: dict[str, dict[str, list[Any]]] = {}
-        fit_seconds: dict[str, float] = {}
-        skipped: dict[str, str] = {}
-        for symbol in sorted(panel.bars):
-            bars = self.symbol_bars(panel, symbol)
-            if len(bars) < MIN_TRAIN_BARS:
-                skipped[symbol] = f"{len(bars)} bars, fewer than {MIN_TRAIN_BARS}"
-                continue
-            began = time.perf_counter()
-            model = self.fit_symbol(bars)
-            fit_seconds[symbol] = time.perf_counter() - began
-            stamps = pd.DatetimeIndex(bars["date"])
-            anchor = anchor_from_recent(stamps, bars["close"], bars["volume"])
-            models[symbol] = model
-            entries[symbol] = SymbolEntry(
-                last_date=str(anchor.date.date()),
-                last_close=anchor.close,
-                last_log_volume=anchor.log_volume,
-                train_start=str(stamps[0].date()),
-                train_end=str(stamps[-1].date()),
-                n_train=len(bars),
-                calendar=calendar_name(symbol),
-            )
-            future = future_trading_days(anchor.date, days, entries[symbol].calendar)
-            forecast = anchored_forecast(model, anchor.date, anchor.close, anchor.log_volume, future)
-            history = bars.iloc[-FAN_HISTORY_BARS:]
-            fan[symbol] = {
-                "dates": [str(d.date()) for d in pd.DatetimeIndex(forecast["date"])],
-                "price": [float(v) for v in forecast["price"]],
-                "lower": [float(v) for v in forecast["lower"]],
-                "upper": [float(v) for v in forecast["upper"]],
-                "history_dates": [str(d.date()) for d in pd.DatetimeIndex(history["date"])],
-                "history_close": [float(v) for v in history["close"]],
-            }
+    def _fitted(self, fits: dict[str, SymbolFit]) -> Fitted:
+        models = {s: f.model for s, f in sorted(fits.items()) if f.model is not None}
+        entries = {s: f.entry for s, f in sorted(fits.items()) if f.entry is not None}
+        skipped = {s: f.skipped for s, f in sorted(fits.items()) if f.skipped is not None}
         if not models:
             raise ValueError(f"no symbol has {MIN_TRAIN_BARS} bars to fit price_prophet: {skipped}")
         return Fitted(
@@ -334,8 +373,8 @@ class PriceProphet(Trainer):
             extra={
                 "symbols": sorted(models),
                 "anchors": {s: e.to_dict() for s, e in entries.items()},
-                "fan": fan,
-                "fit_seconds": fit_seconds,
+                "fan": {s: f.fan for s, f in sorted(fits.items()) if f.model is not None},
+                "fit_seconds": {s: f.seconds for s, f in sorted(fits.items()) if f.model is not None},
                 "skipped_symbols": skipped,
             },
         )

@@ -40,6 +40,7 @@ from training.config import TrainingConfig
 from training.dataset import Panel
 from training.evaluation.splits import yearly_test_periods
 from training.evaluation.walk_forward import Evaluation
+from training.models.execution import Execution
 from training.models.regime_fit import (
     COVARIANCE_TYPE,
     COVARS_PRIOR_WEIGHT,
@@ -55,11 +56,13 @@ from training.models.regime_fit import (
 )
 from training.models.regime_labels import (
     ServedLabels,
+    ServedOnAll,
     agreement,
     band_labels,
     quantile_thresholds,
     state_statistics,
     switches_per_year,
+    worst_restart_agreement,
 )
 from training.models.trainer import Fitted, Trainer
 
@@ -97,22 +100,6 @@ class _Refit:
     thresholds: np.ndarray
 
 
-class _ServedOnAll:
-    """Served regimes of every complete row under a model, filtered once per model and looked up for any rows."""
-
-    def __init__(self, served: ServedLabels, rows: np.ndarray, panel_rows: int):
-        self.served = served
-        self.rows = rows
-        self.index = np.full(panel_rows, -1, dtype=np.int64)
-        self.index[rows] = np.arange(rows.size)
-        self._labels: dict[RegimeModel, np.ndarray] = {}  # equal models (same parameters) serve the same regimes
-
-    def of(self, model: RegimeModel, rows: np.ndarray) -> np.ndarray:
-        if model not in self._labels:
-            self._labels[model] = self.served.labels(model, self.rows)
-        return self._labels[model][self.index[rows]]
-
-
 class RegimeHMM(Trainer):
     """Gaussian HMM regimes of (return, log volatility), pooled over symbols, judged by refit stability."""
 
@@ -128,9 +115,11 @@ class RegimeHMM(Trainer):
         "so a more volatile symbol spends more days in the turbulent state"
     )
 
-    def __init__(self, config: TrainingConfig, warm_start: RegimeModel | None = None):
+    def __init__(
+        self, config: TrainingConfig, warm_start: RegimeModel | None = None, execution: Execution | None = None
+    ):
         """``warm_start``: a previous model (e.g. production's) that ``fit`` also starts EM from."""
-        super().__init__(config)
+        super().__init__(config, execution)
         self.warm_start = warm_start
 
     @property
@@ -170,6 +159,17 @@ class RegimeHMM(Trainer):
     def evaluate(self, panel: Panel) -> Evaluation:
         """Expanding yearly refits plus the final one, each independent; consecutive refits must serve the same regimes
         on the days both saw."""
+        return self._evaluate(panel, with_final_fit=False)[0]
+
+    def evaluate_and_fit(self, panel: Panel) -> tuple[Evaluation, Fitted, float, float]:
+        """The refits, the seed check and the final fit as tasks at once; the seconds are the fits' own, summed."""
+        evaluation, final = self._evaluate(panel, with_final_fit=True)
+        assert final is not None
+        fitted = self._fitted(panel, RegimeData.from_panel(panel).sequences(), final)
+        refits = sum(float(f["fit_seconds"]) for f in evaluation.folds)
+        return evaluation, fitted, refits + evaluation.extras["seed_check_seconds"], final.seconds
+
+    def _evaluate(self, panel: Panel, with_final_fit: bool) -> tuple[Evaluation, HMMFit | None]:
         started = time.perf_counter()
         data = RegimeData.from_panel(panel)
         periods = yearly_test_periods(panel.dates, self.config.test_years)
@@ -179,19 +179,31 @@ class RegimeHMM(Trainer):
         n_states = self.config.hmm_states
         names = self.state_names
 
-        refits: list[_Refit] = []
-        for fold, cutoff in enumerate(cutoffs):
-            sequences = data.sequences(cutoff)
+        every = [data.sequences(cutoff) for cutoff in cutoffs]
+        for cutoff, sequences in zip(cutoffs, every, strict=True):
             if len(sequences) < MIN_TRAIN_OBSERVATIONS:
                 raise ValueError(f"the refit before {cutoff} has only {len(sequences)} observations")
-            fit = self._fit(sequences, None)  # independent: no warm start from the previous refit
+        # every fit as a task at once: the refits (independent: no warm start from the previous refit), the
+        # reproducibility check (the final refit again from other random starts) and, when asked, the final model
+        jobs: dict[str, tuple[Any, ...]] = {
+            f"refit-{str(c) if c is not None else 'final'}": (q, None, None)
+            for c, q in zip(cutoffs, every, strict=True)
+        }
+        jobs["seed-check"] = (every[-1], None, self.config.seed + CHECK_SEED_OFFSET)
+        if with_final_fit:
+            jobs["fit"] = (every[-1], self.warm_start, None)
+        fits = self.execution.run(self.name, self._fit, jobs)
+        final_fit = fits.pop("fit", None)
+        check = fits.pop("seed-check")
+        refits: list[_Refit] = []
+        for fold, (cutoff, sequences, fit) in enumerate(zip(cutoffs, every, fits.values(), strict=True)):
             thresholds = quantile_thresholds(sequences.observations[:, VOLATILITY], n_states)
             period = periods[fold] if fold < len(periods) else periods[-1]
             refits.append(_Refit(fold if cutoff is not None else -1, cutoff, period, sequences, fit, thresholds))
 
         final = refits[-1]
         everything = final.sequences
-        served = _ServedOnAll(ServedLabels(panel), everything.rows, len(panel))
+        served = ServedOnAll(ServedLabels(panel), everything.rows, len(panel))
         pairs: dict[str, list[float]] = {"served": [], "viterbi": [], BASELINE: []}
         for older, newer in itertools.pairwise(refits):
             shared = older.sequences  # every day before the older refit's cutoff, seen by both
@@ -211,11 +223,9 @@ class RegimeHMM(Trainer):
         probabilities = model.posteriors(everything.observations, everything.lengths)
         baseline_labels = band_labels(everything.observations[:, VOLATILITY], final.thresholds)
 
-        # Reproducibility: the final refit again from other random starts.
-        check = self._fit(everything, None, seed=self.config.seed + CHECK_SEED_OFFSET)
         seed_agreement = agreement(served.of(model, everything.rows), served.of(check.model, everything.rows))
 
-        restart_agreement = [self._restart_agreement(r, served) for r in refits]
+        restart_agreement = [worst_restart_agreement(r.fit, r.sequences.rows, served) for r in refits]
         stats = state_statistics(labels, everything, names, trading_days)
         durations = model.expected_durations()
         metrics: dict[str, float] = {
@@ -278,9 +288,10 @@ class RegimeHMM(Trainer):
             "expected_durations": {n: _finite_or_nan(d) for n, d in zip(names, durations, strict=True)},
             "state_volatility": stats["volatility"],
             "seed_check_log_likelihood": check.log_likelihood,
+            "seed_check_seconds": check.seconds,
             "evaluate_seconds": time.perf_counter() - started,
         }
-        return Evaluation(
+        evaluation = Evaluation(
             model=self.name,
             task=self.task,
             primary_metric=self.primary_metric,
@@ -291,19 +302,7 @@ class RegimeHMM(Trainer):
             predictions=predictions,
             extras=extras,
         )
-
-    @staticmethod
-    def _restart_agreement(refit: _Refit, served: _ServedOnAll) -> float:
-        """Worst agreement of served regimes between the winning EM run and any other run (how different the
-        optima are)."""
-        rows = refit.sequences.rows
-        best = served.of(refit.fit.model, rows)
-        worst = 1.0
-        for candidate in refit.fit.candidates:
-            if candidate is refit.fit.best:
-                continue
-            worst = min(worst, agreement(best, served.of(RegimeModel.from_hmm(candidate.model), rows)))
-        return worst
+        return evaluation, final_fit
 
     def _describe_refit(
         self, refit: _Refit, panel: Panel, pairs: dict[str, list[float]], restart_agreement: float
@@ -352,7 +351,9 @@ class RegimeHMM(Trainer):
     def fit(self, panel: Panel) -> Fitted:
         """The final HMM on every complete row of the panel (warm-started from ``warm_start`` when given)."""
         sequences = RegimeData.from_panel(panel).sequences()
-        fit = self._fit(sequences, self.warm_start)
+        return self._fitted(panel, sequences, self._fit(sequences, self.warm_start))
+
+    def _fitted(self, panel: Panel, sequences: Sequences, fit: HMMFit) -> Fitted:
         model = fit.model
         labels = model.decode(sequences.observations, sequences.lengths)
         stats = state_statistics(labels, sequences, model.state_names, panel.spec.params.trading_days_per_year)

@@ -21,7 +21,7 @@ from bentos.inputs import REGIME_CONTEXT_ROWS
 from bentos.regime_model import RegimeModel, observation_matrix
 from features import Bars
 from training.dataset import Panel
-from training.models.regime_fit import RETURN, Sequences
+from training.models.regime_fit import RETURN, HMMFit, Sequences
 
 nan = float("nan")
 
@@ -67,9 +67,37 @@ class ServedLabels:
         return np.argmax(self.posteriors(model, rows), axis=1).astype(np.int64)
 
 
+class ServedOnAll:
+    """Served regimes of every complete row under a model, filtered once per model and looked up for any rows."""
+
+    def __init__(self, served: ServedLabels, rows: np.ndarray, panel_rows: int):
+        self.served = served
+        self.rows = rows
+        self.index = np.full(panel_rows, -1, dtype=np.int64)
+        self.index[rows] = np.arange(rows.size)
+        self._labels: dict[RegimeModel, np.ndarray] = {}  # equal models (same parameters) serve the same regimes
+
+    def of(self, model: RegimeModel, rows: np.ndarray) -> np.ndarray:
+        if model not in self._labels:
+            self._labels[model] = self.served.labels(model, self.rows)
+        return self._labels[model][self.index[rows]]
+
+
 def agreement(a: np.ndarray, b: np.ndarray) -> float:
     """Share of days with the same label."""
     return float(np.mean(a == b)) if a.size else float("nan")
+
+
+def worst_restart_agreement(fit: HMMFit, rows: np.ndarray, served: ServedOnAll) -> float:
+    """Worst agreement of served regimes between a fit's winning EM run and any other run (how different the
+    optima are)."""
+    best = served.of(fit.model, rows)
+    worst = 1.0
+    for candidate in fit.candidates:
+        if candidate is fit.best:
+            continue
+        worst = min(worst, agreement(best, served.of(RegimeModel.from_hmm(candidate.model), rows)))
+    return worst
 
 
 def band_labels(log_volatility: np.ndarray, thresholds: np.ndarray) -> np.ndarray:

@@ -9,6 +9,7 @@ import numpy as np
 from sklearn.ensemble import RandomForestRegressor
 
 from bentos.forest_model import CUSTOM_OBJECT, FlatForest, forest_nodes
+from training.models.execution import fit_threads
 from training.models.return_lightgbm import ReturnTrainer
 from training.models.trainer import Fitted
 
@@ -26,7 +27,7 @@ class ReturnRandomForest(ReturnTrainer):
         }
 
     def fit_model(self, features: np.ndarray, target: np.ndarray) -> RandomForestRegressor:
-        model = RandomForestRegressor(n_jobs=2, **self.hyperparameters())
+        model = RandomForestRegressor(n_jobs=fit_threads(), **self.hyperparameters())  # same trees for any n_jobs
         model.fit(features, target)
         model.set_params(n_jobs=1)  # serving predicts small batches, where one thread is fastest
         return model

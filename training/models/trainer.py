@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -15,6 +16,7 @@ from training.evaluation.metrics import SameRows, same_rows
 from training.evaluation.skill import skill_record
 from training.evaluation.splits import Split, walk_forward_splits, yearly_test_periods
 from training.evaluation.walk_forward import Evaluation
+from training.models.execution import IN_PROCESS, Execution
 
 #: The model's name among the forecasts scored together (each baseline keeps its own).
 MODEL = "model"
@@ -49,8 +51,14 @@ class Trainer(ABC):
     pooled: ClassVar[bool] = True
     pooling: ClassVar[str] = "one model pooled across the snapshot's symbols (its features are scale-free)"
 
-    def __init__(self, config: TrainingConfig):
+    def __init__(self, config: TrainingConfig, execution: Execution | None = None):
+        """``execution``: where the trainer's tasks run (``training/models/execution.py``); here by default."""
         self.config = config
+        self.execution = execution or IN_PROCESS
+
+    def __getstate__(self) -> dict[str, Any]:
+        """A trainer shipped to a worker as part of a task leaves the run's client behind."""
+        return {**self.__dict__, "execution": IN_PROCESS}
 
     @property
     def horizon(self) -> int:
@@ -70,6 +78,15 @@ class Trainer(ABC):
 
     @abstractmethod
     def fit(self, panel: Panel) -> Fitted: ...
+
+    def evaluate_and_fit(self, panel: Panel) -> tuple[Evaluation, Fitted, float, float]:
+        """The walk-forward evaluation and the final fit, with the seconds each took. A trainer whose work splits
+        into tasks overrides this to run all of them at once (its seconds are then the tasks' own, summed)."""
+        started = time.perf_counter()
+        evaluation = self.evaluate(panel)
+        evaluated = time.perf_counter()
+        fitted = self.fit(panel)
+        return evaluation, fitted, evaluated - started, time.perf_counter() - evaluated
 
     @abstractmethod
     def save(self, fitted: Fitted, metadata: dict[str, Any], labels: dict[str, str]) -> Any:
@@ -119,43 +136,70 @@ class TabularTrainer(Trainer):
     def model_extra(self, model: Any) -> dict[str, Any]:
         return {}
 
-    def evaluate(self, panel: Panel) -> Evaluation:
+    def evaluate_fold(self, panel: Panel, fold: int) -> tuple[dict[str, Any], pd.DataFrame, np.ndarray]:
+        """One walk-forward fold: fit on its training rows, predict its test rows, score against the baselines.
+
+        Returns the fold's card entry, its prediction rows and the model's feature importances.
+        """
+        split = self.splits(panel)[fold]
         target = self.labels(panel)
-        records, folds, importances = [], [], []
-        for split in self.splits(panel):
-            train = split.train[np.isfinite(target[split.train])]
-            test = split.test[np.isfinite(target[split.test])]
-            model = self.fit_model(panel.features[train], target[train])
-            prediction = self.predict(model, panel.features[test])
-            baselines = self.baseline_predictions(panel, split, target)
-            keep = np.isfinite(target[split.test])
-            baselines = {name: values[keep] for name, values in baselines.items()}
-            importances.append(self.importances(model))
-            fold: dict[str, Any] = dict(split.describe(panel.dates))
-            scores = self.score_all(target[test], prediction, baselines)
-            fold["metrics"], fold["baselines"] = scores.model, scores.baselines
-            fold["scored_rows"] = scores.rows.describe()
-            folds.append(fold)
-            records.append(
-                pd.DataFrame(
-                    {
-                        "date": panel.dates[test],
-                        "symbol": panel.symbols[test],
-                        "fold": split.fold,
-                        "actual": target[test],
-                        "prediction": prediction,
-                        **{f"baseline_{n}": p for n, p in baselines.items()},
-                    }
-                )
-            )
-        predictions = pd.concat(records, ignore_index=True)
+        train = split.train[np.isfinite(target[split.train])]
+        test = split.test[np.isfinite(target[split.test])]
+        model = self.fit_model(panel.features[train], target[train])
+        prediction = self.predict(model, panel.features[test])
+        baselines = self.baseline_predictions(panel, split, target)
+        keep = np.isfinite(target[split.test])
+        baselines = {name: values[keep] for name, values in baselines.items()}
+        described: dict[str, Any] = dict(split.describe(panel.dates))
+        scores = self.score_all(target[test], prediction, baselines)
+        described["metrics"], described["baselines"] = scores.model, scores.baselines
+        described["scored_rows"] = scores.rows.describe()
+        records = pd.DataFrame(
+            {
+                "date": panel.dates[test],
+                "symbol": panel.symbols[test],
+                "fold": split.fold,
+                "actual": target[test],
+                "prediction": prediction,
+                **{f"baseline_{n}": p for n, p in baselines.items()},
+            }
+        )
+        return described, records, self.importances(model)
+
+    def _task(self, panel: Panel, fold: int | None) -> tuple[Any, float]:
+        """One task of the model (a fold, or the final fit when ``fold`` is None) and its seconds."""
+        started = time.perf_counter()
+        result = self.fit(panel) if fold is None else self.evaluate_fold(panel, fold)
+        return result, time.perf_counter() - started
+
+    def _run(self, panel: Panel, with_fit: bool) -> dict[str, tuple[Any, float]]:
+        shared = self.execution.shared(panel)
+        tasks: dict[str, tuple[Any, ...]] = {f"fold-{i}": (shared, i) for i in range(len(self.splits(panel)))}
+        if with_fit:
+            tasks["fit"] = (shared, None)
+        return self.execution.run(self.name, self._task, tasks)
+
+    def evaluate(self, panel: Panel) -> Evaluation:
+        return self._evaluation(panel, [r for r, _ in self._run(panel, with_fit=False).values()])
+
+    def evaluate_and_fit(self, panel: Panel) -> tuple[Evaluation, Fitted, float, float]:
+        """Every fold and the final fit as tasks at once (``training/models/execution.py``); the seconds are the
+        folds' summed and the fit's."""
+        done = self._run(panel, with_fit=True)
+        fitted, fit_seconds = done.pop("fit")
+        evaluation = self._evaluation(panel, [r for r, _ in done.values()])
+        return evaluation, fitted, sum(s for _, s in done.values()), fit_seconds
+
+    def _evaluation(self, panel: Panel, folds: list[tuple[dict[str, Any], pd.DataFrame, np.ndarray]]) -> Evaluation:
+        """The pooled evaluation of the folds' results, in fold order."""
+        predictions = pd.concat([records for _, records, _ in folds], ignore_index=True)
         actual = predictions["actual"].to_numpy()
         pooled = {
             c.removeprefix("baseline_"): predictions[c].to_numpy()
             for c in predictions.columns
             if c.startswith("baseline_")
         }
-        mean_importance = np.mean(importances, axis=0)
+        mean_importance = np.mean([importance for _, _, importance in folds], axis=0)
         scores = self.score_all(actual, predictions["prediction"].to_numpy(), pooled)
         return Evaluation(
             model=self.name,
@@ -164,7 +208,7 @@ class TabularTrainer(Trainer):
             higher_is_better=self.higher_is_better,
             metrics=scores.model,
             baselines=scores.baselines,
-            folds=folds,
+            folds=[described for described, _, _ in folds],
             predictions=predictions,
             extras={
                 "feature_importance": dict(zip(panel.spec.names, mean_importance.tolist(), strict=True)),

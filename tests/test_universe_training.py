@@ -1,0 +1,132 @@
+"""Training on a Dask cluster (a real ``LocalCluster`` of two worker processes) gives the in-process run's panel,
+evaluations, predictions and stored models, bit for bit; and a run on few symbols starts no cluster."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import bentoml
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+import pytest
+from distributed import Client
+
+from bentos.prophet_model import ProphetModels
+from bentos.regime_model import RegimeModel
+from cluster import ClusterSettings
+from data.snapshots import SnapshotInfo, SnapshotStore
+from training.config import TrainingConfig
+from training.dataset import Panel, build_panel
+from training.run import LOCAL_CLUSTER_MIN_SYMBOLS, ModelResult, TrainingRun, train, training_client
+
+PANEL_ARRAYS = ("dates", "symbols", "features", "close", "positions", "forward_return", "direction")
+
+
+def assert_same_panel(a: Panel, b: Panel) -> None:
+    for name in (*PANEL_ARRAYS, "forward_volatility"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name, strict=True)
+    assert a.target_end.keys() == b.target_end.keys()
+    for h in a.target_end:
+        np.testing.assert_array_equal(a.target_end[h], b.target_end[h], strict=True)
+    assert a.bars.keys() == b.bars.keys()
+    for symbol in a.bars:
+        pd.testing.assert_frame_equal(a.bars[symbol], b.bars[symbol], check_exact=True)
+
+
+def test_the_panel_built_on_the_cluster_is_the_in_process_panel(
+    small_universe: tuple[SnapshotStore, SnapshotInfo], dask_client: Client
+) -> None:
+    store, info = small_universe
+    bars = store.load(info.id)
+    here = build_panel(bars, info, 5, "2010-01-01")
+    there = build_panel(bars, info, 5, "2010-01-01", client=dask_client)
+    assert_same_panel(here, there)
+    assert sorted(there.bars) == ["NDX_P", "SPX_P", "^GSPC", "^IXIC"]
+    assert len(there) == sum(int((f["date"] >= "2010-01-01").sum()) for f in there.bars.values())
+
+
+@pytest.fixture(scope="module")
+def cluster_run(
+    embedded_snapshot: tuple[SnapshotStore, SnapshotInfo],
+    tmp_path_factory: pytest.TempPathFactory,
+    dask_client: Client,
+) -> TrainingRun:
+    """The session's quick run (``quick_run``, in process) again, on the two-worker cluster."""
+    store, info = embedded_snapshot
+    root = tmp_path_factory.mktemp("cluster-reports")
+    return train(info.id, config=TrainingConfig.quick(), store=store, reports_root=root, client=dask_client)
+
+
+def by_name(run: TrainingRun) -> dict[str, ModelResult]:
+    assert run.ok, run.failures
+    return {r.name: r for r in run.results}
+
+
+def without_timing(value: Any) -> Any:
+    """A card section with the seconds things took (which differ between runs) left out."""
+    if isinstance(value, dict):
+        return {k: without_timing(v) for k, v in value.items() if "seconds" not in k and k != "timing"}
+    if isinstance(value, list):
+        return [without_timing(v) for v in value]
+    return value
+
+
+def test_every_evaluation_on_the_cluster_is_the_in_process_one(
+    quick_run: TrainingRun, cluster_run: TrainingRun
+) -> None:
+    here, there = by_name(quick_run), by_name(cluster_run)
+    assert list(there) == list(here)  # the six models, in the order asked
+    for name, result in here.items():
+        ours, theirs = result.evaluation, there[name].evaluation
+        pd.testing.assert_frame_equal(ours.predictions, theirs.predictions, check_exact=True, obj=name)
+        assert without_timing(ours.to_dict()) == without_timing(theirs.to_dict()), name
+        assert ours.metrics == theirs.metrics
+
+
+def test_every_stored_model_from_the_cluster_is_the_in_process_one(
+    quick_run: TrainingRun, cluster_run: TrainingRun
+) -> None:
+    here, there = by_name(quick_run), by_name(cluster_run)
+    assert {r.tag for r in here.values()}.isdisjoint(r.tag for r in there.values())  # new versions, saved
+    for name in ("return_lightgbm", "direction_lightgbm", "volatility_lightgbm"):
+        ours, theirs = (bentoml.lightgbm.load_model(r[name].tag) for r in (here, there))
+        assert isinstance(ours, lgb.Booster) and isinstance(theirs, lgb.Booster)
+        # the same trees; only the recorded num_threads may differ (1 per worker, 2 in process)
+        assert ours.dump_model()["tree_info"] == theirs.dump_model()["tree_info"], name
+    forests = [bentoml.sklearn.load_model(r["return_random_forest"].tag) for r in (here, there)]
+    rows = np.random.default_rng(0).normal(size=(500, forests[0].n_features_in_))
+    np.testing.assert_array_equal(forests[0].predict(rows), forests[1].predict(rows))
+    prophets = [ProphetModels.load(bentoml.models.get(r["price_prophet"].tag).path) for r in (here, there)]
+    assert prophets[0].symbols == prophets[1].symbols
+    for symbol in prophets[0].symbols:
+        a, b = (p.model(symbol).params for p in prophets)
+        assert a.keys() == b.keys()
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=f"{symbol} {key}")
+        assert prophets[0].entries[symbol] == prophets[1].entries[symbol]
+    regimes = [RegimeModel.load(bentoml.models.get(r["regime_hmm"].tag).path) for r in (here, there)]
+    assert regimes[0] == regimes[1]
+
+
+def test_cards_match_but_for_the_seconds(quick_run: TrainingRun, cluster_run: TrainingRun) -> None:
+    here, there = by_name(quick_run), by_name(cluster_run)
+    for name, result in here.items():
+        ours = without_timing(json.loads(json.dumps(result.card.to_metadata(), default=str)))
+        theirs = without_timing(json.loads(json.dumps(there[name].card.to_metadata(), default=str)))
+        for key in set(ours) | set(theirs):
+            if key in {"git_commit", "created_at"}:
+                continue
+            assert ours.get(key) == theirs.get(key), f"{name} card field {key}"
+
+
+def test_few_symbols_run_here_and_a_scheduler_address_always_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MLOPS_DASK_SCHEDULER", raising=False)
+    with training_client(ClusterSettings(), symbols=2) as client:
+        assert client is None
+    with training_client(ClusterSettings(workers=1), symbols=LOCAL_CLUSTER_MIN_SYMBOLS) as client:
+        assert client is not None
+        assert len(client.scheduler_info()["workers"]) == 1
+    with training_client(ClusterSettings(workers=1), symbols=2, min_symbols=1) as client:
+        assert client is not None
