@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
+from pathlib import Path
 
+from training.dataset import Panel
+from training.evaluation.report import SYNTHETIC_BANNER, write_report
 from training.evaluation.skill import skill_record
 from training.registry.store import MODEL_NAMES
 from training.run import TrainingRun, summary
@@ -58,3 +62,43 @@ def test_report_says_for_every_model_whether_it_showed_skill(quick_run: Training
             "shown": expected["shown"],
             "statement": expected["statement"],
         }
+
+
+def section_of(page: str, name: str) -> str:
+    return page.split(f"<h2>{name}</h2>")[1].split("<h2>")[0]
+
+
+def test_report_shows_each_models_spread_across_symbols(quick_run: TrainingRun) -> None:
+    assert quick_run.report_dir is not None
+    page = (quick_run.report_dir / "index.html").read_text()
+    metrics = json.loads((quick_run.report_dir / "metrics.json").read_text())
+    for result in quick_run.results:
+        section, spread = section_of(page, result.name), result.card.by_symbol
+        if spread is None:
+            assert "<b>By symbol:</b> no per-symbol figure" in section
+            assert metrics["models"][result.name]["by_symbol"] is None
+            continue
+        assert f"<tr><th>{spread.metric} by symbol</th><th>median</th>" in section
+        assert (
+            f"<td><b>model</b></td><td>{spread.model.median:.4g}</td><td>{spread.model.worst_decile:.4g}</td>"
+            in section
+        )
+        assert f"<td>{spread.baseline}</td><td>{spread.baseline_spread.median:.4g}</td>" in section
+        wins = round(spread.beats_baseline_share * spread.scored)
+        assert f"Beats {spread.baseline} on {wins} of {spread.scored} scored symbols" in section
+        assert all(f"{w.symbol} ({w.model:.4g} vs {w.baseline:.4g})" in section for w in spread.worst)
+        assert metrics["models"][result.name]["by_symbol"]["worst"][0]["symbol"] == spread.worst[0].symbol
+    assert metrics["synthetic"] is False
+    assert "synthetic data" not in page
+
+
+def test_a_report_on_a_synthetic_snapshot_says_so_at_the_top(
+    quick_run: TrainingRun, quick_panel: Panel, tmp_path: Path
+) -> None:
+    synthetic = dataclasses.replace(quick_run, snapshot=dataclasses.replace(quick_run.snapshot, source="synthetic"))
+    directory = write_report(synthetic, quick_panel, tmp_path / "report")
+    page = (directory / "index.html").read_text()
+    head = page.split("<h2>", 1)[0]
+    assert "<h1>Training report (synthetic data)</h1>" in head
+    assert SYNTHETIC_BANNER in head and "<b>synthetic data</b>" in SYNTHETIC_BANNER
+    assert json.loads((directory / "metrics.json").read_text())["synthetic"] is True

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score
+
+
+def finite_value(value: Any) -> float | None:
+    """``value`` as a float when it is a finite number (not a bool), else None: a metric read from a card or a dict."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
 
 
 def _finite(*arrays: np.ndarray) -> np.ndarray:

@@ -6,9 +6,8 @@ import base64
 import html
 import io
 import json
-from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
@@ -17,63 +16,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from training.evaluation.walk_forward import Evaluation, clean_json
+from training.evaluation.run_fields import CardFields, ModelResult, SkillFields, TrainingRun
+from training.evaluation.symbols import WITHOUT_SYMBOL_FIGURE
+from training.evaluation.walk_forward import clean_json
 
 if TYPE_CHECKING:
-    from data.snapshots import SnapshotInfo
-    from training.config import TrainingConfig
     from training.dataset import Panel
-
-
-# What the report reads of a training run (training.run's TrainingRun and ModelResult have this shape): the report
-# sits with the evaluation, below the run that writes it, so it names the fields it needs instead of the run's types.
-class SkillFields(Protocol):
-    @property
-    def shown(self) -> bool: ...
-
-    @property
-    def statement(self) -> str: ...
-
-
-class CardFields(Protocol):
-    @property
-    def skill(self) -> SkillFields | None: ...
-
-    leakage_audit: dict[str, Any]
-    target: str
-    horizon: int
-    pooling: str
-    walk_forward: dict[str, Any]
-
-
-class FittedFields(Protocol):
-    extra: dict[str, Any]
-
-
-class ModelResult(Protocol):
-    name: str
-    tag: str
-    evaluation: Evaluation
-    evaluate_seconds: float
-    fit_seconds: float
-
-    @property
-    def card(self) -> CardFields: ...
-
-    @property
-    def fitted(self) -> FittedFields: ...
-
-
-class TrainingRun(Protocol):
-    run_id: str
-    snapshot: SnapshotInfo
-    config: TrainingConfig
-
-    @property
-    def failures(self) -> Mapping[str, str]: ...
-
-    @property
-    def results(self) -> Sequence[ModelResult]: ...
 
 
 STYLE = """
@@ -85,7 +33,15 @@ th{background:#f5f5f5} td:first-child,th:first-child{text-align:left}
 .warn{background:#fff4d6;border:1px solid #e6c35c;padding:.5rem .8rem} img{max-width:100%}
 .skill{padding:.3rem .6rem;display:inline-block}
 .plots{display:grid;grid-template-columns:1fr 1fr;gap:1rem}
+.synthetic{font-size:1.2rem;background:#fde2c8;border-color:#d9822b}
 """
+#: What the banner of a report on a synthetic snapshot says.
+SYNTHETIC_BANNER = (
+    '<div class="warn synthetic"><b>synthetic data</b>: this run was trained on a synthetic universe, made for scale'
+    " tests and benchmarks. Its figures say how the code scales, nothing about any market.</div>"
+)
+#: The snapshot source of a synthetic universe (``mlops data pull --source synthetic``).
+SYNTHETIC_SOURCE = "synthetic"
 
 
 def _png(figure: plt.Figure) -> str:
@@ -224,6 +180,35 @@ def _horizon_plot(result: ModelResult) -> str:
     return _png(figure)
 
 
+def _value(value: float) -> str:
+    return f"{value:.4g}" if np.isfinite(value) else "–"
+
+
+def by_symbol_table(card: CardFields, task: str) -> str:
+    """The spread across symbols of the walk-forward metric, the model's beside its best baseline's: median, worst
+    decile, the share of symbols where the model beats the baseline, the worst symbols and those not scored."""
+    spread = card.by_symbol
+    if spread is None:
+        why = WITHOUT_SYMBOL_FIGURE.get(task, "none on this card")
+        return f"<p class='meta'><b>By symbol:</b> no per-symbol figure ({html.escape(why)})</p>"
+    decile = f"worst decile ({spread.worst_decile_quantile:.0%} quantile)"
+    header = f"<tr><th>{html.escape(spread.metric)} by symbol</th><th>median</th><th>{decile}</th></tr>"
+    rows = "".join(
+        f"<tr><td>{label}</td><td>{_value(s.median)}</td><td>{_value(s.worst_decile)}</td></tr>"
+        for label, s in (("<b>model</b>", spread.model), (html.escape(spread.baseline), spread.baseline_spread))
+    )
+    wins = round(spread.beats_baseline_share * spread.scored) if spread.scored else 0
+    share = _value(spread.beats_baseline_share)
+    worst = ", ".join(f"{html.escape(w.symbol)} ({_value(w.model)} vs {_value(w.baseline)})" for w in spread.worst)
+    unscored = "; ".join(f"{html.escape(k)}: {html.escape(v)}" for k, v in spread.unscored.items())
+    return (
+        f"<table class='by-symbol'>{header}{rows}</table>"
+        f"<p>Beats {html.escape(spread.baseline)} on {wins} of {spread.scored} scored symbols (share {share};"
+        f" {spread.symbols} in all). Worst against {html.escape(spread.baseline)}: {worst or '–'}."
+        f"{f' Not scored: {unscored}.' if unscored else ''}</p>"
+    )
+
+
 def skill_line(card: CardFields) -> str:
     """Whether the model showed skill over its baseline, as its card tells every client (the regime HMM has none)."""
     skill = card.skill
@@ -259,7 +244,8 @@ def _section(result: ModelResult) -> str:
     wide = task == "regime_detection"
     body = "".join(plots) if wide else f"<div class='plots'>{''.join(plots)}</div>"
     skill = skill_line(card)
-    return f"<h2>{html.escape(result.name)}</h2>{meta}{skill}{warning}{_metrics_table(result)}{body}"
+    spread = by_symbol_table(card, task)
+    return f"<h2>{html.escape(result.name)}</h2>{meta}{skill}{warning}{_metrics_table(result)}{spread}{body}"
 
 
 def _skill_json(skill: SkillFields | None) -> dict[str, Any] | None:
@@ -269,8 +255,10 @@ def _skill_json(skill: SkillFields | None) -> dict[str, Any] | None:
 def write_report(run: TrainingRun, panel: Panel, directory: Path) -> Path:
     """Write ``index.html`` and ``metrics.json`` for a run into ``directory``; return the directory."""
     directory.mkdir(parents=True, exist_ok=True)
+    synthetic = run.snapshot.source == SYNTHETIC_SOURCE
     metrics = {
         "run_id": run.run_id,
+        "synthetic": synthetic,
         "snapshot": run.snapshot.to_dict(),
         "config": run.config.to_dict(),
         "feature_spec": panel.spec.to_dict(),
@@ -279,6 +267,7 @@ def write_report(run: TrainingRun, panel: Panel, directory: Path) -> Path:
                 "tag": r.tag,
                 "audit": r.card.leakage_audit,
                 "skill": _skill_json(r.card.skill),
+                "by_symbol": None if r.card.by_symbol is None else r.card.by_symbol.model_dump(),
                 **r.evaluation.to_dict(),
             }
             for r in run.results
@@ -292,7 +281,8 @@ def write_report(run: TrainingRun, panel: Panel, directory: Path) -> Path:
     )
     page = (
         f"<!doctype html><html><head><meta charset='utf-8'><title>Training report {run.run_id}</title>"
-        f"<style>{STYLE}</style></head><body><h1>Training report</h1>"
+        f"<style>{STYLE}</style></head><body><h1>Training report{' (synthetic data)' if synthetic else ''}</h1>"
+        f"{SYNTHETIC_BANNER if synthetic else ''}"
         f"<p class='meta'>run {run.run_id} · snapshot {run.snapshot.id} ({', '.join(run.snapshot.symbols)},"
         f" {run.snapshot.start}..{run.snapshot.end}) · FeatureSpec {panel.spec.version_hash}"
         f"{' · quick mode' if run.config.quick_mode else ''}</p>"

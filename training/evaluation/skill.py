@@ -24,9 +24,10 @@ numbers behind it. The metric per task:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
+
+from training.evaluation.metrics import finite_value
 
 #: task -> (metric, higher is better, how the sentence names the metric)
 SKILL_METRICS: dict[str, tuple[str, bool, str]] = {
@@ -52,11 +53,11 @@ def skill_record(
     if task not in SKILL_METRICS:
         raise ValueError(f"no skill metric for the task {task!r}; known: {', '.join(SKILL_METRICS)}")
     metric, higher, label = SKILL_METRICS[task]
-    ours = _finite(metrics.get(metric))
+    ours = finite_value(metrics.get(metric))
     if metric in CHANCE:
         scores = dict.fromkeys(baselines or ["constant"], CHANCE[metric])
     else:
-        scores = {name: value for name, m in baselines.items() if (value := _finite(m.get(metric))) is not None}
+        scores = {name: value for name, m in baselines.items() if (value := finite_value(m.get(metric))) is not None}
     if not scores:
         return _record(False, metric, ours, "", None, f"no skill shown: no baseline has a finite {label} {WHERE}")
     best = (max if higher else min)(scores, key=lambda name: scores[name])
@@ -94,12 +95,6 @@ def _record(
         "baseline_value": nan if baseline_value is None else float(baseline_value),
         "statement": statement,
     }
-
-
-def _finite(value: Any) -> float | None:
-    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-        return float(value)
-    return None
 
 
 def _format(metric: str, value: float, digits: int) -> str:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from training.evaluation.symbols import ScoreAll, symbol_distribution
 
 #: Metrics where a larger value is better; every other metric is an error or a loss.
 HIGHER_IS_BETTER = frozenset(
@@ -39,6 +42,13 @@ class Evaluation:
         higher = self.higher_is_better if metric == self.primary_metric else metric in HIGHER_IS_BETTER
         ours, theirs = self.metrics[metric], self.baselines[baseline][metric]
         return ours > theirs if higher else ours < theirs
+
+    def by_symbol(self, score_all: ScoreAll | None = None, symbols: Sequence[str] = ()) -> dict[str, Any] | None:
+        """The spread across symbols of the primary metric, the model's and its best baseline's (the card's
+        ``by_symbol``, ``training/evaluation/symbols.py``); None for a task without a per-symbol figure (the regime
+        HMM's). ``score_all``: the trainer's (the tabular models); ``symbols``: the snapshot's, so that a symbol
+        without a prediction is named."""
+        return symbol_distribution(self, score_all, symbols)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (predictions left out)."""

@@ -16,9 +16,15 @@ from data.snapshots import SnapshotInfo
 from features import FeatureSpec
 
 #: 2: ``skill`` (whether the model beat its baseline on the walk-forward test) on every card of a model with one.
-CARD_VERSION = 2
+#: 3: ``by_symbol`` (the spread of the walk-forward metric across symbols) and ``synthetic`` (the snapshot's source).
+#: Cards of versions 1 and 2 still read: without ``by_symbol``, and ``synthetic`` False (no synthetic source then).
+CARD_VERSION = 3
 #: Tasks whose model has no baseline to show skill over (``training/evaluation/skill.py``): no ``skill`` on the card.
 TASKS_WITHOUT_SKILL = frozenset({"regime_detection"})
+#: Tasks without a per-symbol figure (``training/evaluation/symbols.py``): no ``by_symbol`` on the card.
+TASKS_WITHOUT_SYMBOL_FIGURE = frozenset({"regime_detection"})
+#: The snapshot source of a synthetic universe (``mlops data pull --source synthetic``).
+SYNTHETIC_SOURCE = "synthetic"
 LIBRARIES = ("numpy", "pandas", "scikit-learn", "lightgbm", "prophet", "hmmlearn", "arch", "bentoml")
 
 
@@ -40,10 +46,61 @@ class Skill(BaseModel):
     statement: str
 
 
+class Spread(BaseModel):
+    """One forecast's per-symbol values of a metric: their median and worst decile."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    median: float
+    worst_decile: float
+
+
+class SymbolResult(BaseModel):
+    """One symbol's walk-forward metric, the model's and the baseline's, on ``rows`` rows; ``shortfall``: how far
+    the model falls behind the baseline (a difference for a higher-is-better metric, ``model / baseline - 1`` for an
+    error; negative when it is ahead)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    symbol: str
+    rows: int
+    model: float
+    baseline: float
+    shortfall: float
+
+
+class SymbolDistribution(BaseModel):
+    """The spread across symbols of the primary metric, the model's and its best baseline's on the same rows, so that
+    a model that works on a few symbols only shows it (``training/evaluation/symbols.py`` computes it).
+
+    ``worst_decile`` is the ``worst_decile_quantile`` quantile (0.1 of a higher-is-better metric, 0.9 of an error);
+    ``beats_baseline_share`` the share of the ``scored`` symbols where the model is strictly better; ``worst`` the
+    symbols where it falls furthest behind; ``unscored`` every symbol that could not be scored, with why (fewer than
+    ``min_rows`` rows, no finite metric, no prediction). ``symbols`` = ``scored`` + len(``unscored``).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    metric: str
+    higher_is_better: bool
+    baseline: str
+    worst_decile_quantile: float
+    min_rows: int
+    symbols: int
+    scored: int
+    model: Spread
+    baseline_spread: Spread
+    beats_baseline_share: float
+    worst: list[SymbolResult]
+    unscored: dict[str, str]
+
+
 class ModelCard(BaseModel):
     """The card of DESIGN.md. Every field is required: a model without a complete card cannot be promoted.
 
     ``skill`` is required of every model with a baseline and absent from the others (the regime HMM's).
+    ``by_symbol`` is absent from a card older than version 3 and from the regime HMM's; ``synthetic`` is False on a
+    card older than version 3.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -76,6 +133,8 @@ class ModelCard(BaseModel):
     training_seconds: float
     created_at: str
     skill: Skill | None = Field(None, validate_default=True)
+    synthetic: bool = Field(False, description="Trained on a synthetic snapshot (scale tests only, never quality)")
+    by_symbol: SymbolDistribution | None = Field(None, validate_default=True)
 
     @field_validator("skill")
     @classmethod
@@ -91,6 +150,16 @@ class ModelCard(BaseModel):
         if skill is not None and task in TASKS_WITHOUT_SKILL:
             raise ValueError(f"a {task} model has no baseline to show skill over: its card has no skill")
         return skill
+
+    @field_validator("by_symbol")
+    @classmethod
+    def _no_symbol_figure_without_one(
+        cls, by_symbol: SymbolDistribution | None, info: ValidationInfo
+    ) -> SymbolDistribution | None:
+        task = info.data.get("task")
+        if by_symbol is not None and task in TASKS_WITHOUT_SYMBOL_FIGURE:
+            raise ValueError(f"a {task} model has no per-symbol figure: its card has no by_symbol")
+        return by_symbol
 
     def to_metadata(self) -> dict[str, Any]:
         """The card as BentoML metadata: plain JSON types, no None (BentoML rejects it)."""
@@ -164,7 +233,11 @@ def build_card(
     training_seconds: float,
     horizon: int,
 ) -> ModelCard:
-    """Assemble the card of a trained model from its trainer, evaluation and fit (its skill from ``trainer.skill``)."""
+    """Assemble the card of a trained model from its trainer, evaluation and fit (its skill from ``trainer.skill``).
+
+    ``by_symbol`` from ``evaluation.by_symbol``, scored with the trainer's ``score_all`` where it has one (the tabular
+    trainers; Prophet's MAPE and the regime HMM's absence are the evaluation's by task).
+    """
     folds = evaluation.folds
     return ModelCard(
         name=trainer.name,
@@ -200,4 +273,6 @@ def build_card(
         training_seconds=round(training_seconds, 3),
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         skill=trainer.skill(evaluation),
+        synthetic=snapshot.source == SYNTHETIC_SOURCE,
+        by_symbol=evaluation.by_symbol(getattr(trainer, "score_all", None), snapshot.symbols),
     )
