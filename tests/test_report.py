@@ -88,6 +88,11 @@ def test_report_shows_each_models_spread_across_symbols(quick_run: TrainingRun) 
         assert f"Beats {spread.baseline} on {wins} of {spread.scored} scored symbols" in section
         assert all(f"{w.symbol} ({w.model:.4g} vs {w.baseline:.4g})" in section for w in spread.worst)
         assert metrics["models"][result.name]["by_symbol"]["worst"][0]["symbol"] == spread.worst[0].symbol
+        every = metrics["models"][result.name]["symbol_scores"]  # every symbol's figures, not only the worst
+        assert every["metric"] == spread.metric and every["baseline"] == spread.baseline
+        assert [(r["symbol"], r["model"], r["baseline"]) for r in every["scores"]] == sorted(
+            (w.symbol, w.model, w.baseline) for w in spread.worst
+        )
     assert metrics["synthetic"] is False
     assert "synthetic data" not in page
 

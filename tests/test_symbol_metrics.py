@@ -129,6 +129,11 @@ def test_every_card_of_the_quick_run_holds_the_spread_of_its_model(quick_run: Tr
         assert spread.beats_baseline_share == pytest.approx(np.mean(wins))
         stored = ModelCard.from_metadata(get_model(result.tag).metadata)
         assert stored.by_symbol == spread
+        table = result.evaluation.symbol_scores  # every symbol's figures, kept for the report
+        assert table is not None and table.baseline == spread.baseline
+        assert table.scores["symbol"].tolist() == sorted(symbols)
+        won = {w.symbol: win for w, win in zip(spread.worst, wins, strict=True)}
+        assert table.scores["beats"].tolist() == [won[s] for s in sorted(symbols)]
 
 
 def test_the_per_symbol_figures_are_the_pooled_definitions_on_each_symbols_rows(quick_run: TrainingRun) -> None:

@@ -180,6 +180,29 @@ def _horizon_plot(result: ModelResult) -> str:
     return _png(figure)
 
 
+def _symbol_plot(result: ModelResult) -> str:
+    """Each symbol's walk-forward metric, the model's against its best baseline's: above the diagonal the model
+    is better for a higher-is-better metric, below it for an error; the worst symbols named."""
+    table = result.evaluation.symbol_scores
+    if table is None or table.scores.empty:
+        return ""
+    scores = table.scores
+    figure, ax = plt.subplots(figsize=(5.5, 4))
+    beats = scores["beats"].to_numpy(dtype=bool)
+    for mask, colour, label in ((beats, "#55a868", "model better"), (~beats, "#c44e52", "baseline as good or better")):
+        ax.scatter(scores["baseline"][mask], scores["model"][mask], s=14, color=colour, label=label)
+    low = float(min(scores["baseline"].min(), scores["model"].min()))
+    high = float(max(scores["baseline"].max(), scores["model"].max()))
+    ax.plot([low, high], [low, high], "--", color="grey", lw=0.8)
+    for _, row in scores.nlargest(3, "shortfall").iterrows():
+        ax.annotate(str(row["symbol"]), (row["baseline"], row["model"]), fontsize=7)
+    ax.set_xlabel(f"{table.baseline} {table.metric}")
+    ax.set_ylabel(f"model {table.metric}")
+    ax.set_title(f"{table.metric} by symbol, {len(scores)} symbols")
+    ax.legend(fontsize=8)
+    return _png(figure)
+
+
 def _value(value: float) -> str:
     return f"{value:.4g}" if np.isfinite(value) else "–"
 
@@ -241,6 +264,7 @@ def _section(result: ModelResult) -> str:
         f" {card.walk_forward['test_start']}..{card.walk_forward['test_end']}"
         f" · evaluate {result.evaluate_seconds:.1f} s, final fit {result.fit_seconds:.1f} s</p>"
     )
+    plots.append(_symbol_plot(result))
     wide = task == "regime_detection"
     body = "".join(plots) if wide else f"<div class='plots'>{''.join(plots)}</div>"
     skill = skill_line(card)

@@ -151,10 +151,65 @@ def symbol_scores(evaluation: Evaluated, score_all: ScoreAll, baseline: str) -> 
     return pd.DataFrame(records, columns=["symbol", "rows", "model", "baseline"]), unscored
 
 
-def symbol_distribution(
+@dataclass(frozen=True)
+class SymbolTable:
+    """Every symbol's primary metric, the model's beside ``baseline``'s, and the symbols that could not be scored.
+
+    ``scores``: one row per scored symbol, sorted by symbol: symbol, rows, model, baseline, shortfall (how far the
+    model falls behind the baseline, :func:`shortfall`), beats (strictly better than the baseline).
+    """
+
+    metric: str
+    higher_is_better: bool
+    baseline: str
+    scores: pd.DataFrame
+    unscored: dict[str, str]
+
+    def summary(self) -> dict[str, Any]:
+        """The card's ``by_symbol``: the spread across symbols, the share beaten, the worst symbols, the unscored."""
+        table, higher = self.scores, self.higher_is_better
+        model, theirs = table["model"].to_numpy(), table["baseline"].to_numpy()
+        behind, wins = table["shortfall"].to_numpy(), table["beats"].to_numpy(dtype=bool)
+        order = np.argsort(-behind, kind="stable")[:WORST_SYMBOLS]
+        return {
+            "metric": self.metric,
+            "higher_is_better": higher,
+            "baseline": self.baseline,
+            "worst_decile_quantile": 0.1 if higher else 0.9,
+            "min_rows": MIN_SCORED_ROWS,
+            "symbols": len(table) + len(self.unscored),
+            "scored": len(table),
+            "model": _spread(model, higher),
+            "baseline_spread": _spread(theirs, higher),
+            "beats_baseline_share": float(wins.mean()) if wins.size else math.nan,
+            "worst": [
+                {
+                    "symbol": str(table["symbol"].to_numpy()[i]),
+                    "rows": int(table["rows"].to_numpy()[i]),
+                    "model": float(model[i]),
+                    "baseline": float(theirs[i]),
+                    "shortfall": float(behind[i]),
+                }
+                for i in order
+            ],
+            "unscored": dict(self.unscored),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """For the report's metrics.json: every symbol's figures, and the unscored ones with why."""
+        return {
+            "metric": self.metric,
+            "baseline": self.baseline,
+            "scores": self.scores.to_dict(orient="records"),
+            "unscored": dict(self.unscored),
+        }
+
+
+def symbol_table(
     evaluation: Evaluated, score_all: ScoreAll | None = None, symbols: Sequence[str] = ()
-) -> dict[str, Any] | None:
-    """The card's ``by_symbol`` record of an evaluation; None for a task without a per-symbol figure.
+) -> SymbolTable | None:
+    """Every symbol's walk-forward primary metric, the model's and its best baseline's; None for a task without a
+    per-symbol figure.
 
     ``score_all`` scores the model and its baselines on the same rows (a tabular trainer's own); without one, the
     task's scorer of ``TASK_SCORERS``. ``symbols`` (the snapshot's) adds the symbols without a single walk-forward
@@ -175,32 +230,18 @@ def symbol_distribution(
         if str(symbol) not in present:
             unscored[str(symbol)] = "no walk-forward prediction"
     model, theirs = table["model"].to_numpy(), table["baseline"].to_numpy()
-    behind = np.array([shortfall(a, b, higher) for a, b in zip(model, theirs, strict=True)])
-    wins = (model > theirs) if higher else (model < theirs)
-    order = np.argsort(-behind, kind="stable")[:WORST_SYMBOLS]
-    return {
-        "metric": metric,
-        "higher_is_better": higher,
-        "baseline": baseline,
-        "worst_decile_quantile": 0.1 if higher else 0.9,
-        "min_rows": MIN_SCORED_ROWS,
-        "symbols": len(table) + len(unscored),
-        "scored": len(table),
-        "model": _spread(model, higher),
-        "baseline_spread": _spread(theirs, higher),
-        "beats_baseline_share": float(wins.mean()) if wins.size else math.nan,
-        "worst": [
-            {
-                "symbol": table["symbol"].iat[i],
-                "rows": int(table["rows"].to_numpy()[i]),
-                "model": float(model[i]),
-                "baseline": float(theirs[i]),
-                "shortfall": float(behind[i]),
-            }
-            for i in order
-        ],
-        "unscored": dict(sorted(unscored.items())),
-    }
+    table["shortfall"] = np.array([shortfall(a, b, higher) for a, b in zip(model, theirs, strict=True)], dtype=float)
+    table["beats"] = (model > theirs) if higher else (model < theirs)
+    return SymbolTable(metric, higher, baseline, table, dict(sorted(unscored.items())))
+
+
+def symbol_distribution(
+    evaluation: Evaluated, score_all: ScoreAll | None = None, symbols: Sequence[str] = ()
+) -> dict[str, Any] | None:
+    """The card's ``by_symbol`` record of an evaluation (:meth:`SymbolTable.summary`); None for a task without a
+    per-symbol figure."""
+    table = symbol_table(evaluation, score_all, symbols)
+    return None if table is None else table.summary()
 
 
 def _spread(values: np.ndarray, higher_is_better: bool) -> dict[str, float]:

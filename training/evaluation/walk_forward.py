@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from training.evaluation.symbols import ScoreAll, symbol_distribution
+from training.evaluation.symbols import ScoreAll, SymbolTable, symbol_table
 
 #: Metrics where a larger value is better; every other metric is an error or a loss.
 HIGHER_IS_BETTER = frozenset(
@@ -23,7 +23,8 @@ class Evaluation:
 
     ``predictions`` holds one row per out-of-sample prediction (date, symbol, fold, actual, model and one
     column per baseline) for the report's plots; ``extras`` holds task-specific results (feature
-    importances, regime statistics, per-horizon errors).
+    importances, regime statistics, per-horizon errors); ``symbol_scores`` every symbol's primary metric beside its
+    best baseline's, once :meth:`by_symbol` has scored them (the card does).
     """
 
     model: str
@@ -35,6 +36,7 @@ class Evaluation:
     folds: list[dict[str, Any]]
     predictions: pd.DataFrame = field(repr=False)
     extras: dict[str, Any] = field(default_factory=dict)
+    symbol_scores: SymbolTable | None = field(default=None, repr=False)
 
     def beats(self, baseline: str, metric: str | None = None) -> bool:
         """Whether the model is better than ``baseline`` on ``metric`` (the primary metric by default)."""
@@ -47,8 +49,9 @@ class Evaluation:
         """The spread across symbols of the primary metric, the model's and its best baseline's (the card's
         ``by_symbol``, ``training/evaluation/symbols.py``); None for a task without a per-symbol figure (the regime
         HMM's). ``score_all``: the trainer's (the tabular models); ``symbols``: the snapshot's, so that a symbol
-        without a prediction is named."""
-        return symbol_distribution(self, score_all, symbols)
+        without a prediction is named. Keeps every symbol's figures in ``symbol_scores`` for the report."""
+        self.symbol_scores = symbol_table(self, score_all, symbols)
+        return None if self.symbol_scores is None else self.symbol_scores.summary()
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (predictions left out)."""
@@ -61,6 +64,7 @@ class Evaluation:
             "baselines": {k: _clean(v) for k, v in self.baselines.items()},
             "folds": [_clean(f) for f in self.folds],
             "extras": _clean(self.extras),
+            "symbol_scores": None if self.symbol_scores is None else _clean(self.symbol_scores.to_dict()),
         }
 
 
