@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import numpy as np
 import pandas as pd
@@ -17,7 +18,9 @@ from training.evaluation.walk_forward import Evaluation
 from training.models.return_lightgbm import ReturnLightGBM
 from training.registry.card import TASKS_WITHOUT_SYMBOL_FIGURE, IncompleteCardError, ModelCard, build_card
 from training.registry.store import get_model
-from training.run import TrainingRun, trainer_class
+from training.run import TrainingRun, train, trainer_class
+
+from .conftest import perturbed
 
 
 def evaluation(task: str, metric: str, higher: bool, frame: pd.DataFrame, baselines: dict) -> Evaluation:
@@ -205,3 +208,35 @@ def test_a_spread_on_a_regime_card_or_a_malformed_one_is_refused(quick_run: Trai
     malformed = {**results["volatility_lightgbm"].card.to_metadata(), "by_symbol": {**spread, "scored": "many"}}
     with pytest.raises(IncompleteCardError, match=r"by_symbol\.scored"):
         ModelCard.from_metadata(malformed)
+
+
+def test_a_symbol_listed_too_late_for_a_model_is_named_on_its_card(
+    embedded_bars: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A real run on the two indices and a copy of the S&P 500 from June 2016: too short a history for Prophet's test
+    years (500 bars before each), long enough for the volatility model's. Prophet's card counts and names it."""
+    store = SnapshotStore(tmp_path_factory.mktemp("late-listing"))
+    spx = embedded_bars[embedded_bars["symbol"] == "^GSPC"]
+    info, _ = store.write(
+        pd.concat([embedded_bars, perturbed(spx, "LATE", "2016-06-01", 3)], ignore_index=True), source="test"
+    )
+    run = train(
+        info.id,
+        names=("price_prophet", "volatility_lightgbm"),
+        config=TrainingConfig.quick(),
+        store=store,
+        reports_root=tmp_path_factory.mktemp("late-reports"),
+    )
+    assert run.ok, run.failures
+    cards = {r.name: r.card for r in run.results}
+    prophet, volatility = cards["price_prophet"].by_symbol, cards["volatility_lightgbm"].by_symbol
+    assert prophet is not None and volatility is not None
+    assert prophet.symbols == 3 and prophet.scored == 2
+    assert list(prophet.unscored) == ["LATE"]
+    assert re.fullmatch(
+        r"no walk-forward prediction \(\d{3} bars before 2018-01-01, fewer than 500\)", prophet.unscored["LATE"]
+    )
+    assert "LATE" not in {w.symbol for w in prophet.worst}
+    assert volatility.symbols == volatility.scored == 3 and "LATE" in {w.symbol for w in volatility.worst}
+    assert run.report_dir is not None
+    assert f"Not scored: LATE: {prophet.unscored['LATE']}." in (run.report_dir / "index.html").read_text()

@@ -91,6 +91,7 @@ class Evaluated(Protocol):
     higher_is_better: bool
     baselines: dict[str, dict[str, float]]
     predictions: pd.DataFrame
+    extras: dict[str, Any]
 
 
 def best_baseline(baselines: Mapping[str, Mapping[str, float]], metric: str, higher_is_better: bool) -> str | None:
@@ -213,7 +214,8 @@ def symbol_table(
 
     ``score_all`` scores the model and its baselines on the same rows (a tabular trainer's own); without one, the
     task's scorer of ``TASK_SCORERS``. ``symbols`` (the snapshot's) adds the symbols without a single walk-forward
-    prediction to the unscored ones.
+    prediction to the unscored ones, with the evaluation's reason when its ``extras["skipped"]`` names them (Prophet:
+    ``{"fold", "symbol", "reason"}`` per symbol and test year skipped).
     """
     task, metric, higher = evaluation.task, evaluation.primary_metric, evaluation.higher_is_better
     if task in WITHOUT_SYMBOL_FIGURE:
@@ -226,9 +228,11 @@ def symbol_table(
         raise ValueError(f"no baseline of the {task} evaluation has a finite pooled {metric}")
     table, unscored = symbol_scores(evaluation, scorer, baseline)
     present = set(evaluation.predictions["symbol"].astype(str))
-    for symbol in symbols:
-        if str(symbol) not in present:
-            unscored[str(symbol)] = "no walk-forward prediction"
+    skipped = {str(s["symbol"]): str(s["reason"]) for s in evaluation.extras.get("skipped", ())}
+    for symbol in map(str, symbols):
+        if symbol not in present:
+            why = f" ({skipped[symbol]})" if symbol in skipped else ""  # the last test year's reason
+            unscored[symbol] = f"no walk-forward prediction{why}"
     model, theirs = table["model"].to_numpy(), table["baseline"].to_numpy()
     table["shortfall"] = np.array([shortfall(a, b, higher) for a, b in zip(model, theirs, strict=True)], dtype=float)
     table["beats"] = (model > theirs) if higher else (model < theirs)
