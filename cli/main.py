@@ -60,12 +60,28 @@ def train_command(
     snapshot: Annotated[str, typer.Option(help="Snapshot id, unique prefix, or 'latest'.")] = "latest",
     quick: Annotated[bool, typer.Option(help="Small models and two test years: for tests and smoke runs.")] = False,
     promote: Annotated[bool, typer.Option(help="Promote every model trained in this run to production.")] = False,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(help="Dask scheduler of an existing cluster (tcp://HOST:8786); MLOPS_DASK_SCHEDULER."),
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Worker processes of the local Dask cluster (default: one per core).")
+    ] = None,
+    local_cluster_min_symbols: Annotated[
+        int | None,
+        typer.Option(min=1, help="Fewest symbols for which a local cluster is started (fewer train in this process)."),
+    ] = None,
 ) -> None:
-    """Evaluate walk-forward, fit, audit and save models to the BentoML store; write the report."""
+    """Evaluate walk-forward, fit, audit and save models to the BentoML store; write the report.
+
+    The work runs on a Dask cluster: the one named by --scheduler (or MLOPS_DASK_SCHEDULER), else a local cluster of
+    worker processes when the snapshot has enough symbols (training/run.py says the rule), else in this process.
+    """
+    from cluster import ClusterSettings, TasksFailed
     from features.catalog import MODEL_NAMES
     from training.config import TrainingConfig
     from training.registry.promotion import PromotionError, Registry
-    from training.run import train
+    from training.run import LOCAL_CLUSTER_MIN_SYMBOLS, train, training_client
 
     names = tuple(model) if model else MODEL_NAMES
     unknown = [n for n in names if n not in MODEL_NAMES]
@@ -87,8 +103,19 @@ def train_command(
                 progress.advance(task)
 
         try:
-            run = train(snapshot, names, config, on_progress=on_progress)
-        except SnapshotError as error:
+            store = store_from_settings()
+            info = store.info(snapshot)
+            settings = ClusterSettings(scheduler=scheduler, workers=workers)
+            threshold = local_cluster_min_symbols or LOCAL_CLUSTER_MIN_SYMBOLS
+            with training_client(settings, len(info.symbols), threshold) as client:
+                where = (
+                    "in this process"
+                    if client is None
+                    else f"on the Dask cluster at {client.scheduler_info()['address']}"
+                )
+                progress.console.print(f"training {len(info.symbols)} symbol(s) of snapshot {info.id} {where}")
+                run = train(info.id, names, config, store=store, on_progress=on_progress, client=client)
+        except (SnapshotError, TasksFailed, ValueError, OSError) as error:
             raise fail(error) from error
     for result in run.results:
         metric = result.evaluation.primary_metric

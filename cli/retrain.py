@@ -10,7 +10,9 @@ from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 
-from training.flows.retrain import FLOW_NAME, RetrainSettings, retrain, thread_runner
+from data.snapshots import SnapshotError
+from data.sources import EMBEDDED_SYMBOLS
+from training.flows.retrain import FLOW_NAME, RetrainSettings, dask_runner, retrain, thread_runner
 from training.flows.summary import RetrainFailed, model_table, summary_markdown
 
 if TYPE_CHECKING:
@@ -48,13 +50,35 @@ def run_command(
     rules: Annotated[
         Path | None, typer.Option(help="TOML file overriding keys of training/flows/gate_rules.toml.")
     ] = None,
-    workers: Annotated[int | None, typer.Option(help="Models trained at once (threads).")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Worker processes of the local Dask cluster (default: one per core); in process, models at once.",
+        ),
+    ] = None,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(help="Dask scheduler of an existing cluster (tcp://HOST:8786); MLOPS_DASK_SCHEDULER."),
+    ] = None,
+    local_cluster_min_symbols: Annotated[
+        int | None,
+        typer.Option(min=1, help="Fewest symbols for which a local cluster is started (fewer run in this process)."),
+    ] = None,
     containerize: Annotated[
         bool, typer.Option(help="Also build the Bento's OCI image and smoke-test it (see `mlops image`).")
     ] = False,
 ) -> None:
-    """Run the flow once, here, and print what it did; exit 1 if it failed."""
+    """Run the flow once and print what it did; exit 1 if it failed.
+
+    Its tasks run on a Dask cluster through prefect-dask: the one named by --scheduler (or MLOPS_DASK_SCHEDULER),
+    else a local cluster of worker processes when the universe has enough symbols (training/run.py says the rule),
+    else in this process.
+    """
     from rich.console import Console
+
+    from cluster import ClusterSettings
+    from training.run import LOCAL_CLUSTER_MIN_SYMBOLS, training_client
 
     console = Console()
     console.print(
@@ -62,21 +86,35 @@ def run_command(
         "Prefect logs at WARNING; PREFECT_LOGGING_LEVEL=INFO shows each step.",
         highlight=False,
     )
-    runnable = retrain if workers is None else retrain.with_options(task_runner=thread_runner(workers))
-    state = runnable(
-        quick=quick,
-        source=source,
-        tickers=ticker,
-        start=start,
-        end=end,
-        snapshot=snapshot,
-        use_cached_on_failure=use_cached_on_failure,
-        models=model,
-        force=force,
-        rules_path=rules,
-        containerize=containerize,
-        return_state=True,
-    )
+    settings = ClusterSettings(scheduler=scheduler, workers=workers)
+    parameters: dict[str, Any] = {
+        "quick": quick,
+        "source": source,
+        "tickers": ticker,
+        "start": start,
+        "end": end,
+        "snapshot": snapshot,
+        "use_cached_on_failure": use_cached_on_failure,
+        "models": model,
+        "force": force,
+        "rules_path": rules,
+        "containerize": containerize,
+    }
+    try:
+        symbols = universe_size(source, ticker, snapshot)
+        threshold = local_cluster_min_symbols or LOCAL_CLUSTER_MIN_SYMBOLS
+        with training_client(settings, symbols, threshold) as client:
+            if client is None:
+                runnable = retrain if workers is None else retrain.with_options(task_runner=thread_runner(workers))
+                address = None
+            else:
+                address = str(client.scheduler_info()["address"])
+                console.print(f"on the Dask cluster at {address}", highlight=False)
+                runnable = retrain.with_options(task_runner=dask_runner(address))
+            state = runnable(**parameters, scheduler=address, return_state=True)
+    except (ValueError, OSError, SnapshotError) as error:
+        console.print(f"[red]{error}[/red]")
+        raise typer.Exit(1) from error
     outcome = state.result(raise_on_failure=False)
     summary = outcome.summary if isinstance(outcome, RetrainFailed) else outcome
     if not isinstance(summary, dict):
@@ -85,6 +123,18 @@ def run_command(
     print_summary(console, summary)
     if state.is_failed():
         raise typer.Exit(1)
+
+
+def universe_size(source: str, tickers: list[str] | None, snapshot: str | None) -> int:
+    """How many symbols the run trains on: the snapshot's, or those the source is asked for."""
+    if snapshot is not None:
+        from data.settings import DataSettings
+        from data.snapshots import SnapshotStore
+
+        return len(SnapshotStore(DataSettings().snapshots).info(snapshot).symbols)
+    if source == "embedded":
+        return len(EMBEDDED_SYMBOLS)
+    return len(tickers or RetrainSettings().tickers)
 
 
 def _number(value: float | None) -> str:

@@ -1,9 +1,9 @@
 """Faults: processes killed at the worst moment, a corrupted model file, a full disk, a stop with requests in flight.
 
-Every fault is real: child processes (Python, ``bentoml serve``, the retrain flow) get SIGKILL, files are really
-truncated, a real tmpfs really fills up. Where a kill must land at one exact point (between two writes), the child
-stops there by itself: it wraps the function due to run next so that it writes a marker file and sleeps, and the
-test kills it once the marker exists. The code under test is not changed for it.
+Every fault is real: child processes (Python, ``bentoml serve``, the retrain flow, a Dask worker) get SIGKILL, files
+are really truncated, a real tmpfs really fills up. Where a kill must land at one exact point (between two writes),
+the child stops there by itself: it wraps the function due to run next so that it writes a marker file and sleeps,
+and the test kills it once the marker exists. The code under test is not changed for it.
 
 Over 400 lines because every fault shares the same child-process machinery (start, pause at a point, kill, check),
 which reads best beside the faults that use it.
@@ -30,11 +30,16 @@ from typing import Any
 import pandas as pd
 import psutil
 import pytest
+from distributed import Client, get_task_stream
 
 from bentos.schemas import example_window
-from data.snapshots import SnapshotStore
+from cluster import ClusterSettings, connect
+from data.snapshots import SnapshotInfo, SnapshotStore
 from deploy.smoke import stop
 from tests.integration_helpers import ROOT, free_port, post, served, status
+from training.config import TrainingConfig
+from training.registry.promotion import Registry
+from training.run import TrainingRun, train
 
 pytestmark = pytest.mark.integration
 
@@ -509,10 +514,10 @@ def test_a_retrain_killed_mid_flight_leaves_production_untouched_and_the_next_ru
     env.pop("PREFECT_API_URL", None)  # the flow's own temporary Prefect API
     run(PROMOTE, {**env, "TAGS": json.dumps(list(production_models.values()))})
 
-    # killed while the HMM is fitted, after its walk-forward evaluation: the whole process group (with any
+    # killed once the HMM is evaluated and fitted, before it is saved: the whole process group (with any
     # Prefect server it started)
     marker, log = tmp_path / "paused", tmp_path / "retrain.log"
-    pause = paused_at("training.models.regime_hmm.RegimeHMM.fit", marker)
+    pause = paused_at("training.models.regime_hmm.RegimeHMM._fitted", marker)
     with open(log, "wb") as output:
         process = subprocess.Popen(
             python(RETRAIN),
@@ -539,3 +544,62 @@ def test_a_retrain_killed_mid_flight_leaves_production_untouched_and_the_next_ru
     }
     if after["regime_hmm"] != production_models["regime_hmm"]:  # promoted: then built and smoke-tested
         assert summary["bento"] and summary["smoke_test"]
+
+
+# ---- a Dask worker killed mid-training ----------------------------------------------------------------------
+
+
+def kill_a_worker_running(client: Client, prefix: str, timeout: float = 180) -> str:
+    """SIGKILL the worker process that is running a task whose key starts with ``prefix``; the task's key."""
+    deadline = time.monotonic() + timeout
+    pids = client.run(os.getpid)  # worker address -> its process id
+    while time.monotonic() < deadline:
+        for address, keys in client.processing().items():
+            running = [str(k) for k in keys if str(k).startswith(prefix)]
+            if running:
+                os.kill(pids[address], signal.SIGKILL)
+                return running[0]
+        time.sleep(0.01)
+    pytest.fail(f"no task {prefix}* ran within {timeout} s")
+
+
+def test_a_worker_killed_mid_training_loses_nothing_and_production_is_untouched(
+    quick_run: TrainingRun,
+    production_models: dict[str, str],
+    embedded_snapshot: tuple[SnapshotStore, SnapshotInfo],
+    tmp_path: Path,
+) -> None:
+    """A real worker process of a two-worker LocalCluster gets SIGKILL while it fits a Prophet symbol: the scheduler
+    reruns that task elsewhere, no task that had finished runs again, and the run's models equal the in-process run's;
+    production is what it was."""
+    store, info = embedded_snapshot
+    registry = Registry(tmp_path / "registry")
+    registry.promote(list(production_models.values()), reason="before the run")
+    before = (registry.production(), len(registry.history()))
+    names = ("price_prophet", "volatility_lightgbm")
+    outcome: dict[str, Any] = {}
+    with connect(ClusterSettings(workers=2)) as client, get_task_stream(client=client) as stream:
+
+        def training() -> None:
+            outcome["run"] = train(info.id, names, TrainingConfig.quick(), store, tmp_path / "reports", client=client)
+
+        workers = set(client.scheduler_info()["workers"])
+        thread = threading.Thread(target=training)
+        thread.start()
+        killed = kill_a_worker_running(client, "price_prophet-")
+        thread.join(timeout=600)
+        assert not thread.is_alive()
+        client.wait_for_workers(2, timeout=60)  # the nanny started a new worker process
+        assert len(workers - set(client.scheduler_info()["workers"])) == 1  # one of the first two died
+    run: TrainingRun = outcome["run"]
+    assert run.ok, run.failures
+    finished = [str(task["key"]) for task in stream.data]
+    assert killed in finished  # rerun on a live worker
+    assert len(finished) == len(set(finished))  # every task finished once: nothing computed was lost and redone
+    expected = {r.name: r for r in quick_run.results}
+    for result in run.results:
+        pd.testing.assert_frame_equal(
+            result.evaluation.predictions, expected[result.name].evaluation.predictions, check_exact=True
+        )
+        assert result.evaluation.metrics == expected[result.name].evaluation.metrics
+    assert (registry.production(), len(registry.history())) == before

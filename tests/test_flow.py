@@ -28,6 +28,7 @@ from typing import Any
 import bentoml
 import pandas as pd
 import pytest
+from distributed import Client, get_task_stream
 from prefect.artifacts import Artifact
 from prefect.states import State
 from prefect.testing.utilities import prefect_test_harness
@@ -269,7 +270,7 @@ def test_one_trainer_failing_leaves_the_others_promoted(
     def broken(self: Any, panel: Any) -> Any:
         raise RuntimeError("disk full while evaluating")
 
-    monkeypatch.setattr(trainer_class("direction_lightgbm"), "evaluate", broken)
+    monkeypatch.setattr(trainer_class("direction_lightgbm"), "evaluate_and_fit", broken)
     state, summary = run_flow()
     assert state.is_failed()
     assert "direction_lightgbm failed to train: RuntimeError: disk full while evaluating" in str(state.message)
@@ -631,3 +632,47 @@ def test_code_version_hashes_what_trainers_import_and_not_the_orchestration() ->
     assert not {m for m in modules if m.startswith(orchestration)}
     version = retrain_cache.code_version()
     assert version == retrain_cache.code_version() and len(version) == 16
+
+
+# ------------------------------------------------------------------------------------------------ on Dask
+
+
+def test_the_flow_runs_on_the_dask_cluster_and_trains_what_it_trains_in_process(
+    challengers: dict[str, str],
+    embedded_snapshot: tuple[SnapshotStore, SnapshotInfo],
+    context: Path,
+    dask_client: Client,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> None:
+    """prefect-dask's task runner on a real two-worker LocalCluster: the flow's tasks and the training tasks they
+    submit run on its workers, and the models equal those the first run trained in this process."""
+    registry = registry_with(tmp_path, challengers)
+    address = dask_client.scheduler_info()["address"]
+    names = ["return_lightgbm", "regime_hmm"]
+    with get_task_stream(client=dask_client) as stream:
+        state = flows.retrain.with_options(task_runner=flows.dask_runner(address))(
+            quick=True,
+            snapshot_dir=embedded_snapshot[0].root,
+            registry_root=registry.root,
+            reports_root=tmp_path / "reports",
+            build_context=context,
+            models=names,
+            force=True,
+            scheduler=address,
+            return_state=True,
+        )
+    summary = outcome_of(state)
+    fresh = {name: summary["models"][name]["tag"] for name in names}
+    request.addfinalizer(lambda: [bentoml.models.delete(tag) for tag in fresh.values()])
+    assert state.is_completed(), state.message
+    assert {summary["models"][n]["status"] for n in names} == {"trained"}
+    keys = {str(task["key"]) for task in stream.data}
+    for stage in ("features-^GSPC-", "return_lightgbm-fold-0-", "return_lightgbm-fit-", "regime_hmm-refit-final-"):
+        assert any(key.startswith(stage) for key in keys), stage
+    workers = {task["worker"] for task in stream.data}
+    assert len(workers) == 2
+    ours, theirs = (bentoml.lightgbm.load_model(t) for t in (fresh["return_lightgbm"], challengers["return_lightgbm"]))
+    assert ours.dump_model()["tree_info"] == theirs.dump_model()["tree_info"]
+    metrics = [get_model(t).metadata["metrics"] for t in (fresh["regime_hmm"], challengers["regime_hmm"])]
+    assert metrics[0] == metrics[1]

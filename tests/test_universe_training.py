@@ -130,3 +130,22 @@ def test_few_symbols_run_here_and_a_scheduler_address_always_wins(monkeypatch: p
         assert len(client.scheduler_info()["workers"]) == 1
     with training_client(ClusterSettings(workers=1), symbols=2, min_symbols=1) as client:
         assert client is not None
+
+
+def test_past_the_row_limit_a_pooled_fit_trains_on_a_seeded_sample(quick_panel: Panel, dask_client: Client) -> None:
+    from training.models.execution import Execution
+    from training.models.return_lightgbm import ReturnLightGBM
+
+    config = TrainingConfig.quick(max_training_rows=1_000)
+    here = ReturnLightGBM(config).evaluate_and_fit(quick_panel)
+    there = ReturnLightGBM(config, execution=Execution(dask_client)).evaluate_and_fit(quick_panel)
+    evaluation, fitted = here[0], here[1]
+    assert [fold["n_train_sampled"] for fold in evaluation.folds] == [1_000] * len(evaluation.folds)
+    assert all(fold["n_train"] > 1_000 for fold in evaluation.folds)
+    known = int(np.isfinite(quick_panel.forward_return).sum())
+    assert fitted.extra["training_rows"] == {"used": 1_000, "sampled_from": known, "sample": "uniform"}
+    assert fitted.model.dump_model()["tree_info"] == there[1].model.dump_model()["tree_info"]
+    pd.testing.assert_frame_equal(evaluation.predictions, there[0].predictions, check_exact=True)
+    unlimited = ReturnLightGBM(TrainingConfig.quick(max_training_rows=None)).fit(quick_panel)
+    assert "training_rows" not in unlimited.extra
+    assert unlimited.model.dump_model()["tree_info"] != fitted.model.dump_model()["tree_info"]

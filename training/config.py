@@ -5,6 +5,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+#: Most panel rows one fit of a pooled tabular model trains on; a fold or final fit with more takes a seeded uniform
+#: sample of this many (``training/models/trainer.py``; the card records it). See ``training/dataset.py`` for the
+#: memory per row this bounds. None: no limit.
+MAX_TRAINING_ROWS = 8_000_000
+
 
 @dataclass(frozen=True)
 class TrainingConfig:
@@ -27,6 +32,7 @@ class TrainingConfig:
     hmm_iterations: int = 200
     prophet_forecast_days: int = 30
     prophet_origin_step: int = 21
+    max_training_rows: int | None = MAX_TRAINING_ROWS
     quick_mode: bool = False
 
     @classmethod

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 
 from prefect import flow, get_run_logger
+from prefect.context import FlowRunContext
 from prefect.runtime import flow_run
 from prefect.states import Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
@@ -82,13 +83,27 @@ T = TypeVar("T")
 
 
 def unvisited(value: T) -> T:
-    """Hand ``value`` to a task without Prefect walking through it (a panel holds large arrays and frames)."""
+    """Hand ``value`` to a task without Prefect walking through it (a panel holds large arrays and frames).
+
+    Not on prefect-dask's task runner: Dask rebuilds the ``quote`` (a tuple) as a plain tuple on the worker, so the
+    value goes as it is there (and Prefect walks it once)."""
+    context = FlowRunContext.get()
+    if context is not None and type(context.task_runner).__name__ == "DaskTaskRunner":
+        return value
     return cast(T, quote(value))
 
 
 def thread_runner(workers: int) -> Any:
     """Prefect's thread-pool task runner (typed Any: Prefect's task-runner generics do not line up for mypy)."""
     return ThreadPoolTaskRunner(max_workers=workers)
+
+
+def dask_runner(address: str) -> Any:
+    """prefect-dask's task runner on the Dask cluster at ``address``: the flow's tasks run on its workers, and the
+    training tasks submit their folds, symbols and refits to the same cluster (``training/flows/tasks.py``)."""
+    from prefect_dask import DaskTaskRunner
+
+    return DaskTaskRunner(address=address)
 
 
 # ------------------------------------------------------------------------------------------------ the flow
@@ -127,6 +142,7 @@ def retrain(
     containerize: bool = False,
     lock_timeout_seconds: float | None = None,
     smoke_timeout_seconds: float | None = None,
+    scheduler: str | None = None,
 ) -> dict[str, Any] | State:
     """Pull, validate, train every model, gate each against production, promote, build and smoke-test the Bento.
 
@@ -134,6 +150,10 @@ def retrain(
     was asked for) or was unusable, a model failed to train, the training report could not be written, or the
     gate, promotion, build or smoke test failed; production is then what it was before, except for the models
     this run promoted that passed every step after (a failed trainer does not hold back the others).
+
+    ``scheduler``: the Dask cluster of the run (``tcp://HOST:8786``), where the training tasks send their folds,
+    symbols and refits; run the flow with ``task_runner=dask_runner(scheduler)`` to put its own tasks there too
+    (``mlops retrain run`` does both). Without one, and not on a Dask worker, everything runs in this process.
     """
     logger = get_run_logger()
     settings = RetrainSettings()
@@ -174,8 +194,8 @@ def retrain(
 
     # 3: train (or reuse) every model, each in its own task
     with record.step("train"):
-        panel = build_training_panel(store, info, config)
-        challengers = _train_all(record, panel, config, training_key(info.id, config), names, force)
+        panel = build_training_panel(store, info, config, scheduler)
+        challengers = _train_all(record, panel, config, training_key(info.id, config), names, force, scheduler)
     with record.step("report"):
         _write_report(record, info, config, panel, challengers, reports_root)
 
@@ -198,11 +218,19 @@ def retrain(
 
 
 def _train_all(
-    record: RunRecord, panel: Panel, config: TrainingConfig, key: TrainingKey, names: tuple[str, ...], force: bool
+    record: RunRecord,
+    panel: Panel,
+    config: TrainingConfig,
+    key: TrainingKey,
+    names: tuple[str, ...],
+    force: bool,
+    scheduler: str | None = None,
 ) -> dict[str, Trained]:
     """One task per model on the task runner; a model that fails is recorded and the others go on."""
     futures = {
-        name: train_model.submit(name, unvisited(panel), config, key, force) for name in TRAINING_ORDER if name in names
+        name: train_model.submit(name, unvisited(panel), config, key, force, scheduler)
+        for name in TRAINING_ORDER
+        if name in names
     }
     challengers: dict[str, Trained] = {}
     for name, future in futures.items():

@@ -4,13 +4,17 @@ gate, build the Bento, smoke-test it. Each does one step; the flow decides what 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from distributed import Client, get_worker, worker_client
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from cluster import ClusterSettings, connect
 from data.pull import PullError, pull
 from data.quality import SanityThresholds, SnapshotUnusableError, validate_snapshot
 from data.snapshots import SnapshotInfo, SnapshotStore
@@ -23,8 +27,27 @@ from training.dataset import Panel, build_panel
 from training.flows.cache import TrainingKey, find_trained, record_training_key
 from training.flows.gate import Decision, RuleSet, gate
 from training.flows.summary import stored_metadata
+from training.models.execution import Execution
 from training.registry.store import get_model
 from training.run import ModelResult, train_one
+
+
+@contextmanager
+def cluster_client(scheduler: str | None) -> Iterator[Client | None]:
+    """The client a task submits its own tasks with: on a Dask worker (the flow on ``DaskTaskRunner``), the worker's
+    (``worker_client`` secedes from the worker's thread, so a single-threaded worker runs the sub-tasks meanwhile);
+    elsewhere a client of ``scheduler``, or None (in this process) without one."""
+    try:
+        get_worker()
+    except ValueError:  # not on a worker
+        if scheduler is None:
+            yield None
+        else:
+            with connect(ClusterSettings(scheduler=scheduler)) as client:
+                yield client
+        return
+    with worker_client() as client:
+        yield client
 
 
 @dataclass
@@ -104,17 +127,29 @@ def check_snapshot(store: SnapshotStore, info: SnapshotInfo, thresholds: SanityT
 
 
 @task(name="build-panel", cache_policy=NO_CACHE)
-def build_training_panel(store: SnapshotStore, info: SnapshotInfo, config: TrainingConfig) -> Panel:
-    return build_panel(store.load(info.id, verify=False), info, config.horizon, config.first_date)
+def build_training_panel(
+    store: SnapshotStore, info: SnapshotInfo, config: TrainingConfig, scheduler: str | None = None
+) -> Panel:
+    """The pooled panel; each symbol's features a task on the run's cluster when there is one."""
+    with cluster_client(scheduler) as client:
+        return build_panel(store.load(info.id, verify=False), info, config.horizon, config.first_date, client=client)
 
 
 @task(name="train", task_run_name="train-{name}", cache_policy=NO_CACHE)
-def train_model(name: str, panel: Panel, config: TrainingConfig, key: TrainingKey, force: bool) -> Trained:
-    """Reuse the store's model trained under ``key``, or evaluate, fit, audit and save a new one."""
+def train_model(
+    name: str, panel: Panel, config: TrainingConfig, key: TrainingKey, force: bool, scheduler: str | None = None
+) -> Trained:
+    """Reuse the store's model trained under ``key``, or evaluate, fit, audit and save a new one (its folds, symbols
+    or refits as tasks on the run's cluster when there is one, ``training/models/execution.py``)."""
     started = time.perf_counter()
     if not force and (tag := find_trained(name, key)) is not None:
         return Trained(name, tag, "cached", round(time.perf_counter() - started, 2))
-    result = train_one(name, panel, config)
+    with cluster_client(scheduler) as client:
+        execution = Execution(client)
+        try:
+            result = train_one(name, panel, config, execution)
+        finally:
+            execution.release()
     record_training_key(result.tag, key)
     return Trained(name, result.tag, "trained", round(time.perf_counter() - started, 2), result)
 

@@ -143,7 +143,7 @@ class TabularTrainer(Trainer):
         """
         split = self.splits(panel)[fold]
         target = self.labels(panel)
-        train = split.train[np.isfinite(target[split.train])]
+        train = self.training_rows(split.train[np.isfinite(target[split.train])], fold)
         test = split.test[np.isfinite(target[split.test])]
         model = self.fit_model(panel.features[train], target[train])
         prediction = self.predict(model, panel.features[test])
@@ -151,6 +151,8 @@ class TabularTrainer(Trainer):
         keep = np.isfinite(target[split.test])
         baselines = {name: values[keep] for name, values in baselines.items()}
         described: dict[str, Any] = dict(split.describe(panel.dates))
+        if train.size < np.isfinite(target[split.train]).sum():
+            described["n_train_sampled"] = int(train.size)
         scores = self.score_all(target[test], prediction, baselines)
         described["metrics"], described["baselines"] = scores.model, scores.baselines
         described["scored_rows"] = scores.rows.describe()
@@ -216,8 +218,21 @@ class TabularTrainer(Trainer):
             },
         )
 
+    def training_rows(self, rows: np.ndarray, fold: int | None) -> np.ndarray:
+        """``rows`` (date-ordered panel rows), or past ``config.max_training_rows`` a uniform sample of that many in
+        the same order, seeded by the config's seed and the fold, so every run draws the same."""
+        limit = self.config.max_training_rows
+        if limit is None or rows.size <= limit:
+            return rows
+        rng = np.random.default_rng([self.config.seed, 0 if fold is None else fold + 1])
+        return np.sort(rng.choice(rows, size=limit, replace=False))
+
     def fit(self, panel: Panel) -> Fitted:
         target = self.labels(panel)
-        rows = np.flatnonzero(np.isfinite(target))
+        known = np.flatnonzero(np.isfinite(target))
+        rows = self.training_rows(known, None)
         model = self.fit_model(panel.features[rows], target[rows])
-        return Fitted(model=model, hyperparameters=self.hyperparameters(), extra=self.model_extra(model))
+        extra = self.model_extra(model)
+        if rows.size < known.size:
+            extra["training_rows"] = {"used": int(rows.size), "sampled_from": int(known.size), "sample": "uniform"}
+        return Fitted(model=model, hyperparameters=self.hyperparameters(), extra=extra)
