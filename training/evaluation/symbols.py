@@ -15,7 +15,13 @@ the median and the worst decile of the model's and the baseline's per-symbol val
 the 10th percentile of a higher-is-better metric, the 90th of an error), the share of scored symbols where the model
 is strictly better than the baseline (a tie is not), and the symbols where the model falls furthest behind it. A
 symbol with fewer than ``MIN_SCORED_ROWS`` rows every forecast answers, or whose metric is not finite, is counted
-and named with the reason, never dropped.
+and named with the reason, never dropped. The worst symbols are ranked by :func:`shortfall`, how far the model
+falls behind the baseline (by difference for a higher-is-better metric, by ratio for an error, so that a volatile
+symbol's larger errors do not rank it worst by scale alone).
+
+Cost, measured on 500 symbols × 500 rows in one process: 9 ms a symbol for the direction model (scikit-learn's
+AUC, Brier score and log loss on each), 1 ms for volatility: about 5 s for the slowest model's card, so the
+scoring stays with the card in the process that builds it rather than going to the cluster.
 """
 
 from __future__ import annotations
