@@ -109,3 +109,17 @@ def test_a_second_promoter_waits_then_says_who_holds_the_lock(
 def test_card_round_trips_through_metadata(tabular_results: dict[str, ModelResult]) -> None:
     result = tabular_results["direction_lightgbm"]
     assert ModelCard.from_metadata(get_model(result.tag).metadata) == ModelCard.from_metadata(result.card.to_metadata())
+
+
+def test_a_model_stored_with_a_card_older_than_version_3_is_still_promoted(
+    registry: Registry, tabular_results: dict[str, ModelResult]
+) -> None:
+    """A version 2 card (no per-symbol spread, no synthetic flag) reads, as the store's older models have it."""
+    result = tabular_results["volatility_lightgbm"]
+    metadata = result.card.to_metadata()
+    del metadata["by_symbol"], metadata["synthetic"]
+    metadata["card_version"] = 2
+    tag = str(bentoml.lightgbm.save_model(result.name, result.fitted.model, metadata=metadata).tag)
+    assert registry.promote([tag]) == {result.name: tag}
+    card = ModelCard.from_metadata(get_model(tag).metadata)
+    assert card.card_version == 2 and card.by_symbol is None and card.synthetic is False
