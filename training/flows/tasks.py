@@ -14,7 +14,7 @@ from distributed import Client, get_worker, worker_client
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from cluster import ClusterSettings, connect
+from cluster import ClusterSettings, connect, scheduler_address
 from data.pull import PullError, pull
 from data.quality import SanityThresholds, SnapshotUnusableError, validate_snapshot
 from data.snapshots import SnapshotInfo, SnapshotStore
@@ -36,14 +36,16 @@ from training.run import ModelResult, train_one
 def cluster_client(scheduler: str | None) -> Iterator[Client | None]:
     """The client a task submits its own tasks with: on a Dask worker (the flow on ``DaskTaskRunner``), the worker's
     (``worker_client`` secedes from the worker's thread, so a single-threaded worker runs the sub-tasks meanwhile);
-    elsewhere a client of ``scheduler``, or None (in this process) without one."""
+    elsewhere a client of ``scheduler`` (or ``MLOPS_DASK_SCHEDULER``: a served deployment's runs), or None (in this
+    process) without one."""
     try:
         get_worker()
     except ValueError:  # not on a worker
-        if scheduler is None:
+        address = scheduler_address(scheduler)
+        if address is None:
             yield None
         else:
-            with connect(ClusterSettings(scheduler=scheduler)) as client:
+            with connect(ClusterSettings(scheduler=address)) as client:
                 yield client
         return
     with worker_client() as client:

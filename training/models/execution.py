@@ -6,9 +6,10 @@ functions run either way (``cluster.run_tasks``; None runs them here, in order),
 predictions and stored models are the in-process run's.
 
 What goes over the wire: the pooled panel is scattered to every worker once per run (``client.scatter(...,
-broadcast=True)``) and tasks name it by its future; a Prophet task carries only its symbol's bars; a regime refit
-only its observation sequences. Every worker then holds one copy of the panel (see ``training/dataset.py`` for its
-memory per row and what one machine takes).
+broadcast=True, hash=True)``: a panel already there under its content's key is not sent again) and tasks name it
+by its future; a Prophet task carries only its symbol's bars; a regime refit only its observation sequences. Every
+worker then holds one copy of the panel (see ``training/dataset.py`` for its memory per row and what one machine
+takes).
 
 Threads: a local cluster's workers are single-threaded processes, so a task fits with the worker's thread count
 (LightGBM ``num_threads``, the forest's ``n_jobs``) and two tasks never oversubscribe two cores; in this process a
@@ -69,7 +70,8 @@ class Execution:
         if self.client is None:
             return panel
         if id(panel) not in self._shared:
-            future = self.client.scatter(panel, broadcast=True, hash=False)
+            # keyed by content: the flow's model tasks, each scattering the panel it was given, share one copy
+            future = self.client.scatter(panel, broadcast=True, hash=True)
             self._shared[id(panel)] = (panel, future)  # the panel is kept so that its id is not reused
         return self._shared[id(panel)][1]
 
