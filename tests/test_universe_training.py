@@ -4,6 +4,11 @@ evaluations, predictions and stored models, bit for bit; and a run on few symbol
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import bentoml
@@ -17,6 +22,7 @@ from bentos.prophet_model import ProphetModels
 from bentos.regime_model import RegimeModel
 from cluster import ClusterSettings
 from data.snapshots import SnapshotInfo, SnapshotStore
+from tests.integration_helpers import free_port
 from training.config import TrainingConfig
 from training.dataset import Panel, build_panel
 from training.run import LOCAL_CLUSTER_MIN_SYMBOLS, ModelResult, TrainingRun, train, training_client
@@ -149,3 +155,66 @@ def test_past_the_row_limit_a_pooled_fit_trains_on_a_seeded_sample(quick_panel: 
     unlimited = ReturnLightGBM(TrainingConfig.quick(max_training_rows=None)).fit(quick_panel)
     assert "training_rows" not in unlimited.extra
     assert unlimited.model.dump_model()["tree_info"] != fitted.model.dump_model()["tree_info"]
+
+
+@pytest.fixture
+def command_line_cluster(tmp_path: Path) -> Iterator[str]:
+    """``dask scheduler`` and two ``dask worker`` processes started from the command line, as on real machines."""
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    dask = str(Path(sys.executable).with_name("dask"))
+    logs = [open(tmp_path / f"{name}.log", "wb") for name in ("scheduler", "worker-1", "worker-2")]  # noqa: SIM115
+    commands = [
+        [dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+        *[[dask, "worker", address, "--nthreads", "1", "--nworkers", "1", "--no-dashboard"]] * 2,
+    ]
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        for command, log in zip(commands, logs, strict=True):
+            processes.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path))
+            if command[1] == "scheduler":
+                time.sleep(1.0)
+        with Client(address, timeout="30s") as client:
+            client.wait_for_workers(2, timeout=60)
+        yield address
+    finally:
+        for process in reversed(processes):
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        for log in logs:
+            log.close()
+
+
+@pytest.mark.integration
+def test_mlops_train_on_a_command_line_cluster_trains_the_in_process_models(
+    command_line_cluster: str, quick_run: TrainingRun
+) -> None:
+    """``mlops train --scheduler`` against a scheduler and two workers started with the ``dask`` command: the stored
+    models' cards and trees are those of the session's in-process run."""
+    from typer.testing import CliRunner
+
+    from cli.main import app
+    from data.pull import pull
+    from data.settings import DataSettings
+    from data.sources import EmbeddedSource
+
+    pull(EmbeddedSource(), SnapshotStore(DataSettings().snapshots))
+    names = ["return_lightgbm", "price_prophet"]
+    before = {str(m.tag) for m in bentoml.models.list()}
+    arguments = ["train", "--quick", "--scheduler", command_line_cluster, *[a for n in names for a in ("-m", n)]]
+    result = CliRunner().invoke(app, arguments)
+    assert result.exit_code == 0, result.output
+    assert f"on the Dask cluster at {command_line_cluster}" in " ".join(result.output.split())
+    new = {str(m.tag): m for m in bentoml.models.list() if str(m.tag) not in before}
+    assert sorted(tag.split(":")[0] for tag in new) == sorted(names)
+    expected = by_name(quick_run)
+    for tag, model in new.items():
+        name = tag.split(":")[0]
+        assert model.info.metadata["metrics"] == expected[name].card.to_metadata()["metrics"], name
+    ours = bentoml.lightgbm.load_model(next(t for t in new if t.startswith("return_lightgbm")))
+    theirs = bentoml.lightgbm.load_model(expected["return_lightgbm"].tag)
+    assert ours.dump_model()["tree_info"] == theirs.dump_model()["tree_info"]
