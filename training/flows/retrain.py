@@ -83,10 +83,8 @@ T = TypeVar("T")
 
 
 def unvisited(value: T) -> T:
-    """Hand ``value`` to a task without Prefect walking through it (a panel holds large arrays and frames).
-
-    Not on prefect-dask's task runner: Dask rebuilds the ``quote`` (a tuple) as a plain tuple on the worker, so the
-    value goes as it is there (and Prefect walks it once)."""
+    """Hand ``value`` to a task without Prefect walking through it (a panel holds large arrays and frames); as it is
+    on prefect-dask's runner, where Dask would rebuild the ``quote`` (a tuple) as a plain tuple on the worker."""
     context = FlowRunContext.get()
     if context is not None and type(context.task_runner).__name__ == "DaskTaskRunner":
         return value
