@@ -25,6 +25,7 @@ class SourceName(StrEnum):
     embedded = "embedded"
     yfinance = "yfinance"
     csv = "csv"
+    synthetic = "synthetic"
 
 
 def store_from_settings() -> SnapshotStore:
@@ -32,9 +33,22 @@ def store_from_settings() -> SnapshotStore:
 
 
 def _source(
-    name: SourceName, tickers: list[str] | None, start: str | None, end: str | None, path: Path | None
+    name: SourceName,
+    tickers: list[str] | None,
+    start: str | None,
+    end: str | None,
+    path: Path | None,
+    universe: tuple[int, float, int] = (200, 15.0, 0),
 ) -> Source:
     settings = DataSettings()
+    if name is SourceName.synthetic:
+        from data.synthetic import SyntheticSource
+
+        symbols, years, seed = universe
+        try:
+            return SyntheticSource(symbols=symbols, years=years, seed=seed)
+        except ValueError as error:
+            raise typer.BadParameter(str(error)) from error
     if name is SourceName.embedded:
         return EmbeddedSource(tuple(tickers) if tickers else EMBEDDED_SYMBOLS)
     if name is SourceName.yfinance:
@@ -55,11 +69,15 @@ def pull_command(
     start: Annotated[str | None, typer.Option(help="First date (yfinance), YYYY-MM-DD.")] = None,
     end: Annotated[str | None, typer.Option(help="End date, exclusive (yfinance), YYYY-MM-DD.")] = None,
     path: Annotated[Path | None, typer.Option(help="CSV file of bars (csv source).")] = None,
+    symbols: Annotated[int, typer.Option(help="Symbols of a synthetic universe (scale tests only).")] = 200,
+    years: Annotated[float, typer.Option(help="Years of daily bars of a synthetic universe.")] = 15.0,
+    seed: Annotated[int, typer.Option(help="Seed of a synthetic universe: the same seed, the same bars.")] = 0,
 ) -> None:
     """Pull bars, validate them and store them as an immutable snapshot; print its id."""
-    chosen = _source(source, ticker, start, end, path)
+    chosen = _source(source, ticker, start, end, path, (symbols, years, seed))
     store = store_from_settings()
     expected = len(ticker) if ticker else (len(EMBEDDED_SYMBOLS) if source is SourceName.embedded else None)
+    expected = symbols if source is SourceName.synthetic else expected
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -75,9 +93,10 @@ def pull_command(
             progress.stop()
             raise fail(error) from error
     state = "new snapshot" if created else "unchanged, already stored as"
-    console.print(
-        f"{state} [bold]{info.id}[/bold]: {', '.join(info.symbols)} {info.start}..{info.end}, {info.rows} rows"
-    )
+    shown = ", ".join(info.symbols) if len(info.symbols) <= 10 else f"{len(info.symbols)} symbols"
+    console.print(f"{state} [bold]{info.id}[/bold]: {shown} {info.start}..{info.end}, {info.rows} rows")
+    if info.synthetic:
+        console.print("[yellow]synthetic bars: for scale tests and benchmarks, never for quality figures[/yellow]")
 
 
 @app.command("list")

@@ -51,6 +51,11 @@ class SnapshotInfo:
     origin: dict[str, Any]
     format_version: int = FORMAT_VERSION
 
+    @property
+    def synthetic(self) -> bool:
+        """Bars made by ``data/synthetic.py``: for scale tests and benchmarks, never for quality figures."""
+        return self.source == "synthetic"
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
