@@ -24,13 +24,18 @@ Directory layout written by the trainer (the files of one BentoML model)::
                       trading calendar (absent in older manifests: XNYS)
     prophet_0.json    prophet.serialize.model_to_json of the first symbol (symbols are not safe file names)
     prophet_1.json    ...
+
+The module is over 400 lines because the stored format, its lazy per-symbol loading and the anchored forecast are
+one contract read by the trainer, the service and batch inference alike.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -60,6 +65,14 @@ MAX_PERIODS = 260
 # harmless to other code, if no other thread reseeds or draws in between: predictions hold this lock and
 # restore the caller's random state afterwards.
 _RANDOM_STATE_LOCK = threading.Lock()
+
+
+class ModelFileError(RuntimeError):
+    """A symbol's stored Prophet model could not be read: the stored version is damaged."""
+
+    def __init__(self, symbol: str, path: Path, error: Exception):
+        self.symbol = symbol
+        super().__init__(f"the Prophet model of {symbol} cannot be read from {path}: {type(error).__name__}: {error}")
 
 
 class UnknownSymbolError(LookupError):
@@ -265,29 +278,88 @@ def _recent_anchor(recent: Anchor | pd.DataFrame) -> Anchor:
     return anchor_from_recent(recent["date"], recent["close"], recent["volume"])
 
 
-class ProphetModels:
-    """The per-symbol Prophet models of one ``price_prophet`` version, with their anchors."""
+#: Most symbols' Prophet models a served price model keeps loaded (least recently used evicted first); each takes
+#: about 1-3 MB in memory (``benchmarks/results/scale_serving.md`` when measured), so the default bound keeps them under
+#: ~200 MB whatever the universe. ``MLOPS_PROPHET_CACHE_SYMBOLS`` changes it.
+DEFAULT_CACHE_SYMBOLS = 64
+CACHE_ENV = "MLOPS_PROPHET_CACHE_SYMBOLS"
 
-    def __init__(self, models: dict[str, Prophet], entries: dict[str, SymbolEntry], max_periods: int = MAX_PERIODS):
-        if set(models) != set(entries):
+
+def cache_bound() -> int:
+    raw = os.environ.get(CACHE_ENV, str(DEFAULT_CACHE_SYMBOLS))
+    try:
+        bound = int(raw)
+    except ValueError:
+        raise ValueError(f"{CACHE_ENV} must be a whole number of symbols, not {raw!r}") from None
+    if bound < 1:
+        raise ValueError(f"{CACHE_ENV} must be at least 1, not {bound}")
+    return bound
+
+
+class ProphetModels:
+    """The per-symbol Prophet models of one ``price_prophet`` version, with their anchors.
+
+    Built from fitted models (training), every model is in memory. Loaded from a stored version (:meth:`load`),
+    only the manifest is read: a symbol's model is read on its first forecast and kept in a least-recently-used
+    cache of ``cache_size`` symbols, so a price model of hundreds of symbols starts as fast as one of two and its
+    memory stays bounded. Concurrent first forecasts of a symbol read it once.
+    """
+
+    def __init__(
+        self,
+        models: dict[str, Prophet],
+        entries: dict[str, SymbolEntry],
+        max_periods: int = MAX_PERIODS,
+        files: dict[str, Path] | None = None,
+        cache_size: int | None = None,
+    ):
+        if files is None and set(models) != set(entries):
             raise ValueError(f"models for {sorted(models)} but manifest entries for {sorted(entries)}")
-        self.models = dict(models)
+        if files is not None and set(files) != set(entries):
+            raise ValueError(f"model files for {sorted(files)} but manifest entries for {sorted(entries)}")
+        self.models: OrderedDict[str, Prophet] = OrderedDict(models)
         self.entries = dict(entries)
         self.max_periods = max_periods
+        self.files = dict(files or {})
+        self.cache_size = cache_size or cache_bound()
+        self.loads = 0  # model files read so far
+        self._lock = threading.Lock()
+        self._loading: dict[str, threading.Lock] = {}
 
     @property
     def symbols(self) -> list[str]:
-        return sorted(self.models)
+        return sorted(self.entries)
 
     def model(self, symbol: str) -> Prophet:
-        try:
-            return self.models[symbol]
-        except KeyError:
-            raise UnknownSymbolError(symbol, self.symbols) from None
+        if symbol not in self.entries:
+            raise UnknownSymbolError(symbol, self.symbols)
+        with self._lock:
+            found = self.models.get(symbol)
+            if found is not None:
+                self.models.move_to_end(symbol)
+                return found
+            loading = self._loading.setdefault(symbol, threading.Lock())
+        with loading:  # one reader per symbol; others wait for it and take its model
+            with self._lock:
+                found = self.models.get(symbol)
+            if found is not None:
+                return found
+            path = self.files[symbol]
+            try:
+                found = model_from_json(path.read_text())
+            except (OSError, ValueError, KeyError) as error:
+                raise ModelFileError(symbol, path, error) from error
+            with self._lock:
+                self.loads += 1
+                self.models[symbol] = found
+                while self.files and len(self.models) > self.cache_size:
+                    self.models.popitem(last=False)
+        return found
 
     def anchor(self, symbol: str, recent: Anchor | pd.DataFrame | None = None) -> Anchor:
         """The manifest's anchor (the last training bar) or, given recent bars, their last bar."""
-        self.model(symbol)
+        if symbol not in self.entries:
+            raise UnknownSymbolError(symbol, self.symbols)
         return self.entries[symbol].anchor if recent is None else _recent_anchor(recent)
 
     def forecast(
@@ -327,12 +399,14 @@ class ProphetModels:
         root = Path(directory)
         manifest = self.manifest()
         for symbol, entry in manifest["symbols"].items():
-            (root / entry["file"]).write_text(model_to_json(self.models[symbol]))
+            (root / entry["file"]).write_text(model_to_json(self.model(symbol)))
         (root / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True))
 
     @classmethod
-    def load(cls, directory: str | Path, max_periods: int = MAX_PERIODS) -> ProphetModels:
-        """Read what :meth:`save` wrote."""
+    def load(
+        cls, directory: str | Path, max_periods: int = MAX_PERIODS, cache_size: int | None = None
+    ) -> ProphetModels:
+        """What :meth:`save` wrote: the manifest now, each symbol's model on its first use (see the class)."""
         root = Path(directory)
         path = root / MANIFEST_FILE
         try:
@@ -342,11 +416,11 @@ class ProphetModels:
         version = manifest.get("format_version")
         if version != FORMAT_VERSION:
             raise ValueError(f"{path} has format version {version!r}; this code reads version {FORMAT_VERSION}")
-        models, entries = {}, {}
+        files, entries = {}, {}
         for symbol, values in manifest["symbols"].items():
-            models[symbol] = model_from_json((root / values["file"]).read_text())
+            files[symbol] = root / values["file"]
             entries[symbol] = SymbolEntry.from_dict(values)
-        return cls(models, entries, max_periods=max_periods)
+        return cls({}, entries, max_periods=max_periods, files=files, cache_size=cache_size)
 
 
 def load_models(directory: str | Path) -> ProphetModels:

@@ -106,7 +106,7 @@ def test_horizon_zero_is_the_last_close_and_the_bounds_bracket_the_price(fitted:
     models: ProphetModels = fitted.model
     anchor = models.entries["^GSPC"].anchor
     future = future_trading_days(anchor.date, 10)
-    forecast = anchored_forecast(models.models["^GSPC"], anchor.date, anchor.close, anchor.log_volume, future)
+    forecast = anchored_forecast(models.model("^GSPC"), anchor.date, anchor.close, anchor.log_volume, future)
 
     assert list(forecast.columns) == ["date", "horizon", "price", "lower", "upper"]
     assert forecast["horizon"].tolist() == list(range(11))
