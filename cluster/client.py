@@ -64,6 +64,7 @@ def connect(settings: ClusterSettings | None = None) -> Iterator[Client]:
         processes=True,
         memory_limit=settings.memory_limit,
         dashboard_address=None,
+        worker_dashboard_address=None,
     )
     try:
         with Client(cluster) as client:
