@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cli.output import console
+from cli.output import console, fail
 
 app = typer.Typer(help="The stored models: list them (no subcommand).")
 
@@ -89,3 +89,33 @@ def list_command(
                 stored.name, stored.version, styled, f"{metric} {card.metrics[metric]:.4g} / {best:.4g}", skill_cell
             )
     console.print(table if table.rows else "no models in the store yet: run `mlops train`")
+
+
+@app.command("prune")
+def prune_command(
+    keep: Annotated[int, typer.Option(min=1, help="Versions (and Bentos) to keep beyond those still needed.")] = 3,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would go; remove nothing.")] = False,
+) -> None:
+    """Remove model versions and Bentos beyond the newest KEEP; never production, its last KEEP rollback targets,
+    or a model a kept Bento ships. Safe to interrupt: a rerun finishes the job."""
+    from training.registry.promotion import RegistryBusyError
+    from training.registry.prune import prune
+
+    try:
+        done = prune(
+            keep,
+            dry_run=dry_run,
+            on_removed=lambda r: console.print(f"removed {r.kind} {r.tag} ({r.bytes / 1e6:.1f} MB)"),
+        )
+    except RegistryBusyError as error:
+        raise fail(error) from error
+    verb = "would free" if dry_run else "freed"
+    if dry_run:
+        for removal in done.remove:
+            console.print(f"would remove {removal.kind} {removal.tag} ({removal.bytes / 1e6:.1f} MB)")
+    for name, dropped in done.rollback_trim.items():
+        console.print(
+            f"{name}: rollback targets beyond the newest {keep} {'would be ' if dry_run else ''}dropped: "
+            f"{', '.join(dropped)}"
+        )
+    console.print(f"{verb} {done.bytes / 1e6:.1f} MB: {len(done.remove)} removed, {len(done.kept)} kept")

@@ -168,6 +168,20 @@ class Registry:
             self._relabel(event["changes"])
             return {name: change["to"] for name, change in event["changes"].items()}
 
+    def trim_rollbacks(self, depth: int, reason: str, locked: bool = False) -> dict[str, list[str]]:
+        """Keep only the ``depth`` most recent rollback targets of each model (a ``prune`` event); return what went.
+
+        ``locked``: the caller holds the registry lock already (``training/registry/prune.py``)."""
+        with contextlib.nullcontext() if locked else self.lock():
+            state = self.state()
+            dropped = {n: e["previous"][depth:] for n, e in state["models"].items() if e["previous"][depth:]}
+            if dropped:
+                for name in dropped:
+                    state["models"][name]["previous"] = state["models"][name]["previous"][:depth]
+                event = {"at": _now(), "action": "prune", "reason": reason, "dropped_rollbacks": dropped}
+                self._write_state(state, event)
+            return dropped
+
     def _relabel(self, changes: dict[str, dict[str, str | None]]) -> None:
         for change in changes.values():
             if change["from"]:
