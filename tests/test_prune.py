@@ -108,3 +108,20 @@ def scenario_free_listing() -> list[str]:
     import bentoml
 
     return sorted(str(m.tag) for m in bentoml.models.list())
+
+
+def test_the_flow_step_records_what_it_did_and_skips_a_failed_run(tmp_path: Path) -> None:
+    from training.flows.prune import prune_store
+    from training.flows.summary import RunRecord
+    from training.registry.promotion import Registry
+
+    registry = Registry(tmp_path / "registry")
+    record = RunRecord(flow_run="test", mode="quick", rules="default")
+    prune_store(record, registry, None)
+    assert record.prune is None and "prune" not in record.seconds
+    prune_store(record, registry, 1000)  # the session store: nothing is beyond the newest 1000
+    assert record.prune == {"keep": 1000, "removed": [], "freed_bytes": 0, "rollback_targets_dropped": {}}
+    assert "prune" in record.seconds and not record.failures
+    failed = RunRecord(flow_run="test", mode="quick", rules="default", failures=["the gate failed"])
+    prune_store(failed, registry, 1)
+    assert failed.prune is None

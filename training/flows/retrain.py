@@ -1,13 +1,12 @@
 """``retrain``: the Prefect flow that pulls, validates, trains, gates, promotes, builds and smoke-tests.
 
-Run it once with ``mlops retrain run [--quick]``, or serve it on a schedule with
-``mlops retrain serve`` and trigger a run of the served deployment with ``prefect deployment run 'retrain/daily'``
-(cli/retrain.py). No Prefect server is needed for a run: without ``PREFECT_API_URL`` it starts a temporary
-local API. Prefect is kept quiet and offline unless the environment says otherwise.
+Run it once with ``mlops retrain run [--quick]``, or serve it on a schedule with ``mlops retrain serve`` and trigger
+a run of the served deployment with ``prefect deployment run 'retrain/daily'`` (cli/retrain.py). No Prefect server is
+needed: without ``PREFECT_API_URL`` it starts a temporary local API. Prefect is quiet and offline unless told.
 
-Beside this module: the training cache (training/flows/cache.py), the promotion lock
-(training/flows/lock.py), the summary and its artifacts (training/flows/summary.py), the gate
-(training/flows/gate.py), the snapshot checks (data/quality.py) and the smoke test (deploy/smoke.py).
+Beside this module (training/flows/): the training cache (cache.py), the promotion lock (lock.py), the summary and its
+artifacts (summary.py), the gate (gate.py), the store prune (prune.py); the snapshot checks are data/quality.py and
+the smoke test deploy/smoke.py.
 """
 
 # No ``from __future__ import annotations`` here: a served deployment rebuilds the flow's parameter model from
@@ -44,6 +43,7 @@ from training.dataset import Panel
 from training.flows.cache import TrainingKey, record_report, report_of, training_key
 from training.flows.gate import GateRules, RuleSet, load_rules
 from training.flows.lock import PromotionLockTimeout, promotion_lock
+from training.flows.prune import prune_store
 from training.flows.summary import RetrainFailed, RunRecord, publish_artifacts
 from training.flows.tasks import (
     PullFailed,
@@ -77,6 +77,7 @@ class RetrainSettings(BaseSettings):
     smoke_timeout_seconds: float = Field(180.0, gt=0, description="How long the built Bento may take to be ready.")
     deployment_name: str = Field("daily", description="Name of the served deployment.")
     cron: str = Field("0 22 * * 1-5", description="Schedule of the served deployment (after the US close).")
+    prune_keep: int | None = Field(None, ge=1, description="Prune the store to N versions after a run; off: None.")
 
 
 T = TypeVar("T")
@@ -102,9 +103,6 @@ def dask_runner(address: str) -> Any:
     from prefect_dask import DaskTaskRunner
 
     return DaskTaskRunner(address=address)
-
-
-# ------------------------------------------------------------------------------------------------ the flow
 
 
 def _finish(record: RunRecord) -> dict[str, Any] | State:
@@ -141,6 +139,7 @@ def retrain(
     lock_timeout_seconds: float | None = None,
     smoke_timeout_seconds: float | None = None,
     scheduler: str | None = None,
+    prune_keep: int | None = None,
 ) -> dict[str, Any] | State:
     """Pull, validate, train every model, gate each against production, promote, build and smoke-test the Bento.
 
@@ -212,6 +211,7 @@ def retrain(
     except PromotionLockTimeout as error:
         record.lock = {"gave_up": str(error)}
         record.failures.append(str(error))
+    prune_store(record, registry, settings.prune_keep if prune_keep is None else prune_keep)  # flows/prune.py
     return _finish(record)
 
 

@@ -53,6 +53,8 @@ class RunRecord:
     smoke_test: dict[str, Any] | None = None
     #: The OCI image of the Bento (``containerize=True``): its reference, size, build and smoke-test figures.
     image: dict[str, Any] | None = None
+    #: What the store prune removed and freed (``prune_keep``), or None when it did not run.
+    prune: dict[str, Any] | None = None
     #: This run's training report, or else the report of the run that trained the models it reused.
     report: str | None = None
     report_of_this_run: bool = False
