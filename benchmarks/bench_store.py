@@ -15,7 +15,9 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 WORK = Path(tempfile.mkdtemp(prefix="mlops-bench-store-"))
 os.environ["BENTOML_HOME"] = str(WORK / "bentoml")
@@ -54,20 +56,40 @@ def universe_prophet(directory: Path) -> int:
     return (directory / "prophet_0.json").stat().st_size
 
 
-def new_version(template: bentoml.Model, prophet_dir: Path) -> str:
+@dataclass(frozen=True)
+class Template:
+    """A trained model's store entry, its files copied out of the store (which the prunes empty)."""
+
+    name: str
+    module: str
+    labels: dict[str, str]
+    metadata: dict[str, Any]
+    options: Any
+    files: Path
+
+    @classmethod
+    def of(cls, tag: str, directory: Path) -> Template:
+        model = bentoml.models.get(tag)
+        files = directory / model.tag.name
+        shutil.copytree(model.path, files)
+        return cls(model.tag.name, model.info.module, dict(model.info.labels), dict(model.info.metadata),
+                   model.info.options, files)  # fmt: skip
+
+
+def new_version(template: Template, prophet_dir: Path) -> str:
     """``template`` saved again under a new version (a nightly retrain's output of that model)."""
     with bentoml.models.create(
-        template.tag.name, module=template.info.module, labels=dict(template.info.labels),
-        metadata=dict(template.info.metadata), options=template.info.options,
+        template.name, module=template.module, labels=template.labels, metadata=template.metadata,
+        options=template.options,
     ) as model:  # fmt: skip
-        source = prophet_dir if template.tag.name == "price_prophet" else Path(template.path)
+        source = prophet_dir if template.name == "price_prophet" else template.files
         for item in source.iterdir():
             if item.name not in ("model.yaml",) and not item.name.startswith("."):
                 (shutil.copytree if item.is_dir() else shutil.copy2)(item, Path(model.path) / item.name)
     return str(model.tag)
 
 
-def nights(templates: list[bentoml.Model], prophet_dir: Path, keep: int | None) -> tuple[int, float]:
+def nights(templates: list[Template], prophet_dir: Path, keep: int | None) -> tuple[int, float]:
     """Run the nights; return the store's bytes at the end and the seconds the prunes took."""
     registry = Registry()
     pruning = 0.0
@@ -103,15 +125,10 @@ def main() -> None:
     prophet_dir = WORK / "prophet"
     prophet_dir.mkdir()
     per_symbol = universe_prophet(prophet_dir)
-    keep_dir = WORK / "templates"
-    keep_dir.mkdir()
-    for result in run.results:  # kept outside the store, which each variant empties
-        bentoml.models.export_model(result.tag, str(keep_dir / f"{result.name}.bentomodel"))
+    templates = [Template.of(result.tag, WORK / "templates") for result in run.results]
     variants: dict[str, tuple[int, float]] = {}
     for label, keep in (("without pruning", None), (f"with prune --keep {KEEP} each night", KEEP)):
         reset_store()
-        imported = [bentoml.models.import_model(str(p)).tag for p in sorted(keep_dir.glob("*.bentomodel"))]
-        templates = [bentoml.models.get(tag) for tag in imported]  # where the store put them
         variants[label] = nights(templates, prophet_dir, keep)
     (without, _), (pruned, prune_seconds) = variants.values()
     figures = [

@@ -39,6 +39,7 @@ def _source(
     end: str | None,
     path: Path | None,
     universe: tuple[int, float, int] = (200, 15.0, 0),
+    allow_missing: bool = False,
 ) -> Source:
     settings = DataSettings()
     if name is SourceName.synthetic:
@@ -54,7 +55,7 @@ def _source(
     if name is SourceName.yfinance:
         if not tickers:
             raise typer.BadParameter("the yfinance source needs at least one --ticker")
-        return YFinanceSource.from_settings(tickers, start, end, settings)
+        return YFinanceSource.from_settings(tickers, start, end, settings, allow_missing=allow_missing)
     if path is None:
         raise typer.BadParameter("the csv source needs --path")
     return CsvSource(path, symbol=tickers[0] if tickers else None)
@@ -72,9 +73,13 @@ def pull_command(
     symbols: Annotated[int, typer.Option(help="Symbols of a synthetic universe (scale tests only).")] = 200,
     years: Annotated[float, typer.Option(help="Years of daily bars of a synthetic universe.")] = 15.0,
     seed: Annotated[int, typer.Option(help="Seed of a synthetic universe: the same seed, the same bars.")] = 0,
+    allow_missing: Annotated[
+        bool,
+        typer.Option("--allow-missing", help="yfinance: store the tickers that came back, recording the missing ones."),
+    ] = False,
 ) -> None:
     """Pull bars, validate them and store them as an immutable snapshot; print its id."""
-    chosen = _source(source, ticker, start, end, path, (symbols, years, seed))
+    chosen = _source(source, ticker, start, end, path, (symbols, years, seed), allow_missing)
     store = store_from_settings()
     expected = len(ticker) if ticker else (len(EMBEDDED_SYMBOLS) if source is SourceName.embedded else None)
     expected = symbols if source is SourceName.synthetic else expected
@@ -97,6 +102,17 @@ def pull_command(
     console.print(f"{state} [bold]{info.id}[/bold]: {shown} {info.start}..{info.end}, {info.rows} rows")
     if info.synthetic:
         console.print("[yellow]synthetic bars: for scale tests and benchmarks, never for quality figures[/yellow]")
+    print_gaps(info.origin)
+
+
+def print_gaps(origin: dict[str, object]) -> None:
+    """The tickers a pull left out (with why) and those it kept but flagged, as its manifest records them."""
+    for key, title in (("missing", "missing, not in the snapshot"), ("flagged", "kept, flagged")):
+        entries = origin.get(key)
+        if isinstance(entries, dict) and entries:
+            console.print(f"[yellow]{title}[/yellow]: {len(entries)} ticker(s)")
+            for ticker, why in entries.items():
+                console.print(f"  {ticker}: {why}")
 
 
 @app.command("list")
@@ -129,4 +145,5 @@ def show_command(
     except SnapshotError as error:
         raise fail(error) from error
     console.print_json(json.dumps(info.to_dict()))
+    print_gaps(info.origin)
     console.print(f"[green]verified[/green]: bars hash to {info.id}; stored at {store.path(info.id)}")

@@ -23,6 +23,7 @@ from tenacity import (
 )
 
 from data.settings import DataSettings
+from features import DEFAULT_SPEC
 from features.ohlcv import OHLCV_COLUMNS, SYMBOL_COLUMN
 
 LONG_COLUMNS: tuple[str, ...] = (SYMBOL_COLUMN, *OHLCV_COLUMNS)
@@ -195,6 +196,12 @@ class YFinanceSource:
     download: Downloader = field(default=_yfinance_download, repr=False, compare=False)
     sleep: Callable[[float], None] = field(default=time.sleep, repr=False, compare=False)
     name: str = "yfinance"
+    #: Write the tickers that came back when others fail, recording the missing ones (name, reason) in the manifest.
+    allow_missing: bool = False
+    #: Fewest bars a ticker needs to be kept (the features' lookback: ``features.DEFAULT_SPEC.min_bars``).
+    min_bars: int = field(default_factory=lambda: DEFAULT_SPEC.min_bars)
+    #: What the last fetch left out and flagged, for the manifest (``describe``).
+    outcome: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_settings(
@@ -203,6 +210,7 @@ class YFinanceSource:
         start: str | None = None,
         end: str | None = None,
         settings: DataSettings | None = None,
+        allow_missing: bool = False,
     ) -> YFinanceSource:
         """A source with the deadline, timeout, attempts and backoff of ``MLOPS_YFINANCE_*``."""
         settings = settings or DataSettings()
@@ -214,30 +222,44 @@ class YFinanceSource:
             request_timeout_seconds=settings.yfinance_request_timeout_seconds,
             attempts=settings.yfinance_attempts,
             backoff_seconds=settings.yfinance_backoff_seconds,
+            allow_missing=allow_missing,
         )
 
     def fetch(self, on_symbol: Callable[[str], None] | None = None) -> pd.DataFrame:
+        """Every ticker's bars. A ticker that fails, comes back empty or has fewer than ``min_bars`` bars is missing:
+        the fetch fails naming each with its reason, or with ``allow_missing`` returns the others and records the
+        missing ones in ``outcome`` (and so in the snapshot's manifest). Histories that start late or end early
+        (listed later, delisted) are kept and flagged there."""
         if not self.tickers:
             raise SourceError("no tickers given to the yfinance source")
         deadline = _Deadline(self.deadline_seconds)
-        frames, failures = [], {}
+        frames: dict[str, pd.DataFrame] = {}
+        failures: dict[str, str] = {}
         for ticker in self.tickers:
             try:
-                frames.append(self._fetch_one(ticker, deadline))
+                frame = self._fetch_one(ticker, deadline)
             except SourceError as error:
                 failures[ticker] = str(error)
+            else:
+                if len(frame) < self.min_bars:
+                    failures[ticker] = f"{len(frame)} bars, fewer than the {self.min_bars} the features need"
+                else:
+                    frames[ticker] = frame
             if on_symbol:
                 on_symbol(ticker)
-        if failures:
+        self.outcome.clear()
+        self.outcome.update({"missing": failures, "flagged": _flag_histories(frames)})
+        if failures and not (self.allow_missing and frames):
             got = [t for t in self.tickers if t not in failures]
             kind = "partial download" if got else "download failed"
             details = "; ".join(f"{t}: {why}" for t, why in failures.items())
+            hint = " (--allow-missing keeps the others and records these)" if got and not self.allow_missing else ""
             raise SourceError(
                 f"yfinance {kind}: no bars for {', '.join(failures)}"
                 + (f" (got {', '.join(got)})" if got else "")
-                + f". {details}"
+                + f". {details}{hint}"
             )
-        return pd.concat(frames, ignore_index=True)
+        return pd.concat(frames.values(), ignore_index=True)
 
     def _fetch_one(self, ticker: str, deadline: _Deadline) -> pd.DataFrame:
         """One ticker's bars: up to ``attempts`` tries, exponential backoff, never a wait past the deadline."""
@@ -299,7 +321,38 @@ class YFinanceSource:
         return frame
 
     def describe(self) -> dict[str, Any]:
-        return {"source": self.name, "tickers": list(self.tickers), "start": self.start, "end": self.end}
+        described: dict[str, Any] = {"source": self.name, "tickers": list(self.tickers), "start": self.start}
+        described["end"] = self.end
+        if self.outcome.get("missing"):
+            described["missing"] = dict(self.outcome["missing"])
+        if self.outcome.get("flagged"):
+            described["flagged"] = dict(self.outcome["flagged"])
+        return described
+
+
+#: A history that starts this much after the universe's earliest first bar, or ends this much before its latest
+#: last bar, is flagged in the manifest (listed later; delisted or suspended).
+LATE_START = pd.Timedelta(days=30)
+EARLY_END = pd.Timedelta(days=10)
+
+
+def _flag_histories(frames: dict[str, pd.DataFrame]) -> dict[str, str]:
+    """Tickers kept whose history is shorter than the universe's, with why."""
+    if len(frames) < 2:
+        return {}
+    firsts = {t: pd.Timestamp(f["date"].min()) for t, f in frames.items()}
+    lasts = {t: pd.Timestamp(f["date"].max()) for t, f in frames.items()}
+    first, last = min(firsts.values()), max(lasts.values())
+    flagged = {}
+    for ticker in frames:
+        reasons = []
+        if firsts[ticker] - first > LATE_START:
+            reasons.append(f"starts {firsts[ticker].date()}, after the universe's {first.date()}")
+        if last - lasts[ticker] > EARLY_END:
+            reasons.append(f"ends {lasts[ticker].date()}, before the universe's {last.date()} (delisted?)")
+        if reasons:
+            flagged[ticker] = "; ".join(reasons)
+    return flagged
 
 
 def known_sources() -> Sequence[str]:

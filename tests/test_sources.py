@@ -32,7 +32,7 @@ def test_embedded_source_rejects_unknown_symbols() -> None:
         EmbeddedSource(("AAPL",)).fetch()
 
 
-def yahoo_frame(n: int = 30, seed: int = 0, multi: bool = False, ticker: str = "SPY") -> pd.DataFrame:
+def yahoo_frame(n: int = 260, seed: int = 0, multi: bool = False, ticker: str = "SPY") -> pd.DataFrame:
     """A frame shaped like yfinance's answer: capitalised columns, a Date index, Adj Close absent."""
     bars = make_bars(n, seed=seed).rename(columns=str.capitalize).set_index("Date")
     bars.index = bars.index.tz_localize("America/New_York")
@@ -73,7 +73,7 @@ def test_yfinance_success_is_normalised(multi: bool) -> None:
     frame = yf_source.fetch()
     assert list(frame.columns) == ["symbol", "date", "open", "high", "low", "close", "volume"]
     assert (frame["symbol"] == "SPY").all()
-    assert len(frame) == 30
+    assert len(frame) == 260
     assert frame["date"].dt.tz is None
     _, kwargs = fake.calls[0]
     assert kwargs["auto_adjust"] is True
@@ -93,7 +93,7 @@ def test_yfinance_empty_frame_is_an_error_naming_the_ticker() -> None:
 def test_yfinance_retries_transient_errors_then_succeeds() -> None:
     fake = FakeYahoo({"SPY": [ConnectionError("reset by peer"), yahoo_frame()]})
     yf_source, sleeps = source(fake, "SPY")
-    assert len(yf_source.fetch()) == 30
+    assert len(yf_source.fetch()) == 260
     assert len(fake.calls) == 2
     assert sleeps == [0.5]
 
@@ -203,3 +203,65 @@ def test_csv_round_trip_preserves_values(tmp_path: Path, store: SnapshotStore) -
     loaded = store.load(info.id)
     assert created
     np.testing.assert_array_equal(loaded["close"].to_numpy(), original["close"].to_numpy())
+
+
+def universe_answers() -> FakeYahoo:
+    """Four good tickers (one listed later, one ended early), one that errors, one empty, one too short."""
+    return FakeYahoo(
+        {
+            "AAA": [yahoo_frame(n=300, seed=1)],
+            "BBB": [yahoo_frame(n=300, seed=2)],
+            "LATE": [yahoo_frame(n=300, seed=3).iloc[40:]],
+            "GONE": [yahoo_frame(n=300, seed=4).iloc[:-20]],
+            "ERR": [ConnectionError("reset by peer")],
+            "EMPTY": [pd.DataFrame()],
+            "SHORT": [yahoo_frame(n=100, seed=5)],
+        }
+    )
+
+
+def test_a_universe_pull_fails_naming_every_missing_ticker_with_its_reason() -> None:
+    yf_source, _ = source(universe_answers(), "AAA", "BBB", "LATE", "GONE", "ERR", "EMPTY", "SHORT", attempts=1)
+    with pytest.raises(SourceError) as raised:
+        yf_source.fetch()
+    message = str(raised.value)
+    assert "partial download: no bars for ERR, EMPTY, SHORT (got AAA, BBB, LATE, GONE)" in message
+    assert "ERR: gave up after 1 attempt(s) (attempt 1: ConnectionError: reset by peer)" in message
+    assert "SHORT: 100 bars, fewer than the 252 the features need" in message
+    assert "--allow-missing" in message
+
+
+def test_allow_missing_writes_the_others_and_records_the_missing_and_flagged(store: SnapshotStore) -> None:
+    tickers = ("AAA", "BBB", "LATE", "GONE", "ERR", "EMPTY", "SHORT")
+    yf_source, _ = source(universe_answers(), *tickers, attempts=1, allow_missing=True)
+    info, _ = pull(yf_source, store)
+    assert info.symbols == ["AAA", "BBB", "GONE", "LATE"]
+    assert set(info.origin["missing"]) == {"ERR", "EMPTY", "SHORT"}
+    assert "fewer than the 252" in info.origin["missing"]["SHORT"]
+    assert set(info.origin["flagged"]) == {"LATE", "GONE"}
+    assert "delisted?" in info.origin["flagged"]["GONE"] and "starts" in info.origin["flagged"]["LATE"]
+    assert store.info(info.id).origin["missing"] == info.origin["missing"]  # in the manifest
+
+
+def test_allow_missing_still_fails_when_nothing_came_back() -> None:
+    yf_source, _ = source(FakeYahoo({"ERR": [None]}), "ERR", attempts=1, allow_missing=True)
+    with pytest.raises(SourceError, match="download failed: no bars for ERR"):
+        yf_source.fetch()
+
+
+def test_data_show_lists_the_missing_and_flagged_tickers() -> None:
+    from typer.testing import CliRunner
+
+    from cli.main import app
+    from data.settings import DataSettings
+
+    tickers = ("AAA", "BBB", "LATE", "GONE", "ERR", "EMPTY", "SHORT")
+    yf_source, _ = source(universe_answers(), *tickers, attempts=1, allow_missing=True)
+    pull(yf_source, SnapshotStore(DataSettings().snapshots))
+    shown = CliRunner().invoke(app, ["data", "show"], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0, shown.output
+    assert "missing, not in the snapshot: 3 ticker(s)" in shown.output
+    assert "SHORT: 100 bars, fewer than the 252 the features need" in shown.output
+    assert "kept, flagged: 2 ticker(s)" in shown.output
+    help_text = CliRunner().invoke(app, ["data", "pull", "--help"], env={"COLUMNS": "200"}).output
+    assert "--allow-missing" in help_text
