@@ -20,7 +20,7 @@ import pandas as pd
 
 from bentos.direction_calibration import PlattCalibration
 from bentos.forest_model import CUSTOM_OBJECT, FlatForest, forest_nodes
-from bentos.prophet_model import ProphetModels
+from bentos.prophet_model import ModelFileError, ProphetModels
 from bentos.regime_model import RegimeModel
 from features import DEFAULT_SPEC
 from features.catalog import Runtime, model_kind
@@ -188,7 +188,12 @@ class PriceRunner(Runner):
         self.models = ProphetModels.load(model.path)
 
     def forecast(self, symbol: str, periods: int, recent: pd.DataFrame | None) -> pd.DataFrame:
-        return self.models.forecast(symbol, periods, recent=recent)
+        """A symbol's model is read on its first forecast (``ProphetModels.load``): a damaged file fails that
+        symbol's forecasts, named with the model's tag, and no other method or symbol."""
+        try:
+            return self.models.forecast(symbol, periods, recent=recent)
+        except ModelFileError as error:
+            raise ModelMismatchError(f"{self.identity.tag} cannot forecast {symbol}: {error}") from error
 
 
 #: the runner of each way of serving a model (features.catalog names each model's)

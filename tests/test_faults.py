@@ -306,7 +306,6 @@ CORRUPTIONS: dict[str, tuple[str, str, Callable[[Path], None]]] = {
     "LightGBM booster cut in half": ("direction_lightgbm", "saved_model.ubj", truncate),
     # the service predicts the forest from its flat nodes (the custom objects), never from the pickle
     "forest nodes scrambled": ("return_random_forest", "custom_objects.pkl", scramble),
-    "Prophet JSON cut in half": ("price_prophet", "prophet_0.json", truncate),
     "BentoML model.yaml scrambled": ("volatility_lightgbm", "model.yaml", scramble),
 }
 
@@ -331,6 +330,30 @@ def test_a_corrupted_model_file_stops_the_service_naming_the_model(
     ready, output = start_once(child_env(BENTOML_HOME=home), tmp_path / "serve.log")
     assert not ready, f"the service started on a corrupted {name}"
     assert production_models[name] in output, output[-3000:]
+
+
+def test_a_corrupted_prophet_file_fails_only_its_symbol_naming_the_model(
+    tmp_path: Path, production_models: dict[str, str]
+) -> None:
+    """A price model's symbols are read on their first forecast (hundreds of them must not hold the start), so a
+    damaged file does not stop the service: that symbol's forecasts fail, a server error whose log names the model
+    and the symbol, and every other symbol and method answers."""
+    from tests.integration_helpers import post, served
+
+    tag = production_models["price_prophet"]
+    home = copy_models(production_models, tmp_path / "bentoml")
+    manifest = json.loads((home / "models" / tag.replace(":", "/") / "symbols.json").read_text())
+    damaged = next(s for s, entry in manifest["symbols"].items() if entry["file"] == "prophet_0.json")
+    healthy = next(s for s in manifest["symbols"] if s != damaged)
+    truncate(home / "models" / tag.replace(":", "/") / "prophet_0.json")
+    log = tmp_path / "serve.log"
+    with served("bentos.service:MarketModels", env=child_env(BENTOML_HOME=home), log_path=log) as url:
+        failed, _ = post(f"{url}/forecast_price", {"symbol": damaged, "periods": 3})
+        answered, body = post(f"{url}/forecast_price", {"symbol": healthy, "periods": 3})
+    assert failed == 500
+    assert answered == 200 and len(body["forecast"]) == 3
+    output = log.read_text(errors="replace")
+    assert f"{tag} cannot forecast {damaged}" in output, output[-3000:]
 
 
 def test_a_scrambled_forest_pickle_stops_batch_inference_naming_the_model(
