@@ -1,8 +1,14 @@
 """The immutable snapshot store: validated bars written once, addressed by a hash of their content.
 
-Layout: ``<root>/<id>/bars.parquet`` and ``<root>/<id>/manifest.json``. A snapshot is assembled in a hidden
-temporary directory and renamed into place in one step, so a reader sees all of it or none of it, and an
-interrupted pull leaves only a temporary directory that the next write sweeps away.
+Layout (format 2): ``<root>/<id>/manifest.json`` and one Parquet file per symbol,
+``<root>/<id>/bars/symbol=<symbol, percent-encoded>/part-0.parquet`` (Hive partitioning, as Dask, DuckDB and Arrow
+read it), so a worker reads only the symbols it scores. The manifest maps each symbol to its file and the file's
+SHA-256, which is what a partial read verifies; a whole read verifies the content id. Format 1 snapshots (one
+``bars.parquet``) still load. The id hashes the bars' values in canonical order, not the files, so the layout does not
+change it.
+
+A snapshot is assembled in a hidden temporary directory and renamed into place in one step, so a reader sees all of
+it or none of it, and an interrupted pull leaves only a temporary directory that the next write sweeps away.
 """
 
 from __future__ import annotations
@@ -14,19 +20,28 @@ import os
 import shutil
 import stat
 import tempfile
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from features.ohlcv import SYMBOL_COLUMN, VALUE_COLUMNS, validate_ohlcv
 
-BARS_FILE = "bars.parquet"
+LEGACY_BARS_FILE = "bars.parquet"  # format 1: every symbol in one file
+BARS_DIR = "bars"
+PARTITION_FILE = "part-0.parquet"
 MANIFEST_FILE = "manifest.json"
-FORMAT_VERSION = 1
+#: Hashed into every id: it names what the id covers (the bars' values), not how they are laid out on disk.
+CONTENT_VERSION = 1
+#: The layout: 1 one ``bars.parquet``; 2 one Parquet file per symbol under ``bars/``.
+FORMAT_VERSION = 2
 _TEMP_PREFIX = ".tmp-"
 _READ_ONLY_FILE = stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH
 _READ_ONLY_DIR = _READ_ONLY_FILE | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH
@@ -50,6 +65,8 @@ class SnapshotInfo:
     created_at: str
     origin: dict[str, Any]
     format_version: int = FORMAT_VERSION
+    #: symbol -> {"path": file relative to the snapshot, "sha256": its digest}; empty in format 1
+    partitions: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def synthetic(self) -> bool:
@@ -67,7 +84,7 @@ def canonical_order(frame: pd.DataFrame) -> pd.DataFrame:
 
 def content_id(frame: pd.DataFrame) -> str:
     """The snapshot id of validated bars in canonical order: a hash of their values, not of any file format."""
-    digest = hashlib.sha256(f"ohlcv-v{FORMAT_VERSION}".encode())
+    digest = hashlib.sha256(f"ohlcv-v{CONTENT_VERSION}".encode())
     symbols = frame[SYMBOL_COLUMN].astype(str).to_numpy()
     digest.update("\0".join(symbols.tolist()).encode())
     days = frame["date"].to_numpy(dtype="datetime64[ns]").astype("datetime64[D]").astype("<i8")
@@ -93,6 +110,48 @@ def _write_file(path: Path, write: Any) -> None:
     os.chmod(path, _READ_ONLY_FILE)
 
 
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def partition_path(symbol: str) -> str:
+    """A symbol's file, relative to its snapshot (Hive style; the symbol percent-encoded as Arrow's "uri" does)."""
+    return f"{BARS_DIR}/{SYMBOL_COLUMN}={quote(symbol, safe='')}/{PARTITION_FILE}"
+
+
+def _write_partitions(frame: pd.DataFrame, directory: Path) -> dict[str, dict[str, str]]:
+    """One file per symbol of canonical-order bars; each file fsynced and read-only, its directory too."""
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    symbols = frame[SYMBOL_COLUMN].astype(str).to_numpy()
+    starts = np.flatnonzero(np.r_[True, symbols[1:] != symbols[:-1]])
+    ends = np.r_[starts[1:], len(symbols)]
+    partitions: dict[str, dict[str, str]] = {}
+    for start, end in zip(starts, ends, strict=True):
+        symbol = str(symbols[start])
+        relative = partition_path(symbol)
+        path = directory / relative
+        path.parent.mkdir(parents=True)
+        part = table.slice(start, end - start).drop_columns([SYMBOL_COLUMN])
+        _write_file(path, lambda p, part=part: pq.write_table(part, p))
+        partitions[symbol] = {"path": relative, "sha256": _sha256(path)}
+    for folder in sorted({(directory / p["path"]).parent for p in partitions.values()}):
+        _fsync_dir(folder)
+        os.chmod(folder, _READ_ONLY_DIR)
+    if partitions:
+        _fsync_dir(directory / BARS_DIR)
+        os.chmod(directory / BARS_DIR, _READ_ONLY_DIR)
+    return partitions
+
+
+def _read_partitions(directory: Path, partitions: dict[str, dict[str, str]], symbols: Iterable[str]) -> pd.DataFrame:
+    tables = []
+    for symbol in symbols:
+        part = pq.read_table(directory / partitions[symbol]["path"])
+        tables.append(part.add_column(0, SYMBOL_COLUMN, pa.array([symbol] * part.num_rows, pa.string())))
+    return pa.concat_tables(tables).to_pandas()
+
+
 class SnapshotStore:
     """Content-addressed, write-once storage of validated bar panels."""
 
@@ -113,7 +172,7 @@ class SnapshotStore:
         info = _describe(frame, snapshot_id, source, origin or {})
         temp = Path(tempfile.mkdtemp(prefix=f"{_TEMP_PREFIX}{os.getpid()}-", dir=self.root))
         try:
-            _write_file(temp / BARS_FILE, lambda p: frame.to_parquet(p, index=False))
+            info = replace(info, partitions=_write_partitions(frame, temp))
             _write_file(temp / MANIFEST_FILE, lambda p: p.write_text(json.dumps(info.to_dict(), indent=2)))
             os.chmod(temp, _READ_ONLY_DIR)
             try:
@@ -166,18 +225,47 @@ class SnapshotStore:
             raise SnapshotError(f"snapshot prefix {ref!r} is ambiguous: {', '.join(matches)}")
         raise SnapshotError(f"no snapshot {ref!r} in {self.root} (known: {known})")
 
-    def load(self, ref: str = "latest", verify: bool = True) -> pd.DataFrame:
-        """The bars of a snapshot; with ``verify``, check that they still hash to the snapshot's id."""
-        snapshot_id = self.resolve(ref)
-        frame = pd.read_parquet(self.path(snapshot_id) / BARS_FILE)
+    def load(self, ref: str = "latest", verify: bool = True, symbols: Iterable[str] | None = None) -> pd.DataFrame:
+        """The bars of a snapshot, or of some of its ``symbols`` (read alone where the snapshot is partitioned).
+
+        With ``verify``, a whole read checks that the bars still hash to the snapshot's id, a partial read that each
+        file read still has the digest the manifest recorded.
+        """
+        info = self.info(ref)
+        directory = self.path(info.id)
+        wanted = None if symbols is None else list(dict.fromkeys(str(s) for s in symbols))
+        if wanted is not None:
+            unknown = [s for s in wanted if s not in info.rows_per_symbol]
+            if unknown:
+                raise SnapshotError(f"snapshot {info.id} has no symbol {', '.join(map(repr, unknown))}")
+        if not info.partitions:  # format 1
+            frame = pd.read_parquet(directory / LEGACY_BARS_FILE)
+            if verify:
+                self._verify(info.id, frame)
+            if wanted is None:
+                return frame
+            return frame[frame[SYMBOL_COLUMN].isin(wanted)].reset_index(drop=True)
+        if wanted is None:
+            frame = _read_partitions(directory, info.partitions, info.symbols)
+            if verify:
+                self._verify(info.id, frame)
+            return frame
         if verify:
-            actual = content_id(frame)
-            if actual != snapshot_id:
-                raise SnapshotError(
-                    f"snapshot {snapshot_id} is corrupted: its bars hash to {actual}. "
-                    "Delete the directory and pull the data again."
-                )
-        return frame
+            for symbol in wanted:
+                if _sha256(directory / info.partitions[symbol]["path"]) != info.partitions[symbol]["sha256"]:
+                    raise SnapshotError(
+                        f"snapshot {info.id} is corrupted: the file of {symbol!r} does not match its digest. "
+                        "Delete the directory and pull the data again."
+                    )
+        return _read_partitions(directory, info.partitions, sorted(wanted))
+
+    def _verify(self, snapshot_id: str, frame: pd.DataFrame) -> None:
+        actual = content_id(frame)
+        if actual != snapshot_id:
+            raise SnapshotError(
+                f"snapshot {snapshot_id} is corrupted: its bars hash to {actual}. "
+                "Delete the directory and pull the data again."
+            )
 
     def sweep_interrupted(self) -> list[Path]:
         """Remove temporary directories left by writers that no longer run; return what was removed."""
@@ -207,13 +295,15 @@ def process_alive(pid: int) -> bool:
 
 
 def _remove_tree(path: Path) -> None:
-    def make_writable(function: Any, target: str, _: Any) -> None:
-        os.chmod(target, stat.S_IRWXU)
-        function(target)
-
+    """Remove a snapshot directory whose folders were made read-only."""
+    if not path.exists():
+        return
     with contextlib.suppress(FileNotFoundError):
         os.chmod(path, stat.S_IRWXU)
-    shutil.rmtree(path, onerror=make_writable)
+        for folder, names, _ in os.walk(path):
+            for name in names:
+                os.chmod(os.path.join(folder, name), stat.S_IRWXU)
+    shutil.rmtree(path)
 
 
 def _describe(frame: pd.DataFrame, snapshot_id: str, source: str, origin: dict[str, Any]) -> SnapshotInfo:

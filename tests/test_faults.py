@@ -157,7 +157,7 @@ def test_a_snapshot_write_killed_leaves_no_partial_snapshot(tmp_path: Path, mome
         kill_when(process, marker.exists, log)
     else:
         process = start(WRITE_SNAPSHOT, child_env(SNAPSHOTS=root), log)
-        kill_when(process, lambda: any(root.glob(".tmp-*/bars.parquet")), log)
+        kill_when(process, lambda: any(root.glob(".tmp-*/bars/*/part-0.parquet")), log)
 
     store = SnapshotStore(root)
     assert store.snapshots() == []
