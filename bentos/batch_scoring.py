@@ -207,8 +207,15 @@ class BatchScorer:
         self.open: _OpenSymbol | None = None
         self.closed: dict[str, int] = {}  # symbol -> file row of its last bar
 
-    def score(self, chunk: pd.DataFrame, first_row: int) -> pa.Table:
-        """The predictions of the chunk's rows that have enough history, or OHLCVValidationError naming rows."""
+    def score(
+        self, chunk: pd.DataFrame, first_row: int, history: Mapping[str, tuple[int, int]] | None = None
+    ) -> pa.Table:
+        """The predictions of the chunk's rows that have enough history, or OHLCVValidationError naming rows.
+
+        ``history`` maps a symbol that starts in this chunk to where its first row sits in the symbol's whole
+        history and how many of its rows are context only, not scored: a symbol read from a later date on, with the
+        bars before it that its first scored row needs (``CARRY_BARS``), gives the rows its whole history gives.
+        """
         try:
             frame = validate_ohlcv(chunk.reset_index(drop=True), panel=True)
         except OHLCVValidationError as error:
@@ -224,11 +231,12 @@ class BatchScorer:
             symbol = str(symbols[start])
             new = Bars(dates[start:end], o[start:end], h[start:end], low[start:end], c[start:end], v[start:end])
             if self.open is not None and self.open.symbol == symbol:
-                bars, first_position = _concat(self.open.bars, new), self.open.first_position
+                bars, first_position, n_context = _concat(self.open.bars, new), self.open.first_position, 0
             else:
                 self._close_open_symbol()
-                bars, first_position = new, 0
-            self._add(batch, symbol, bars, first_position, end - start, first_row + end - 1)
+                first_position, n_context = (history or {}).get(symbol, (0, 0))
+                bars = new
+            self._add(batch, symbol, bars, first_position, end - start - n_context, first_row + end - 1)
             kept = bars.tail(CARRY_BARS)
             self.open = _OpenSymbol(symbol, first_position + len(bars) - len(kept), first_row + end - 1, kept)
         return self._predict(batch)

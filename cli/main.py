@@ -15,7 +15,7 @@ from rich.table import Table
 from cli.data import app as data_app
 from cli.data import store_from_settings
 from cli.models import app as models_app
-from cli.output import console, fail
+from cli.output import SchedulerOption, WorkersOption, console, fail
 from data.snapshots import SnapshotError
 from features import DEFAULT_SPEC, validate_ohlcv
 
@@ -60,13 +60,8 @@ def train_command(
     snapshot: Annotated[str, typer.Option(help="Snapshot id, unique prefix, or 'latest'.")] = "latest",
     quick: Annotated[bool, typer.Option(help="Small models and two test years: for tests and smoke runs.")] = False,
     promote: Annotated[bool, typer.Option(help="Promote every model trained in this run to production.")] = False,
-    scheduler: Annotated[
-        str | None,
-        typer.Option(help="Dask scheduler of an existing cluster (tcp://HOST:8786); MLOPS_DASK_SCHEDULER."),
-    ] = None,
-    workers: Annotated[
-        int | None, typer.Option(min=1, help="Worker processes of the local Dask cluster (default: one per core).")
-    ] = None,
+    scheduler: SchedulerOption = None,
+    workers: WorkersOption = None,
     local_cluster_min_symbols: Annotated[
         int | None,
         typer.Option(min=1, help="Fewest symbols for which a local cluster is started (fewer train in this process)."),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -13,3 +15,12 @@ def fail(error: Exception) -> typer.Exit:
     """Print ``error`` in red and return the exit (status 1) to raise: ``raise fail(error) from error``."""
     console.print(f"[red]error:[/red] {escape(str(error))}")
     return typer.Exit(1)
+
+
+# The options every command that runs on a Dask cluster takes (train, retrain run, batch universe).
+SchedulerOption = Annotated[
+    str | None, typer.Option(help="Dask scheduler of an existing cluster (tcp://HOST:8786); MLOPS_DASK_SCHEDULER.")
+]
+WorkersOption = Annotated[
+    int | None, typer.Option(min=1, help="Worker processes of the local Dask cluster (default: one per core).")
+]

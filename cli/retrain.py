@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 
+from cli.output import SchedulerOption
 from data.snapshots import SnapshotError
 from data.sources import EMBEDDED_SYMBOLS
 from training.flows.retrain import FLOW_NAME, RetrainSettings, dask_runner, retrain, thread_runner
@@ -57,10 +58,7 @@ def run_command(
             help="Worker processes of the local Dask cluster (default: one per core); in process, models at once.",
         ),
     ] = None,
-    scheduler: Annotated[
-        str | None,
-        typer.Option(help="Dask scheduler of an existing cluster (tcp://HOST:8786); MLOPS_DASK_SCHEDULER."),
-    ] = None,
+    scheduler: SchedulerOption = None,
     local_cluster_min_symbols: Annotated[
         int | None,
         typer.Option(min=1, help="Fewest symbols for which a local cluster is started (fewer run in this process)."),

@@ -5,7 +5,15 @@ Nothing here schedules anything: Dask's distributed scheduler does. This room on
 (``tasks.py``). It imports no other room of the project.
 """
 
-from cluster.client import SCHEDULER_ENV, ClusterSettings, connect, scheduler_address
+from cluster.client import SCHEDULER_ENV, ClusterSettings, cluster_for, connect, scheduler_address
 from cluster.tasks import TasksFailed, run_tasks
 
-__all__ = ["SCHEDULER_ENV", "ClusterSettings", "TasksFailed", "connect", "run_tasks", "scheduler_address"]
+__all__ = [
+    "SCHEDULER_ENV",
+    "ClusterSettings",
+    "TasksFailed",
+    "cluster_for",
+    "connect",
+    "run_tasks",
+    "scheduler_address",
+]

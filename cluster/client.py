@@ -47,6 +47,17 @@ class ClusterSettings:
 
 
 @contextmanager
+def cluster_for(settings: ClusterSettings, units: int, min_units: int) -> Iterator[Client | None]:
+    """The client of a run over ``units`` symbols: the named cluster; else a local cluster from ``min_units`` on;
+    else None (in this process, no cluster started, because starting one costs more than it saves)."""
+    if settings.address is None and units < min_units:
+        yield None
+        return
+    with connect(settings) as client:
+        yield client
+
+
+@contextmanager
 def connect(settings: ClusterSettings | None = None) -> Iterator[Client]:
     """A client of the named cluster, or of a local cluster that lives as long as the ``with`` block."""
     settings = settings or ClusterSettings()

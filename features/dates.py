@@ -23,6 +23,7 @@ silently: two bars of one day break the contract's unique-date rule (``date_dupl
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import re
 from typing import Any
@@ -69,6 +70,14 @@ def parse_dates(values: Any) -> tuple[np.ndarray, np.ndarray]:
         days = array.astype("datetime64[D]")
         return days, np.isnat(days)
     return _parse_text(array if array.dtype.kind == "U" else array.astype(str))  # objects by their text (ISO)
+
+
+def parse_day(text: str) -> dt.date:
+    """One day given on a command line or in a setting, by the same rule as a bar's date; ValueError otherwise."""
+    days, bad = parse_dates([text])
+    if bad[0]:
+        raise ValueError(f"{text!r} is not a date: write {DATE_FORMAT}")
+    return dt.date.fromisoformat(str(days[0]))
 
 
 def _plain_iso(values: Any) -> np.ndarray | None:

@@ -3,6 +3,7 @@ evaluations, predictions and stored models, bit for bit; and a run on few symbol
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import subprocess
 import sys
@@ -190,11 +191,12 @@ def command_line_cluster(tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.mark.integration
-def test_mlops_train_on_a_command_line_cluster_trains_the_in_process_models(
-    command_line_cluster: str, quick_run: TrainingRun
+def test_mlops_train_and_batch_on_a_command_line_cluster_give_the_in_process_results(
+    command_line_cluster: str, quick_run: TrainingRun, production_models: dict[str, str], tmp_path: Path
 ) -> None:
-    """``mlops train --scheduler`` against a scheduler and two workers started with the ``dask`` command: the stored
-    models' cards and trees are those of the session's in-process run."""
+    """``mlops train --scheduler`` and ``mlops batch universe --scheduler`` against a scheduler and two workers
+    started with the ``dask`` command: the stored models' cards and trees are those of the session's in-process
+    run, and the scores those of an in-process universe batch."""
     from typer.testing import CliRunner
 
     from cli.main import app
@@ -218,3 +220,16 @@ def test_mlops_train_on_a_command_line_cluster_trains_the_in_process_models(
     ours = bentoml.lightgbm.load_model(next(t for t in new if t.startswith("return_lightgbm")))
     theirs = bentoml.lightgbm.load_model(expected["return_lightgbm"].tag)
     assert ours.dump_model()["tree_info"] == theirs.dump_model()["tree_info"]
+
+    from scoring.universe import read_scores, score_universe
+
+    result = CliRunner().invoke(
+        app,
+        ["batch", "universe", str(tmp_path / "scores"), "--scheduler", command_line_cluster, "--start", "2017-01-03"],
+    )
+    assert result.exit_code == 0, result.output
+    assert f"on {command_line_cluster}" in " ".join(result.output.split())
+    store = SnapshotStore(DataSettings().snapshots)
+    local = score_universe(tmp_path / "local", production_models, store=store, start=dt.date(2017, 1, 3))
+    assert local.rows_scored > 0
+    assert read_scores(tmp_path / "scores").equals(read_scores(tmp_path / "local"), check_metadata=True)

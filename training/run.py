@@ -33,7 +33,7 @@ from typing import Any
 
 from distributed import Client
 
-from cluster import ClusterSettings, connect
+from cluster import ClusterSettings, cluster_for
 from data.settings import DataSettings
 from data.snapshots import SnapshotInfo, SnapshotStore
 from features.catalog import MODEL_NAMES, model_kind
@@ -56,10 +56,7 @@ def training_client(
 ) -> Iterator[Client | None]:
     """The client a run of ``symbols`` symbols uses: the named cluster; else a local cluster from ``min_symbols``
     symbols on; else None (in this process, no cluster started)."""
-    if settings.address is None and symbols < min_symbols:
-        yield None
-        return
-    with connect(settings) as client:
+    with cluster_for(settings, symbols, min_symbols) as client:
         yield client
 
 
