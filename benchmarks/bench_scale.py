@@ -1,13 +1,18 @@
-"""Benchmark of a universe on Dask (issue 14): training with 1 and 2 workers side by side, memory per worker, the
-scheduler's per-task overhead, and a projection to 5,000 symbols x 25 years.
+"""Benchmark of a universe on Dask (issue 14): training and batch scoring with 1 and 2 workers side by side, memory
+per worker, serving 500 symbols' Prophet models, the scheduler's per-task overhead, and a projection to 5,000
+symbols x 25 years.
 
 A synthetic universe (``data/synthetic.py``: never a quality figure) of ``MLOPS_SCALE_SYMBOLS`` symbols (200) x
 ``MLOPS_SCALE_YEARS`` years (15) is trained, all six models, in quick mode (full mode would take hours here: its time
 is projected from the per-task costs), on a local cluster of 1 worker and of 2 workers, in the same run. Dask's task
 stream records every task's duration under its stage name (``cluster.run_tasks`` keys tasks ``stage-name-run``): the
 projection multiplies those costs out. Peak memory per worker is each worker process's peak resident set, for the
-universe and for one ten times smaller. Run: ``.venv/bin/python benchmarks/bench_scale.py``; it uses temporary
-stores, never the user's.
+universe and for one ten times smaller. Batch scoring (``mlops batch universe``) runs with the models of the 2-worker
+training on 1 and 2 workers and is compared with the single-process file batch (``mlops batch``) on the same bars,
+one thread. Serving: ``price_prophet`` alone is trained (quick, one test year, one origin a year) on 500 synthetic
+symbols and served with the other five by ``bentoml serve``: launch to ``/readyz``, resident memory, and
+``forecast_price`` latencies the first time a symbol is asked for (its model is read) and again (from the cache).
+Run: ``.venv/bin/python benchmarks/bench_scale.py``; it uses temporary stores, never the user's.
 """
 
 from __future__ import annotations
@@ -20,7 +25,10 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-WORK = Path(tempfile.mkdtemp(prefix="mlops-bench-scale-"))
+# Dask's worker processes import this module again (spawn): they take the parent's temporary stores, not new ones.
+if "MLOPS_BENCH_SCALE_WORK" not in os.environ:
+    os.environ["MLOPS_BENCH_SCALE_WORK"] = tempfile.mkdtemp(prefix="mlops-bench-scale-")
+WORK = Path(os.environ["MLOPS_BENCH_SCALE_WORK"])
 os.environ["BENTOML_HOME"] = str(WORK / "bentoml")
 os.environ["MLOPS_HOME"] = str(WORK / "home")
 os.environ["BENTOML_DO_NOT_TRACK"] = "true"
@@ -31,6 +39,7 @@ from cluster import ClusterSettings, connect, run_tasks  # noqa: E402
 from data.pull import pull  # noqa: E402
 from data.snapshots import SnapshotInfo, SnapshotStore  # noqa: E402
 from data.synthetic import SyntheticSource  # noqa: E402
+from scoring.universe import score_universe  # noqa: E402
 from training.config import TrainingConfig  # noqa: E402
 from training.run import train  # noqa: E402
 
@@ -38,6 +47,8 @@ SYMBOLS = int(os.environ.get("MLOPS_SCALE_SYMBOLS", "200"))
 YEARS = float(os.environ.get("MLOPS_SCALE_YEARS", "15"))
 TARGET = {"symbols": 5000, "years": 25.0, "workers": (10, 50)}
 NIGHTLY_SECONDS = 3600.0
+SERVED_SYMBOLS = int(os.environ.get("MLOPS_SCALE_SERVED_SYMBOLS", "500"))
+ASKED_SYMBOLS = 30  # symbols whose first and second forecasts are timed
 
 
 def peak_rss_mb() -> float:
@@ -60,9 +71,9 @@ def task_overhead_ms(workers: int = 2, tasks: int = 2000) -> float:
 
 
 def stage_of(key: Any) -> str:
-    """``stage-name-run`` -> stage (stages may hold dashes: the last two parts are the name's end and the run)."""
+    """``stage-name-run`` -> stage (stages are model names or ``features``/``score``: no dashes; names may have)."""
     text = key if isinstance(key, str) else str(key[0] if isinstance(key, tuple) else key)
-    return text.rsplit("-", 2)[0] if text.count("-") >= 2 else text
+    return text.split("-", 1)[0]
 
 
 def train_on(store: SnapshotStore, info: SnapshotInfo, workers: int) -> dict[str, Any]:
@@ -82,17 +93,118 @@ def train_on(store: SnapshotStore, info: SnapshotInfo, workers: int) -> dict[str
         compute = [s for s in task.get("startstops", []) if s.get("action") == "compute"]
         if compute:
             stages[stage_of(task["key"])].append(sum(s["stop"] - s["start"] for s in compute))
-    return {"wall": wall, "stages": dict(stages), "peak_mb": max(peaks.values())}
+    tags = {r.name: r.tag for r in run.results}
+    return {"wall": wall, "stages": dict(stages), "peak_mb": max(peaks.values()), "tags": tags}
 
 
-def projection(measured: dict[str, Any], overhead_ms: float) -> dict[str, Any]:
+def batch_on(store: SnapshotStore, info: SnapshotInfo, tags: dict[str, str], workers: int) -> dict[str, Any]:
+    """``mlops batch universe`` on a fresh local cluster of ``workers``: rows/s (model loading included), peak RSS."""
+    with connect(ClusterSettings(workers=workers)) as client:
+        started = time.perf_counter()
+        summary = score_universe(
+            WORK / f"scores-{info.id[:8]}-{workers}", tags, store=store, snapshot=info.id, client=client
+        )
+        wall = time.perf_counter() - started
+        peaks = client.run(peak_rss_mb)
+    return {
+        "wall": wall,
+        "rows": summary.rows_scored,
+        "rate": summary.rows_scored / wall,
+        "peak_mb": max(peaks.values()),
+    }
+
+
+def batch_in_process(store: SnapshotStore, info: SnapshotInfo, tags: dict[str, str]) -> dict[str, Any]:
+    """The single-process file batch on the same bars, one thread (what one worker is given)."""
+    from threadpoolctl import threadpool_limits
+
+    from bentos.batch import score_file
+
+    path = WORK / "universe.parquet"
+    store.load(info.id).to_parquet(path, index=False)
+    with threadpool_limits(limits=1):
+        summary = score_file(path, WORK / "scored.parquet", manifest=tags)
+    return {"wall": summary.seconds, "rows": summary.rows_scored, "rate": summary.rows_per_second}
+
+
+def serve_prophet_universe(store: SnapshotStore, tags: dict[str, str]) -> dict[str, Any]:
+    """Train price_prophet on ``SERVED_SYMBOLS`` symbols, serve it with the other five: start, memory, latencies."""
+    import json
+    import statistics
+    import urllib.request
+
+    from benchmarks._http import Server
+    from training.registry.promotion import Registry
+
+    info, _ = pull(SyntheticSource(symbols=SERVED_SYMBOLS, years=YEARS, seed=1), store)
+    config = TrainingConfig.quick(test_years=1, prophet_origin_step=252)
+    started = time.perf_counter()
+    with connect(ClusterSettings(workers=2)) as client:
+        run = train(info.id, names=("price_prophet",), config=config, store=store, client=client)
+    if not run.ok:
+        raise RuntimeError(f"price_prophet on {SERVED_SYMBOLS} symbols failed: {run.failures}")
+    trained = time.perf_counter() - started
+    prophet = run.results[0].tag
+    Registry().promote([*tags.values(), prophet], reason="scale benchmark")
+    import bentoml
+
+    size_mb = sum(f.stat().st_size for f in Path(bentoml.models.get(prophet).path).rglob("*") if f.is_file()) / 1e6
+    server = Server("bentos.service:MarketModels")
+    try:
+        cold = server.start()
+        rss = process_tree_rss_mb(server)
+
+        def forecast(symbol: str) -> float:
+            body = json.dumps({"symbol": symbol, "periods": 10}).encode()
+            request = urllib.request.Request(server.url + "/forecast_price", body, {"Content-Type": "application/json"})
+            began = time.perf_counter()
+            with urllib.request.urlopen(request, timeout=60) as response:
+                response.read()
+            return 1e3 * (time.perf_counter() - began)
+
+        asked = info.symbols[:: max(len(info.symbols) // ASKED_SYMBOLS, 1)][:ASKED_SYMBOLS]
+        first = [forecast(symbol) for symbol in asked]
+        later = [forecast(symbol) for symbol in asked for _ in range(3)]
+        rss_after = process_tree_rss_mb(server)
+    finally:
+        server.stop()
+    return {
+        "cold": cold,
+        "rss": rss,
+        "rss_after": rss_after,
+        "first_p50": statistics.median(first),
+        "later_p50": statistics.median(later),
+        "size_mb": size_mb,
+        "train_seconds": trained,
+    }
+
+
+def process_tree_rss_mb(server: Any) -> float:
+    """Resident memory of the serve process and its workers, in MB."""
+    pids = [server.process.pid, *server.worker_pids()]
+    total = 0
+    for pid in pids:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+    return total / 1024
+
+
+def client_share(measured: dict[str, Any]) -> float:
+    """Seconds of a run's wall time not covered by its tasks spread over its workers: the client's own work."""
+    task_seconds = sum(sum(d) for d in measured["stages"].values())
+    return max(measured["wall"] - task_seconds / measured["workers"], 0.0)
+
+
+def projection(measured: dict[str, Any], smaller: dict[str, Any], overhead_ms: float) -> dict[str, Any]:
     """Wall time of a quick-mode training of the target universe on 10 and 50 workers, from the measured tasks.
 
     Assumptions: a per-symbol task (a stage with about one task per symbol) costs in proportion to its symbol's
     years and there are 5,000 of them; every other task (pooled folds and fits, regime refits) costs in proportion
     to the pooled rows up to ``max_training_rows`` (fits past it use a sample of that size); the work spreads evenly
     over the workers but no faster than its longest task; each task adds the measured scheduler overhead; the
-    client's own work (panel assembly, cards, report) is the measured wall time minus the task time per worker.
+    client's own work (panel assembly, cards, report: the measured wall time minus the task time per worker) is
+    fitted as a fixed part plus a part per symbol-year from the two universes measured.
     """
     config = TrainingConfig.quick()
     cap = config.max_training_rows or float("inf")
@@ -110,9 +222,12 @@ def projection(measured: dict[str, Any], overhead_ms: float) -> dict[str, Any]:
         total += mean * scale * tasks
         longest = max(longest, max(durations) * scale)
         count += tasks
-    task_seconds = sum(sum(d) for d in measured["stages"].values())
-    client_seconds = max(measured["wall"] - task_seconds / measured["workers"], 0.0)
-    client_then = client_seconds * TARGET["symbols"] * TARGET["years"] / rows_now
+    # the client's share, fitted as fixed + per-symbol-year from the two universes (it is not all per-row work:
+    # cluster start, imports and the report's fixed costs are there too)
+    small_rows = smaller["symbols"] * YEARS
+    per_row = max((client_share(measured) - client_share(smaller)) / max(rows_now - small_rows, 1e-9), 0.0)
+    fixed = max(client_share(measured) - per_row * rows_now, 0.0)
+    client_then = fixed + per_row * TARGET["symbols"] * TARGET["years"]
     return {w: max(total / w, longest) + count * overhead_ms / 1e3 / w + client_then for w in TARGET["workers"]} | {
         "tasks": count,
         "task_hours": total / 3600,
@@ -131,10 +246,21 @@ def main() -> None:
     print(f"1 worker: {one['wall']:.0f} s", flush=True)
     two = train_on(store, big, 2) | {"workers": 2}
     print(f"2 workers: {two['wall']:.0f} s", flush=True)
-    tenth = train_on(store, small, 2)
+    tenth = train_on(store, small, 2) | {"workers": 2, "symbols": max(SYMBOLS // 10, 2)}
+    tags = {name: tag for name, tag in two["tags"].items() if name != "price_prophet"}
+    single = batch_in_process(store, big, tags)
+    print(f"batch in process: {single['rate']:,.0f} rows/s", flush=True)
+    batch_one, batch_two = batch_on(store, big, tags, 1), batch_on(store, big, tags, 2)
+    batch_tenth = batch_on(store, small, tags, 2)
+    print(f"batch: {batch_one['rate']:,.0f} and {batch_two['rate']:,.0f} rows/s", flush=True)
+    served = serve_prophet_universe(store, tags)
+    print(f"served {SERVED_SYMBOLS} Prophet symbols: ready in {served['cold']:.1f} s", flush=True)
     speedup = one["wall"] / two["wall"]
     growth = 100 * (two["peak_mb"] / tenth["peak_mb"] - 1)
-    projected = projection(two, overhead)
+    batch_speedup = batch_two["rate"] / batch_one["rate"]
+    per_worker = 100 * batch_two["rate"] / 2 / single["rate"]
+    batch_growth = 100 * (batch_two["peak_mb"] / batch_tenth["peak_mb"] - 1)
+    projected = projection(two, tenth, overhead)
     universe = f"{SYMBOLS} synthetic symbols x {YEARS:g} years"
     figures = [
         Figure(f"training, all six models (quick), {universe}, 1 worker", f"{one['wall']:.0f} s", round(one["wall"]),
@@ -142,13 +268,41 @@ def main() -> None:
         Figure("training, same, 2 workers", f"{two['wall']:.0f} s", round(two["wall"]), "s", key="train_2"),
         Figure("training speed-up, 2 workers / 1", f"{speedup:.2f}x", round(speedup, 2), "x", ">= 1.7", "speedup"),
         Figure(
-            f"peak memory per worker, {SYMBOLS} symbols against {max(SYMBOLS // 10, 2)} (training, 2 workers)",
+            f"peak memory per worker, training, {SYMBOLS} symbols against {max(SYMBOLS // 10, 2)} (2 workers; the "
+            "pooled panel is on every worker)",
             f"{two['peak_mb']:.0f} MB vs {tenth['peak_mb']:.0f} MB ({growth:+.0f} %)",
             round(growth, 1),
+            "%",
+            key="train_memory_growth",
+        ),
+        Figure(f"batch scoring, single-process file batch, same bars, one thread ({single['rows']:,} rows)",
+               f"{single['rate']:,.0f} rows/s", round(single["rate"]), "rows/s", key="batch_single"),
+        Figure("batch scoring, mlops batch universe, 1 worker (model loading included)",
+               f"{batch_one['rate']:,.0f} rows/s", round(batch_one["rate"]), "rows/s", key="batch_1"),
+        Figure("batch scoring, same, 2 workers", f"{batch_two['rate']:,.0f} rows/s", round(batch_two["rate"]),
+               "rows/s", key="batch_2"),
+        Figure("batch speed-up, 2 workers / 1", f"{batch_speedup:.2f}x", round(batch_speedup, 2), "x", ">= 1.7",
+               "batch_speedup"),
+        Figure("batch throughput per worker (2 workers) / single-process batch", f"{per_worker:.0f} %",
+               round(per_worker), "%", ">= 80", "batch_per_worker"),
+        Figure(
+            f"peak memory per worker, batch, {SYMBOLS} symbols against {max(SYMBOLS // 10, 2)} (2 workers)",
+            f"{batch_two['peak_mb']:.0f} MB vs {batch_tenth['peak_mb']:.0f} MB ({batch_growth:+.0f} %)",
+            round(batch_growth, 1),
             "%",
             "<= +10 %",
             "worker_memory_growth",
         ),
+        Figure(f"serving {SERVED_SYMBOLS} symbols' Prophet models ({served['size_mb']:.0f} MB): launch to /readyz",
+               f"{served['cold']:.1f} s", round(served["cold"], 1), "s", "< 10", "serve_cold_start"),
+        Figure("serving, resident memory after start (server and worker)", f"{served['rss']:.0f} MB",
+               round(served["rss"]), "MB", key="serve_memory"),
+        Figure(f"serving, forecast_price p50, first request of a symbol ({ASKED_SYMBOLS} symbols)",
+               f"{served['first_p50']:.0f} ms", round(served["first_p50"]), "ms", key="serve_first_p50"),
+        Figure("serving, forecast_price p50, later requests (cached)", f"{served['later_p50']:.0f} ms",
+               round(served["later_p50"]), "ms", key="serve_later_p50"),
+        Figure(f"serving, resident memory after {ASKED_SYMBOLS} symbols' forecasts", f"{served['rss_after']:.0f} MB",
+               round(served["rss_after"]), "MB", key="serve_memory_after"),
         Figure("scheduler overhead per task (2,000 empty tasks, 2 workers)", f"{overhead:.2f} ms", round(overhead, 2),
                "ms", key="task_overhead"),
     ]  # fmt: skip
