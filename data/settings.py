@@ -21,6 +21,7 @@ class DataSettings(BaseSettings):
     yfinance_request_timeout_seconds: float = Field(20.0, gt=0, description="Timeout of one HTTP request.")
     yfinance_attempts: int = Field(3, ge=1, description="Attempts per ticker before the pull fails.")
     yfinance_backoff_seconds: float = Field(2.0, ge=0, description="First retry delay; doubles each retry.")
+    yfinance_batch_size: int = Field(50, ge=1, description="Tickers asked for in one yfinance download call.")
 
     @property
     def snapshots(self) -> Path:

@@ -181,9 +181,12 @@ def _call_with_deadline(function: Callable[[], Any], seconds: float) -> Any:
 class YFinanceSource:
     """Daily bars from Yahoo Finance through yfinance, with retries, backoff and an overall deadline.
 
-    tenacity retries each ticker: ``attempts`` tries, waits of ``backoff_seconds`` doubling each retry, and no wait
-    that would end past the deadline (``stop_before_delay``). One deadline, ``deadline_seconds``, covers the whole
-    pull, all tickers and waits included, and cuts a download that hangs (see :func:`_call_with_deadline`).
+    Tickers are asked for in batches of ``batch_size``, one ``yf.download`` call each (yfinance fetches a batch's
+    tickers on its own threads); a ticker a batch brings back no bars for, and every ticker of a batch whose call
+    fails, is then asked for alone, so each missing ticker is named with its own reason. tenacity retries each call:
+    ``attempts`` tries, waits of ``backoff_seconds`` doubling each retry, and no wait that would end past the deadline
+    (``stop_before_delay``). One deadline, ``deadline_seconds``, covers the whole pull, all tickers and waits
+    included, and cuts a download that hangs (see :func:`_call_with_deadline`).
     """
 
     tickers: tuple[str, ...]
@@ -193,6 +196,7 @@ class YFinanceSource:
     request_timeout_seconds: float = 20.0
     attempts: int = 3
     backoff_seconds: float = 2.0
+    batch_size: int = 50
     download: Downloader = field(default=_yfinance_download, repr=False, compare=False)
     sleep: Callable[[float], None] = field(default=time.sleep, repr=False, compare=False)
     name: str = "yfinance"
@@ -222,6 +226,7 @@ class YFinanceSource:
             request_timeout_seconds=settings.yfinance_request_timeout_seconds,
             attempts=settings.yfinance_attempts,
             backoff_seconds=settings.yfinance_backoff_seconds,
+            batch_size=settings.yfinance_batch_size,
             allow_missing=allow_missing,
         )
 
@@ -235,18 +240,21 @@ class YFinanceSource:
         deadline = _Deadline(self.deadline_seconds)
         frames: dict[str, pd.DataFrame] = {}
         failures: dict[str, str] = {}
-        for ticker in self.tickers:
-            try:
-                frame = self._fetch_one(ticker, deadline)
-            except SourceError as error:
-                failures[ticker] = str(error)
-            else:
-                if len(frame) < self.min_bars:
-                    failures[ticker] = f"{len(frame)} bars, fewer than the {self.min_bars} the features need"
+        for start in range(0, len(self.tickers), self.batch_size):
+            batch = self.tickers[start : start + self.batch_size]
+            together = self._fetch_batch(batch, deadline)
+            for ticker in batch:
+                try:
+                    frame = together[ticker] if ticker in together else self._fetch_one(ticker, deadline)
+                except SourceError as error:
+                    failures[ticker] = str(error)
                 else:
-                    frames[ticker] = frame
-            if on_symbol:
-                on_symbol(ticker)
+                    if len(frame) < self.min_bars:
+                        failures[ticker] = f"{len(frame)} bars, fewer than the {self.min_bars} the features need"
+                    else:
+                        frames[ticker] = frame
+                if on_symbol:
+                    on_symbol(ticker)
         self.outcome.clear()
         self.outcome.update({"missing": failures, "flagged": _flag_histories(frames)})
         if failures and not (self.allow_missing and frames):
@@ -260,6 +268,46 @@ class YFinanceSource:
                 + f". {details}{hint}"
             )
         return pd.concat(frames.values(), ignore_index=True)
+
+    def _fetch_batch(self, batch: Sequence[str], deadline: _Deadline) -> dict[str, pd.DataFrame]:
+        """The bars of the batch's tickers one call brought back (retried as a whole); {} for a batch of one, or
+        when the call fails: its tickers are then asked for one by one."""
+        if len(batch) < 2 or deadline.remaining() <= 0:
+            return {}
+        retrying = Retrying(
+            stop=stop_after_attempt(self.attempts) | stop_before_delay(deadline.remaining()),
+            wait=wait_exponential(multiplier=self.backoff_seconds, exp_base=2),
+            retry=retry_if_exception_type(_AttemptFailed),
+            sleep=self.sleep,
+            reraise=True,
+        )
+        try:
+            return retrying(self._attempt_batch, batch, deadline)
+        except (_AttemptFailed, _DeadlinePassed):
+            return {}
+
+    def _attempt_batch(self, batch: Sequence[str], deadline: _Deadline) -> dict[str, pd.DataFrame]:
+        try:
+            frame = _call_with_deadline(lambda: self._download(list(batch), group_by="ticker"), deadline.remaining())
+        except _DeadlinePassed:
+            raise
+        except Exception as error:
+            raise _AttemptFailed(f"{type(error).__name__}: {error}") from error
+        if frame is None or frame.empty or not isinstance(frame.columns, pd.MultiIndex):
+            raise _AttemptFailed("empty result")
+        found = {str(t).upper(): t for t in frame.columns.get_level_values(0).unique()}
+        bars: dict[str, pd.DataFrame] = {}
+        for ticker in batch:
+            if ticker.upper() not in found:
+                continue
+            # a batch's tickers share one date index: drop the dates this ticker has no bar on
+            one = pd.DataFrame(frame.xs(found[ticker.upper()], axis=1, level=0)).dropna(how="all")
+            if not one.empty:
+                try:
+                    bars[ticker] = _normalise(self._flatten(one, ticker), ticker)
+                except SourceError:
+                    continue  # asked for alone next, where its error is reported
+        return bars
 
     def _fetch_one(self, ticker: str, deadline: _Deadline) -> pd.DataFrame:
         """One ticker's bars: up to ``attempts`` tries, exponential backoff, never a wait past the deadline."""
@@ -293,17 +341,18 @@ class YFinanceSource:
             raise _AttemptFailed(_yfinance_errors().get(ticker, "empty result"))
         return _normalise(self._flatten(frame, ticker), ticker)
 
-    def _download(self, ticker: str) -> pd.DataFrame | None:
+    def _download(self, tickers: str | list[str], group_by: str = "column") -> pd.DataFrame | None:
         return self.download(
-            ticker,
+            tickers,
             start=self.start,
             end=self.end,
             interval="1d",
             auto_adjust=True,
             actions=False,
             progress=False,
-            threads=False,
-            multi_level_index=False,
+            threads=isinstance(tickers, list),
+            group_by=group_by,
+            multi_level_index=isinstance(tickers, list),
             timeout=self.request_timeout_seconds,
         )
 

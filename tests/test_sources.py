@@ -48,15 +48,41 @@ class FakeYahoo:
         self.answers = {k: list(v) for k, v in answers.items()}
         self.calls: list[tuple[str, dict[str, Any]]] = []
 
-    def __call__(self, ticker: str, **kwargs: Any) -> pd.DataFrame | None:
-        self.calls.append((ticker, kwargs))
-        answer = self.answers[ticker].pop(0) if len(self.answers[ticker]) > 1 else self.answers[ticker][0]
+    def __call__(self, ticker: str | list[str], **kwargs: Any) -> pd.DataFrame | None:
+        self.calls.append((ticker if isinstance(ticker, str) else ",".join(ticker), kwargs))
+        if isinstance(ticker, list):
+            return self.batch(ticker, **kwargs)
+        answer = self.next(ticker)
         if isinstance(answer, BaseException):
             raise answer
         if isinstance(answer, str) and answer == "hang":
             time.sleep(30)
             return None
         return answer  # type: ignore[no-any-return]
+
+    def next(self, key: str) -> Any:
+        return self.answers[key].pop(0) if len(self.answers[key]) > 1 else self.answers[key][0]
+
+    def batch(self, tickers: list[str], **kwargs: Any) -> pd.DataFrame | None:
+        """What ``yf.download`` gives for a list with ``group_by="ticker"``: (Ticker, Price) columns over the union
+        of the dates, NaN where a ticker has no bar, all-NaN columns for a ticker that failed. An answer keyed by
+        the batch ("A,B") stands for the whole call (an exception: the call failed)."""
+        assert kwargs["group_by"] == "ticker" and kwargs["multi_level_index"] is True
+        key = ",".join(tickers)
+        if key in self.answers:
+            answer = self.next(key)
+            if isinstance(answer, BaseException):
+                raise answer
+            return answer  # type: ignore[no-any-return]
+        frames = {}
+        for ticker in tickers:
+            answer = self.next(ticker)
+            if isinstance(answer, pd.DataFrame) and not answer.empty:
+                frame = answer.droplevel(1, axis=1) if isinstance(answer.columns, pd.MultiIndex) else answer
+                frames[ticker.upper()] = frame
+            else:  # yfinance logs the error and keeps the ticker, without bars
+                frames[ticker.upper()] = pd.DataFrame(columns=["Open", "High", "Low", "Close", "Volume"], dtype=float)
+        return pd.concat(frames.values(), axis=1, sort=True, keys=frames.keys(), names=["Ticker", "Price"])
 
 
 def source(fake: FakeYahoo, *tickers: str, **kwargs: Any) -> tuple[YFinanceSource, list[float]]:
@@ -241,6 +267,44 @@ def test_allow_missing_writes_the_others_and_records_the_missing_and_flagged(sto
     assert set(info.origin["flagged"]) == {"LATE", "GONE"}
     assert "delisted?" in info.origin["flagged"]["GONE"] and "starts" in info.origin["flagged"]["LATE"]
     assert store.info(info.id).origin["missing"] == info.origin["missing"]  # in the manifest
+
+
+def test_a_universe_is_asked_for_in_batches_and_what_a_batch_lacks_alone() -> None:
+    """Seven tickers in batches of three: three calls for the batches, then one call for each ticker a batch brought
+    back no bars for (ERR, EMPTY; SHORT came back, too short), each reported with its own reason."""
+    fake = universe_answers()
+    tickers = ("AAA", "BBB", "LATE", "GONE", "ERR", "EMPTY", "SHORT")
+    yf_source, _ = source(fake, *tickers, attempts=1, allow_missing=True, batch_size=3)
+    frame = yf_source.fetch()
+    assert [call for call, _ in fake.calls] == ["AAA,BBB,LATE", "GONE,ERR,EMPTY", "ERR", "EMPTY", "SHORT"]
+    assert sorted(frame["symbol"].unique()) == ["AAA", "BBB", "GONE", "LATE"]
+    late = frame[frame["symbol"] == "LATE"]
+    assert len(late) == 260 and late["close"].notna().all()  # the batch's shared dates it has no bar on are dropped
+    expected = yahoo_frame(n=300, seed=3).iloc[40:]
+    np.testing.assert_array_equal(late["close"].to_numpy(), expected["Close"].to_numpy())
+    assert yf_source.outcome["missing"]["ERR"] == "gave up after 1 attempt(s) (attempt 1: ConnectionError: reset by peer)"
+    assert yf_source.outcome["missing"]["EMPTY"] == "gave up after 1 attempt(s) (attempt 1: empty result)"
+
+
+def test_a_failed_batch_call_is_retried_then_its_tickers_are_asked_for_alone() -> None:
+    fake = FakeYahoo(
+        {
+            "AAA,BBB": [ConnectionError("reset"), ConnectionError("reset")],
+            "AAA": [yahoo_frame(n=300, seed=1)],
+            "BBB": [yahoo_frame(n=300, seed=2)],
+        }
+    )
+    yf_source, sleeps = source(fake, "AAA", "BBB", attempts=2)
+    assert sorted(yf_source.fetch()["symbol"].unique()) == ["AAA", "BBB"]
+    assert [call for call, _ in fake.calls] == ["AAA,BBB", "AAA,BBB", "AAA", "BBB"]
+    assert sleeps == [0.5]  # the batch's one retry; the single calls succeeded at once
+
+
+def test_batched_and_single_downloads_give_the_same_bars() -> None:
+    tickers = ("AAA", "BBB", "LATE", "GONE")
+    batched, _ = source(universe_answers(), *tickers, attempts=1)
+    alone, _ = source(universe_answers(), *tickers, attempts=1, batch_size=1)
+    pd.testing.assert_frame_equal(batched.fetch(), alone.fetch(), check_dtype=False)
 
 
 def test_allow_missing_still_fails_when_nothing_came_back() -> None:
