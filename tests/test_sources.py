@@ -282,8 +282,9 @@ def test_a_universe_is_asked_for_in_batches_and_what_a_batch_lacks_alone() -> No
     assert len(late) == 260 and late["close"].notna().all()  # the batch's shared dates it has no bar on are dropped
     expected = yahoo_frame(n=300, seed=3).iloc[40:]
     np.testing.assert_array_equal(late["close"].to_numpy(), expected["Close"].to_numpy())
-    assert yf_source.outcome["missing"]["ERR"] == "gave up after 1 attempt(s) (attempt 1: ConnectionError: reset by peer)"
-    assert yf_source.outcome["missing"]["EMPTY"] == "gave up after 1 attempt(s) (attempt 1: empty result)"
+    missing = yf_source.outcome["missing"]
+    assert missing["ERR"] == "gave up after 1 attempt(s) (attempt 1: ConnectionError: reset by peer)"
+    assert missing["EMPTY"] == "gave up after 1 attempt(s) (attempt 1: empty result)"
 
 
 def test_a_failed_batch_call_is_retried_then_its_tickers_are_asked_for_alone() -> None:
