@@ -33,10 +33,15 @@ NO_SERVER = (
 @retrain_app.command("run")
 def run_command(
     quick: Annotated[bool, typer.Option(help="Quick training mode (small models, two test years).")] = False,
-    source: Annotated[str, typer.Option(help="embedded (offline) or yfinance.")] = "embedded",
+    source: Annotated[
+        str, typer.Option(help="embedded (offline), yfinance, or synthetic (scale runs only: never for quality).")
+    ] = "embedded",
     ticker: Annotated[
         list[str] | None, typer.Option("--ticker", "-t", help="yfinance ticker (repeat); MLOPS_RETRAIN_TICKERS.")
     ] = None,
+    symbols: Annotated[int, typer.Option(min=1, help="Symbols of a synthetic universe.")] = 200,
+    years: Annotated[float, typer.Option(min=1.0, help="Years of a synthetic universe.")] = 15.0,
+    seed: Annotated[int, typer.Option(help="Seed of a synthetic universe.")] = 0,
     start: Annotated[str | None, typer.Option(help="First date to pull (yfinance).")] = None,
     end: Annotated[str | None, typer.Option(help="Last date to pull, exclusive (yfinance).")] = None,
     snapshot: Annotated[str | None, typer.Option(help="Train on this snapshot instead of pulling.")] = None,
@@ -89,6 +94,7 @@ def run_command(
         "quick": quick,
         "source": source,
         "tickers": ticker,
+        "synthetic": (symbols, years, seed),
         "start": start,
         "end": end,
         "snapshot": snapshot,
@@ -99,9 +105,9 @@ def run_command(
         "containerize": containerize,
     }
     try:
-        symbols = universe_size(source, ticker, snapshot)
+        size = symbols if source == "synthetic" and snapshot is None else universe_size(source, ticker, snapshot)
         threshold = local_cluster_min_symbols or LOCAL_CLUSTER_MIN_SYMBOLS
-        with training_client(settings, symbols, threshold) as client:
+        with training_client(settings, size, threshold) as client:
             if client is None:
                 runnable = retrain if workers is None else retrain.with_options(task_runner=thread_runner(workers))
                 address = None

@@ -318,6 +318,26 @@ def test_a_worse_challenger_is_not_promoted_and_is_labelled_rejected(
     assert row["challenger on shared folds"] > row["production on shared folds"]  # lower MSE is better
 
 
+def test_a_synthetic_universe_trains_but_never_replaces_production_trained_on_real_bars(
+    run_flow: Run, challengers: dict[str, str], tmp_path: Path
+) -> None:
+    """``source="synthetic"`` (``mlops retrain run --source synthetic --symbols N``) runs the whole flow for scale
+    tests; its cards say synthetic, and the gate never lets them replace a production model of another universe."""
+    registry = registry_with(tmp_path, challengers)
+    state, summary = run_flow(
+        source="synthetic", synthetic=(4, 5.0, 0), models=["return_lightgbm"], snapshot_dir=tmp_path / "snap"
+    )
+    assert state.is_completed(), state.message
+    assert summary["snapshot"]["source"] == "synthetic" and len(summary["snapshot"]["symbols"]) == 4
+    assert summary["pull"]["source"]["synthetic"] is True
+    tag = summary["models"]["return_lightgbm"]["tag"]
+    assert get_model(tag).metadata["synthetic"] is True
+    assert summary["rejected"] == {"return_lightgbm": tag} and summary["promoted"] == {}
+    (check,) = [c for c in summary["gate"]["return_lightgbm"]["checks"] if not c["passed"]]
+    assert check["rule"] == "versus_production" and "SYN0001" in check["detail"]
+    assert registry.production() == challengers
+
+
 def test_stricter_rules_from_a_file_reject_the_regime_model(
     run_flow: Run, challengers: dict[str, str], earlier_production: dict[str, str], tmp_path: Path
 ) -> None:
@@ -404,7 +424,8 @@ def fake_source(monkeypatch: pytest.MonkeyPatch, download: Callable[..., pd.Data
     def make(*args: Any) -> Any:
         source = real(*args)
         assert isinstance(source, YFinanceSource)
-        return dataclasses.replace(source, download=recording, sleep=lambda seconds: None)
+        # one ticker a call: these fakes answer per ticker (tests/test_sources.py covers batches)
+        return dataclasses.replace(source, download=recording, sleep=lambda seconds: None, batch_size=1)
 
     monkeypatch.setattr(flows, "make_source", make)
     return asked

@@ -121,8 +121,9 @@ def _error(error: BaseException) -> str:
 @flow(name=FLOW_NAME, task_runner=thread_runner(RetrainSettings().workers))
 def retrain(
     quick: bool = False,
-    source: Literal["embedded", "yfinance"] = "embedded",
+    source: Literal["embedded", "yfinance", "synthetic"] = "embedded",
     tickers: list[str] | None = None,
+    synthetic: tuple[int, float, int] = (200, 15.0, 0),
     start: str | None = None,
     end: str | None = None,
     snapshot: str | None = None,
@@ -171,7 +172,7 @@ def retrain(
     try:
         with record.step("pull"):
             if snapshot is None:
-                source_ = make_source(source, tickers or settings.tickers, start, end)
+                source_ = make_source(source, tickers or settings.tickers, start, end, synthetic)
                 info, record.pull = pull_snapshot(store, unvisited(source_), use_cached_on_failure)
                 record.pull["source"] = source_.describe()
             else:

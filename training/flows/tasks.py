@@ -63,18 +63,32 @@ class Trained:
     result: ModelResult | None = field(default=None, repr=False)
 
 
-def make_source(kind: str, tickers: list[str], start: str | None, end: str | None) -> Source:
+def make_source(
+    kind: str,
+    tickers: list[str],
+    start: str | None,
+    end: str | None,
+    synthetic: tuple[int, float, int] = (200, 15.0, 0),
+) -> Source:
     """The source a run pulls from: for yfinance, retries, backoff and the overall deadline come from
-    ``MLOPS_YFINANCE_*`` (data/settings.py)."""
+    ``MLOPS_YFINANCE_*`` (data/settings.py); a synthetic universe (symbols, years, seed) is for scale runs only."""
     if kind == "embedded":
         return EmbeddedSource()
+    if kind == "synthetic":
+        from data.synthetic import SyntheticSource
+
+        symbols, years, seed = synthetic
+        return SyntheticSource(symbols=int(symbols), years=float(years), seed=int(seed))
     if kind != "yfinance":
-        raise ValueError(f"unknown source {kind!r}: embedded or yfinance")
+        raise ValueError(f"unknown source {kind!r}: embedded, yfinance or synthetic")
     return YFinanceSource.from_settings(tickers, start, end)
 
 
 def universe(source: Source) -> list[str]:
     """The symbols a source was asked for."""
+    named = getattr(source, "tickers", None) or getattr(source, "symbols", None)
+    if isinstance(named, list | tuple):
+        return sorted(str(s) for s in named)
     described = source.describe()
     return sorted(str(s) for s in described.get("tickers") or described.get("symbols") or [])
 
