@@ -50,6 +50,9 @@ def test_the_panel_built_on_the_cluster_is_the_in_process_panel(
     here = build_panel(bars, info, 5, "2010-01-01")
     there = build_panel(bars, info, 5, "2010-01-01", client=dask_client)
     assert_same_panel(here, there)
+    # from the store: each task reads its own symbol's file, on the cluster and here
+    assert_same_panel(here, build_panel(store, info, 5, "2010-01-01", client=dask_client))
+    assert_same_panel(here, build_panel(store, info, 5, "2010-01-01"))
     assert sorted(there.bars) == ["NDX_P", "SPX_P", "^GSPC", "^IXIC"]
     assert len(there) == sum(int((f["date"] >= "2010-01-01").sum()) for f in there.bars.values())
 

@@ -142,7 +142,7 @@ def train(
     info = store.info(snapshot)
     notify = on_progress or (lambda name, state: None)
     notify("panel", "building features and targets")
-    panel = build_panel(store.load(info.id), info, config.horizon, config.first_date, client=client)
+    panel = build_panel(store, info, config.horizon, config.first_date, client=client)
     run = TrainingRun(run_id=f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{info.id[:8]}", snapshot=info, config=config)
     execution = Execution(client)
     execution.shared(panel)  # scattered to every worker once, before the models' threads ask for it

@@ -148,7 +148,7 @@ def build_training_panel(
 ) -> Panel:
     """The pooled panel; each symbol's features a task on the run's cluster when there is one."""
     with cluster_client(scheduler) as client:
-        return build_panel(store.load(info.id, verify=False), info, config.horizon, config.first_date, client=client)
+        return build_panel(store, info, config.horizon, config.first_date, client=client)
 
 
 @task(name="train", task_run_name="train-{name}", cache_policy=NO_CACHE)
