@@ -174,7 +174,7 @@ def test_a_forecast_is_for_the_exchanges_sessions_only(fitted: Fitted) -> None:
     six = pd.DatetimeIndex(models.forecast("^GSPC", 6, recent=friday)["date"])
     assert str(six[-1].date()) == "2019-01-02"  # not 1 January
     for symbol in SYMBOLS:  # the report's fan, from the last bar (2018-12-31)
-        fan = fitted.extra["fan"][symbol]["dates"]
+        fan = fitted.report["fan"][symbol]["dates"]
         assert fan[1] == "2019-01-02"
         assert trading_calendar("XNYS").is_session(np.array(fan[1:], dtype="datetime64[D]")).all()
 
@@ -223,12 +223,13 @@ def test_store_round_trip_gives_identical_forecasts(trainer: PriceProphet, fitte
 
 
 def test_fit_describes_the_models_and_the_fan(fitted: Fitted, config: TrainingConfig) -> None:
+    assert "fan" not in fitted.extra and "fit_seconds" not in fitted.extra  # the report's, never the card's
     assert fitted.extra["symbols"] == SYMBOLS
     assert fitted.hyperparameters["uncertainty_samples"] > 0
     for symbol in SYMBOLS:
         anchor = fitted.extra["anchors"][symbol]
         assert anchor["last_date"] == anchor["train_end"] == "2018-12-31"
-        fan = fitted.extra["fan"][symbol]
+        fan = fitted.report["fan"][symbol]
         assert len(fan["dates"]) == len(fan["price"]) == config.prophet_forecast_days + 1
         assert fan["price"][0] == anchor["last_close"] == fan["history_close"][-1]
         assert len(fan["history_dates"]) == len(fan["history_close"]) == 250

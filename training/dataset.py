@@ -113,6 +113,7 @@ def build_panel(
     against its digest), so the client never holds the whole snapshot and a cluster's task graph carries names,
     not bars (45 MB for 200 symbols x 15 years otherwise).
     """
+    tasks: dict[str, tuple[Any, ...]]
     if isinstance(bars, SnapshotStore):
         where = (str(bars.root), snapshot.id)
         tasks = {symbol: (symbol, where, horizon, first_date, spec) for symbol in snapshot.symbols}

@@ -116,12 +116,23 @@ def _prediction_plot(result: ModelResult) -> str:
     return _png(figure)
 
 
+#: Per-symbol plots (regimes over the close, forecast fans) drawn for this many symbols at most: a universe's report
+#: shows a few and says how many it left out (the per-symbol table and scatter cover them all).
+PLOTTED_SYMBOLS = 8
+
+
+def _not_drawn(count: int) -> str:
+    left = count - PLOTTED_SYMBOLS
+    return f"<p>Drawn for the first {PLOTTED_SYMBOLS} symbols; {left} more not drawn.</p>" if left > 0 else ""
+
+
 def _regime_plot(result: ModelResult) -> str:
     frame = result.evaluation.predictions
     names = result.fitted.extra.get("state_names", [])
     colours = ["#55a868", "#dd8452", "#c44e52", "#8172b2", "#64b5cd"]
     plots = []
-    for symbol in sorted(frame["symbol"].unique()):
+    symbols = sorted(frame["symbol"].unique())
+    for symbol in symbols[:PLOTTED_SYMBOLS]:
         part = frame[frame["symbol"] == symbol].sort_values("date")
         dates = pd.to_datetime(part["date"]).to_numpy()
         figure, ax = plt.subplots(figsize=(11, 3.2))
@@ -145,13 +156,13 @@ def _regime_plot(result: ModelResult) -> str:
         ax.set_title(f"{symbol}: regimes over the close (final model, Viterbi)")
         ax.legend(fontsize=8, loc="upper left")
         plots.append(_png(figure))
-    return "".join(plots)
+    return _not_drawn(len(symbols)) + "".join(plots)
 
 
 def _fan_plot(result: ModelResult) -> str:
-    fans = result.fitted.extra.get("fan") or result.evaluation.extras.get("fan") or {}
-    plots = []
-    for symbol, fan in fans.items():
+    fans = result.fitted.report.get("fan") or result.evaluation.extras.get("fan") or {}
+    plots = [_not_drawn(len(fans))]
+    for symbol, fan in list(fans.items())[:PLOTTED_SYMBOLS]:
         figure, ax = plt.subplots(figsize=(5.5, 3.5))
         history_dates = pd.to_datetime(fan.get("history_dates", []))
         ax.plot(history_dates, fan.get("history_close", []), color="black", lw=0.8, label="close")

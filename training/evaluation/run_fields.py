@@ -96,6 +96,7 @@ class CardFields(Protocol):
 
 class FittedFields(Protocol):
     extra: dict[str, Any]
+    report: dict[str, Any]
 
 
 class ModelResult(Protocol):

@@ -269,7 +269,7 @@ class PriceProphet(Trainer):
     def fit(self, panel: Panel) -> Fitted:
         """One model per symbol on all its bars (from ``config.first_date``), anchored on its last bar.
 
-        ``extra["fan"][symbol]`` is the final model's forecast from the snapshot's last bar for the report's
+        ``report["fan"][symbol]`` is the final model's forecast from the snapshot's last bar for the report's
         plot: ``dates``, ``price``, ``lower``, ``upper`` (the anchor bar first, then the next ``forecast_days``
         sessions of the symbol's exchange, :mod:`features.calendar`) and the last ``FAN_HISTORY_BARS`` closes
         as ``history_dates`` and ``history_close``.
@@ -288,7 +288,7 @@ class PriceProphet(Trainer):
             evaluation,
             fitted,
             evaluation.extras["timing"]["fit_seconds_total"],
-            sum(fitted.extra["fit_seconds"].values()),
+            sum(fitted.report["fit_seconds"].values()),
         )
 
     def _evaluation(self, panel: Panel, symbols: dict[str, SymbolEvaluation]) -> Evaluation:
@@ -376,9 +376,13 @@ class PriceProphet(Trainer):
             extra={
                 "symbols": sorted(models),
                 "anchors": {s: e.to_dict() for s, e in entries.items()},
+                "skipped_symbols": skipped,
+            },
+            # per symbol and drawn by the report only: on the card they made a 7 MB model.yaml for 500 symbols,
+            # parsed at every load of the model (70 s of the service's cold start)
+            report={
                 "fan": {s: f.fan for s, f in sorted(fits.items()) if f.model is not None},
                 "fit_seconds": {s: f.seconds for s, f in sorted(fits.items()) if f.model is not None},
-                "skipped_symbols": skipped,
             },
         )
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -33,11 +33,13 @@ class Scores:
 
 @dataclass
 class Fitted:
-    """A final model with what its card needs to describe it."""
+    """A final model with what its card needs to describe it (``extra``, the card's ``details``), and what only the
+    training report draws (``report``: never stored, since a card is read whole whenever the model is loaded)."""
 
     model: Any
     hyperparameters: dict[str, Any]
     extra: dict[str, Any]
+    report: dict[str, Any] = field(default_factory=dict)
 
 
 class Trainer(ABC):
