@@ -192,10 +192,14 @@ def process_tree_rss_mb(server: Any) -> float:
     return total / 1024
 
 
+def task_total(measured: dict[str, Any]) -> float:
+    """Compute seconds of every task of a run, summed."""
+    return sum(sum(d) for d in measured["stages"].values())
+
+
 def client_share(measured: dict[str, Any]) -> float:
     """Seconds of a run's wall time not covered by its tasks spread over its workers: the client's own work."""
-    task_seconds = sum(sum(d) for d in measured["stages"].values())
-    return max(measured["wall"] - task_seconds / measured["workers"], 0.0)
+    return max(measured["wall"] - task_total(measured) / measured["workers"], 0.0)
 
 
 def projection(measured: dict[str, Any], smaller: dict[str, Any], overhead_ms: float) -> dict[str, Any]:
@@ -261,6 +265,7 @@ def main() -> None:
     print(f"served {SERVED_SYMBOLS} Prophet symbols: ready in {served['cold']:.1f} s", flush=True)
     speedup = one["wall"] / two["wall"]
     growth = 100 * (two["peak_mb"] / tenth["peak_mb"] - 1)
+    inflation = 100 * (task_total(two) / task_total(one) - 1)
     batch_speedup = batch_two["rate"] / batch_one["rate"]
     per_worker = 100 * batch_two["rate"] / 2 / single["rate"]
     per_worker_warm = 100 * batch_two["warm_rate"] / 2 / single["rate"]
@@ -313,6 +318,10 @@ def main() -> None:
                round(served["later_p50"]), "ms", key="serve_later_p50"),
         Figure(f"serving, resident memory after {ASKED_SYMBOLS} symbols' forecasts", f"{served['rss_after']:.0f} MB",
                round(served["rss_after"]), "MB", key="serve_memory_after"),
+        Figure("task compute summed over the training's tasks, 2 workers against 1 (two tasks at once on two cores "
+               "slow each other: the speed-up's ceiling is 2 / this ratio)",
+               f"{task_total(two):,.0f} s vs {task_total(one):,.0f} s ({inflation:+.0f} %)",
+               round(inflation, 1), "%", key="task_inflation"),
         Figure("scheduler overhead per task (2,000 empty tasks, 2 workers)", f"{overhead:.2f} ms", round(overhead, 2),
                "ms", key="task_overhead"),
     ]  # fmt: skip
