@@ -5,7 +5,6 @@ Sources only fetch and rename; validation against the OHLCV contract happens onc
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +22,16 @@ from tenacity import (
 )
 
 from data.settings import DataSettings
+from data.yfinance_calls import (
+    AttemptFailed,
+    Deadline,
+    DeadlinePassed,
+    Downloader,
+    call_with_deadline,
+    flag_histories,
+    yfinance_download,
+    yfinance_errors,
+)
 from features import DEFAULT_SPEC
 from features.ohlcv import OHLCV_COLUMNS, SYMBOL_COLUMN
 
@@ -115,68 +124,6 @@ class CsvSource:
         return {"source": self.name, "path": str(self.path), "symbol": self.symbol}
 
 
-Downloader = Callable[..., pd.DataFrame | None]
-
-
-def _yfinance_download(*args: Any, **kwargs: Any) -> pd.DataFrame | None:
-    import yfinance as yf
-
-    return yf.download(*args, **kwargs)
-
-
-def _yfinance_errors() -> dict[str, str]:
-    """The per-ticker errors yfinance recorded for its last download (it logs them instead of raising)."""
-    try:
-        from yfinance import shared
-
-        return {str(k): str(v) for k, v in getattr(shared, "_ERRORS", {}).items()}
-    except ImportError:  # pragma: no cover - yfinance is a dependency
-        return {}
-
-
-class _Deadline:
-    def __init__(self, seconds: float):
-        self.seconds = seconds
-        self.end = time.monotonic() + seconds
-
-    def remaining(self) -> float:
-        return self.end - time.monotonic()
-
-
-class _DeadlinePassed(Exception):
-    """A download was still running when the overall deadline passed."""
-
-
-class _AttemptFailed(Exception):
-    """One download attempt gave no bars (an error, or an empty answer); tenacity retries it."""
-
-
-def _call_with_deadline(function: Callable[[], Any], seconds: float) -> Any:
-    """Run ``function`` in a daemon thread and give up after ``seconds``: a hung socket cannot hold the pull.
-
-    tenacity times the attempts but cannot stop one that hangs, and neither can ``concurrent.futures``: its workers
-    are joined when the interpreter exits, so a hung download kept the process alive after the pull had failed (a
-    5 s hang cut after 0.5 s by ``future.result(timeout=0.5)``: the process exited after 5.2 s; yfinance hangs for
-    80-130 s, FACTS.md). Signals (``signal.alarm``) only reach the main thread, and Prefect runs tasks in others.
-    """
-    result: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            result["value"] = function()
-        except BaseException as error:  # handed back to the caller below
-            result["error"] = error
-
-    worker = threading.Thread(target=target, daemon=True, name="yfinance-download")
-    worker.start()
-    worker.join(max(seconds, 0.0))
-    if worker.is_alive():
-        raise _DeadlinePassed(f"no answer within {seconds:.1f} s")
-    if "error" in result:
-        raise result["error"]
-    return result.get("value")
-
-
 @dataclass(frozen=True)
 class YFinanceSource:
     """Daily bars from Yahoo Finance through yfinance, with retries, backoff and an overall deadline.
@@ -186,7 +133,7 @@ class YFinanceSource:
     fails, is then asked for alone, so each missing ticker is named with its own reason. tenacity retries each call:
     ``attempts`` tries, waits of ``backoff_seconds`` doubling each retry, and no wait that would end past the deadline
     (``stop_before_delay``). One deadline, ``deadline_seconds``, covers the whole pull, all tickers and waits
-    included, and cuts a download that hangs (see :func:`_call_with_deadline`).
+    included, and cuts a download that hangs (see :func:`call_with_deadline`).
     """
 
     tickers: tuple[str, ...]
@@ -197,7 +144,7 @@ class YFinanceSource:
     attempts: int = 3
     backoff_seconds: float = 2.0
     batch_size: int = 50
-    download: Downloader = field(default=_yfinance_download, repr=False, compare=False)
+    download: Downloader = field(default=yfinance_download, repr=False, compare=False)
     sleep: Callable[[float], None] = field(default=time.sleep, repr=False, compare=False)
     name: str = "yfinance"
     #: Write the tickers that came back when others fail, recording the missing ones (name, reason) in the manifest.
@@ -237,7 +184,7 @@ class YFinanceSource:
         (listed later, delisted) are kept and flagged there."""
         if not self.tickers:
             raise SourceError("no tickers given to the yfinance source")
-        deadline = _Deadline(self.deadline_seconds)
+        deadline = Deadline(self.deadline_seconds)
         frames: dict[str, pd.DataFrame] = {}
         failures: dict[str, str] = {}
         for start in range(0, len(self.tickers), self.batch_size):
@@ -256,7 +203,7 @@ class YFinanceSource:
                 if on_symbol:
                     on_symbol(ticker)
         self.outcome.clear()
-        self.outcome.update({"missing": failures, "flagged": _flag_histories(frames)})
+        self.outcome.update({"missing": failures, "flagged": flag_histories(frames)})
         if failures and not (self.allow_missing and frames):
             got = [t for t in self.tickers if t not in failures]
             kind = "partial download" if got else "download failed"
@@ -269,7 +216,7 @@ class YFinanceSource:
             )
         return pd.concat(frames.values(), ignore_index=True)
 
-    def _fetch_batch(self, batch: Sequence[str], deadline: _Deadline) -> dict[str, pd.DataFrame]:
+    def _fetch_batch(self, batch: Sequence[str], deadline: Deadline) -> dict[str, pd.DataFrame]:
         """The bars of the batch's tickers one call brought back (retried as a whole); {} for a batch of one, or
         when the call fails: its tickers are then asked for one by one."""
         if len(batch) < 2 or deadline.remaining() <= 0:
@@ -277,24 +224,24 @@ class YFinanceSource:
         retrying = Retrying(
             stop=stop_after_attempt(self.attempts) | stop_before_delay(deadline.remaining()),
             wait=wait_exponential(multiplier=self.backoff_seconds, exp_base=2),
-            retry=retry_if_exception_type(_AttemptFailed),
+            retry=retry_if_exception_type(AttemptFailed),
             sleep=self.sleep,
             reraise=True,
         )
         try:
             return retrying(self._attempt_batch, batch, deadline)
-        except (_AttemptFailed, _DeadlinePassed):
+        except (AttemptFailed, DeadlinePassed):
             return {}
 
-    def _attempt_batch(self, batch: Sequence[str], deadline: _Deadline) -> dict[str, pd.DataFrame]:
+    def _attempt_batch(self, batch: Sequence[str], deadline: Deadline) -> dict[str, pd.DataFrame]:
         try:
-            frame = _call_with_deadline(lambda: self._download(list(batch), group_by="ticker"), deadline.remaining())
-        except _DeadlinePassed:
+            frame = call_with_deadline(lambda: self._download(list(batch), group_by="ticker"), deadline.remaining())
+        except DeadlinePassed:
             raise
         except Exception as error:
-            raise _AttemptFailed(f"{type(error).__name__}: {error}") from error
+            raise AttemptFailed(f"{type(error).__name__}: {error}") from error
         if frame is None or frame.empty or not isinstance(frame.columns, pd.MultiIndex):
-            raise _AttemptFailed("empty result")
+            raise AttemptFailed("empty result")
         found = {str(t).upper(): t for t in frame.columns.get_level_values(0).unique()}
         bars: dict[str, pd.DataFrame] = {}
         for ticker in batch:
@@ -309,19 +256,19 @@ class YFinanceSource:
                     continue  # asked for alone next, where its error is reported
         return bars
 
-    def _fetch_one(self, ticker: str, deadline: _Deadline) -> pd.DataFrame:
+    def _fetch_one(self, ticker: str, deadline: Deadline) -> pd.DataFrame:
         """One ticker's bars: up to ``attempts`` tries, exponential backoff, never a wait past the deadline."""
         if deadline.remaining() <= 0:
             raise SourceError(f"overall deadline of {self.deadline_seconds:g} s passed (no attempt made)")
         retrying = Retrying(
             stop=stop_after_attempt(self.attempts) | stop_before_delay(deadline.remaining()),
             wait=wait_exponential(multiplier=self.backoff_seconds, exp_base=2),
-            retry=retry_if_exception_type(_AttemptFailed),
+            retry=retry_if_exception_type(AttemptFailed),
             sleep=self.sleep,
         )
         try:
             return retrying(self._attempt, ticker, deadline)
-        except _DeadlinePassed:
+        except DeadlinePassed:
             raise SourceError(f"overall deadline of {self.deadline_seconds:g} s passed while downloading") from None
         except RetryError as error:
             last = error.last_attempt
@@ -330,15 +277,15 @@ class YFinanceSource:
                 raise SourceError(f"overall deadline of {self.deadline_seconds:g} s passed ({why})") from None
             raise SourceError(f"gave up after {self.attempts} attempt(s) ({why})") from None
 
-    def _attempt(self, ticker: str, deadline: _Deadline) -> pd.DataFrame:
+    def _attempt(self, ticker: str, deadline: Deadline) -> pd.DataFrame:
         try:
-            frame = _call_with_deadline(lambda: self._download(ticker), deadline.remaining())
-        except _DeadlinePassed:
+            frame = call_with_deadline(lambda: self._download(ticker), deadline.remaining())
+        except DeadlinePassed:
             raise
         except Exception as error:
-            raise _AttemptFailed(f"{type(error).__name__}: {error}") from error
+            raise AttemptFailed(f"{type(error).__name__}: {error}") from error
         if frame is None or frame.empty:
-            raise _AttemptFailed(_yfinance_errors().get(ticker, "empty result"))
+            raise AttemptFailed(yfinance_errors().get(ticker, "empty result"))
         return _normalise(self._flatten(frame, ticker), ticker)
 
     def _download(self, tickers: str | list[str], group_by: str = "column") -> pd.DataFrame | None:
@@ -377,31 +324,6 @@ class YFinanceSource:
         if self.outcome.get("flagged"):
             described["flagged"] = dict(self.outcome["flagged"])
         return described
-
-
-#: A history that starts this much after the universe's earliest first bar, or ends this much before its latest
-#: last bar, is flagged in the manifest (listed later; delisted or suspended).
-LATE_START = pd.Timedelta(days=30)
-EARLY_END = pd.Timedelta(days=10)
-
-
-def _flag_histories(frames: dict[str, pd.DataFrame]) -> dict[str, str]:
-    """Tickers kept whose history is shorter than the universe's, with why."""
-    if len(frames) < 2:
-        return {}
-    firsts = {t: pd.Timestamp(f["date"].min()) for t, f in frames.items()}
-    lasts = {t: pd.Timestamp(f["date"].max()) for t, f in frames.items()}
-    first, last = min(firsts.values()), max(lasts.values())
-    flagged = {}
-    for ticker in frames:
-        reasons = []
-        if firsts[ticker] - first > LATE_START:
-            reasons.append(f"starts {firsts[ticker].date()}, after the universe's {first.date()}")
-        if last - lasts[ticker] > EARLY_END:
-            reasons.append(f"ends {lasts[ticker].date()}, before the universe's {last.date()} (delisted?)")
-        if reasons:
-            flagged[ticker] = "; ".join(reasons)
-    return flagged
 
 
 def known_sources() -> Sequence[str]:
