@@ -105,7 +105,7 @@ def run_command(
         "containerize": containerize,
     }
     try:
-        size = symbols if source == "synthetic" and snapshot is None else universe_size(source, ticker, snapshot)
+        size = universe_size(source, ticker, snapshot, symbols)
         threshold = local_cluster_min_symbols or LOCAL_CLUSTER_MIN_SYMBOLS
         with training_client(settings, size, threshold) as client:
             if client is None:
@@ -129,7 +129,7 @@ def run_command(
         raise typer.Exit(1)
 
 
-def universe_size(source: str, tickers: list[str] | None, snapshot: str | None) -> int:
+def universe_size(source: str, tickers: list[str] | None, snapshot: str | None, synthetic_symbols: int = 0) -> int:
     """How many symbols the run trains on: the snapshot's, or those the source is asked for."""
     if snapshot is not None:
         from data.settings import DataSettings
@@ -138,6 +138,8 @@ def universe_size(source: str, tickers: list[str] | None, snapshot: str | None) 
         return len(SnapshotStore(DataSettings().snapshots).info(snapshot).symbols)
     if source == "embedded":
         return len(EMBEDDED_SYMBOLS)
+    if source == "synthetic":
+        return synthetic_symbols
     return len(tickers or RetrainSettings().tickers)
 
 
