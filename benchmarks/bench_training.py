@@ -64,6 +64,7 @@ def main() -> None:
             figures.append(Figure(f"{label}: {r.name} evaluate / fit", shown, evaluate, "s"))
         if label == "full":
             figures += headline_results({r.name: r for r in result.results})
+            figures += quant_results({r.name: r for r in result.results}, seconds)
             notes.append(f"Full-mode report: {result.report_dir}/index.html (temporary directory).")
     path = write_results("training", ".venv/bin/python benchmarks/bench_training.py", figures, "\n".join(notes))
     print(path.read_text())
@@ -77,8 +78,8 @@ def metric(what: str, value: float, digits: int, key: str, target: str = "-", un
 def headline_results(by_name: dict[str, ModelResult]) -> list[Figure]:
     """The walk-forward results the README quotes: each model beside its baselines, and the leakage audit."""
     vol = by_name["volatility_lightgbm"].evaluation
-    best_mse = min(round(vol.baselines[b]["mse"], 5) for b in ("ewma", "garch"))
-    best_corr = max(round(vol.baselines[b]["correlation"], 3) for b in ("ewma", "garch"))
+    best_mse = min(round(vol.baselines[b]["mse"], 5) for b in ("ewma", "garch", "har"))
+    best_corr = max(round(vol.baselines[b]["correlation"], 3) for b in ("ewma", "garch", "har"))
     figures = [
         metric("volatility_lightgbm MSE", vol.metrics["mse"], 5, "volatility_mse", f"< {best_mse:.5f} (best baseline)"),
         metric(
@@ -89,7 +90,7 @@ def headline_results(by_name: dict[str, ModelResult]) -> list[Figure]:
             f"> {best_corr:.3f} (best baseline)",
         ),
     ]
-    for baseline in ("ewma", "garch"):
+    for baseline in ("ewma", "garch", "har"):
         figures += [
             metric(f"volatility {baseline} MSE", vol.baselines[baseline]["mse"], 5, f"volatility_{baseline}_mse"),
             metric(
@@ -134,6 +135,79 @@ def headline_results(by_name: dict[str, ModelResult]) -> list[Figure]:
         metric("price_prophet MAPE", prophet.metrics["mape"], 2, "prophet_mape", unit="%"),
         metric("random walk MAPE", prophet.baselines["random_walk"]["mape"], 2, "random_walk_mape", unit="%"),
     ]
+    return figures
+
+
+def quant_results(by_name: dict[str, ModelResult], total: float) -> list[Figure]:
+    """The quant figures the README's model table quotes, and what computing and drawing them costs."""
+    from training.evaluation.report import _png
+    from training.evaluation.report_quant import quant_section
+
+    started = time.perf_counter()
+    for result in by_name.values():
+        quant_section(result, _png)
+    drawn = time.perf_counter() - started
+    computed = sum(r.evaluation.extras.get("quant_seconds", 0.0) for r in by_name.values())
+    share = 100 * (computed + drawn) / (total - computed - drawn)
+    figures = [
+        Figure(
+            "full: the quant figures (IC, quantiles, backtests, calibration, targeting; computed and drawn) "
+            "against the rest of the training",
+            f"{computed:.1f} s + {drawn:.1f} s ({share:+.1f} %)",
+            round(share, 1),
+            "%",
+            "<= +20 %",
+            "quant_share",
+        )
+    ]
+    for name in ("return_lightgbm", "return_random_forest", "direction_lightgbm", "volatility_lightgbm"):
+        quant = by_name[name].card.quant or {}
+        rank = quant["ic"]["rank"]
+        figures += [
+            metric(f"{name} rank IC", rank["mean"], 3, f"{name}_ic"),
+            metric(f"{name} rank IC, 95 % interval low", rank["ci_low"], 3, f"{name}_ic_low"),
+            metric(f"{name} rank IC, 95 % interval high", rank["ci_high"], 3, f"{name}_ic_high"),
+        ]
+        if "backtest" in quant:
+            strategies, cost = quant["backtest"]["strategies"], f"{quant['backtest']['costs_bp'][0]:g}"
+            figures += [
+                metric(
+                    f"{name} long/flat Sharpe after {cost} bp a side",
+                    strategies["long_flat"]["by_cost"][cost]["sharpe"],
+                    2,
+                    f"{name}_sharpe",
+                ),
+                metric(
+                    f"{name} buy-and-hold Sharpe after {cost} bp",
+                    strategies["buy_and_hold"]["by_cost"][cost]["sharpe"],
+                    2,
+                    f"{name}_hold_sharpe",
+                ),
+                metric(
+                    f"{name} break-even cost a side",
+                    strategies["long_flat"]["break_even_bp"],
+                    1,
+                    f"{name}_break_even",
+                    unit="bp",
+                ),
+            ]
+        else:
+            books, cost = quant["vol_targeting"]["forecasts"], f"{quant['vol_targeting']['costs_bp'][0]:g}"
+            for book in ("model", "ewma", "garch", "har"):
+                figures += [
+                    metric(
+                        f"volatility targeting on the {book} forecast: tracking error (RMS per symbol-year)",
+                        books[book]["tracking_rmse"],
+                        4,
+                        f"vol_target_{book}_rmse",
+                    ),
+                    metric(
+                        f"volatility targeting on the {book} forecast: Sharpe after {cost} bp a side",
+                        books[book]["by_cost"][cost]["sharpe"],
+                        2,
+                        f"vol_target_{book}_sharpe",
+                    ),
+                ]
     return figures
 
 

@@ -27,6 +27,7 @@ def list_command(
         return
     from rich import box
 
+    from training.evaluation.quant import headline
     from training.registry.promotion import Registry
     from training.registry.store import list_models
 
@@ -43,6 +44,8 @@ def list_command(
             "model",
             "best baseline",
             "skill",
+            "rank IC [95 %]",
+            "Sharpe after costs vs baseline",
             "snapshot",
         ]
     table = Table(*columns, box=box.SIMPLE_HEAD, pad_edge=False)
@@ -72,6 +75,7 @@ def list_command(
         skill_cell = (
             "-" if not isinstance(skill, dict) else ("shown" if skill.get("shown") else "[yellow]none[/yellow]")
         )
+        ic, sharpe = headline(card.quant)
         if wide:
             table.add_row(
                 stored.name,
@@ -82,12 +86,14 @@ def list_command(
                 f"{card.metrics[metric]:.4g}",
                 f"{best:.4g}",
                 skill_cell,
+                ic,
+                sharpe,
                 card.snapshot_id[:8],
             )
-        else:
-            table.add_row(
-                stored.name, stored.version, styled, f"{metric} {card.metrics[metric]:.4g} / {best:.4g}", skill_cell
-            )
+        else:  # the quant figures on lines of their own in the score's cell, to stay within 80 columns
+            score = f"{metric} {card.metrics[metric]:.4g} / {best:.4g}"
+            quant = [f"rank IC {ic}" if ic != "-" else "", f"Sharpe {sharpe}" if sharpe != "-" else ""]
+            table.add_row(stored.name, stored.version, styled, "\n".join([score, *filter(None, quant)]), skill_cell)
     console.print(table if table.rows else "no models in the store yet: run `mlops train`")
 
 

@@ -81,8 +81,10 @@ def test_train_models_promote_and_rollback_from_the_command_line(isolated_home: 
         name, version = tag.split(":")
         assert any(name in line and version in line for line in narrow.output.splitlines()), narrow.output
     assert "…" not in narrow.output
+    assert narrow.output.count("rank IC") == 2 and narrow.output.count("Sharpe") == 2  # both signal models' quant
     wide = runner.invoke(app, ["models", "--wide"], env={"COLUMNS": "200"})
     assert "created (UTC)" in wide.output and "snapshot" in wide.output
+    assert "rank IC [95 %]" in wide.output and "(5 bp)" in wide.output
 
     second = runner.invoke(app, ["train", "--quick", "-m", "return_lightgbm", "--promote"], env=env)
     assert second.exit_code == 0 and "promoted: return_lightgbm:" in second.output

@@ -175,7 +175,12 @@ def test_without_production_only_the_baseline_rules_apply(rules: GateRules) -> N
 # ------------------------------------------------------------------------------------ model-specific rules
 
 
+#: What a volatility card's ``quant`` needs for the default rule on IC evidence (training/flows/gate_quant.py).
+EVIDENT_IC = {"ic": {"rank": {"mean": 0.6, "ci_low": 0.45, "ci_high": 0.75}}}
+
+
 def volatility(mse: float, ewma: float = 0.0044, garch: float = 0.0047, **changes: Any) -> dict[str, Any]:
+    changes.setdefault("quant", EVIDENT_IC)
     return card("volatility_lightgbm", mse, baselines={"ewma": {"mse": ewma}, "garch": {"mse": garch}}, **changes)
 
 
@@ -184,7 +189,7 @@ def test_volatility_must_beat_ewma_and_garch_on_mse(rules: GateRules) -> None:
     detail = failed(decide(rules.full, volatility(0.0045)))["beats_baselines"]
     assert detail.startswith("mse 0.0045 does not beat ewma (")
     assert "garch" not in failed(decide(rules.full, volatility(0.0045)))["beats_baselines"].split("(")[0]
-    missing = card("volatility_lightgbm", 0.004, baselines={"ewma": {"mse": 0.0044}})
+    missing = card("volatility_lightgbm", 0.004, baselines={"ewma": {"mse": 0.0044}}, quant=EVIDENT_IC)
     assert "no mse for the baseline(s) garch" in failed(decide(rules.full, missing))["beats_baselines"]
 
 
@@ -328,4 +333,4 @@ def test_a_decision_lists_every_reason_and_serialises(rules: GateRules) -> None:
     ]
     record = decision.to_dict()
     assert record["passed"] is False and record["production"] == "volatility_lightgbm:old"
-    assert len(record["checks"]) == 6
+    assert len(record["checks"]) == 7  # with the default rule on the volatility model's IC evidence

@@ -116,7 +116,7 @@ def test_every_card_of_the_quick_run_holds_the_spread_of_its_model(quick_run: Tr
     symbols = quick_run.snapshot.symbols
     for result in quick_run.results:
         card = result.card
-        assert card.card_version == 3 and card.synthetic is False
+        assert card.card_version == 4 and card.synthetic is False
         if result.evaluation.task in WITHOUT_SYMBOL_FIGURE:
             assert card.by_symbol is None and "by_symbol" not in card.to_metadata()
             continue
@@ -144,7 +144,7 @@ def test_the_per_symbol_figures_are_the_pooled_definitions_on_each_symbols_rows(
     results = {r.name: r for r in quick_run.results}
     volatility = results["volatility_lightgbm"]
     frame = volatility.evaluation.predictions
-    forecasts = ["actual", "prediction", "baseline_ewma", "baseline_garch"]
+    forecasts = ["actual", "prediction", "baseline_ewma", "baseline_garch", "baseline_har"]
     assert volatility.card.by_symbol is not None
     baseline = volatility.card.by_symbol.baseline
     for entry in volatility.card.by_symbol.worst:

@@ -55,6 +55,17 @@ class Panel:
     def __len__(self) -> int:
         return int(self.dates.shape[0])
 
+    def forward_log_returns(self, horizon: int) -> np.ndarray:
+        """Every row's ``log(close[t + horizon] / close[t])`` in its symbol's bars (NaN past the end): the return a
+        position taken at the row's close earns over ``horizon`` bars (the backtests' realised return)."""
+        if horizon == self.horizon:
+            return self.forward_return
+        out = np.full(len(self), np.nan)
+        for symbol, bars in self.bars.items():
+            rows = np.flatnonzero(self.symbols == symbol)
+            out[rows] = forward_log_return(bars["close"].to_numpy(float), horizon)[self.positions[rows]]
+        return out
+
     def frame(self, rows: np.ndarray | slice | None = None) -> pd.DataFrame:
         """Features of some rows as a DataFrame (for reports and debugging)."""
         rows = slice(None) if rows is None else rows

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 from arch import arch_model
 
 from training.dataset import Panel
@@ -61,6 +62,46 @@ def garch_volatility(
         variance = forecast.variance.to_numpy()  # row i: forecasts made at return index first + i
         mean_variance = variance[positions - first].mean(axis=1)
         out[mask] = np.sqrt(mean_variance * trading_days) / 100.0
+    return out
+
+
+#: HAR-RV's windows (Corsi 2009): the daily, weekly and monthly realised volatility.
+HAR_WINDOWS = (1, 5, 22)
+#: Symbol rows a HAR regression needs to be fitted (fewer: no forecast for that symbol's test rows).
+HAR_MIN_ROWS = 60
+
+
+def har_regressors(close: np.ndarray, trading_days: int = 252) -> np.ndarray:
+    """Per bar t: the annualised root mean square of the daily log returns over the last 1, 5 and 22 days (to t)."""
+    squared = pd.Series(np.concatenate(([np.nan], np.diff(np.log(close)))) ** 2)
+    return np.column_stack(
+        [np.sqrt(squared.rolling(w, min_periods=w).mean().to_numpy() * trading_days) for w in HAR_WINDOWS]
+    )
+
+
+def har_volatility(panel: Panel, train: np.ndarray, test: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """HAR-RV forecast of the target (annualised forward realised volatility) for the test rows, per symbol.
+
+    Corsi's heterogeneous autoregression: ordinary least squares of the target on a constant and the daily, weekly
+    and monthly realised volatilities at t, fitted on the symbol's training rows (the split's, overlapping targets
+    already purged) and applied to its test rows. In volatility units, as the target is, which keeps the forecast
+    positive in practice (clipped at 1e-4 otherwise); a symbol with fewer than ``HAR_MIN_ROWS`` training rows gets
+    no forecast.
+    """
+    out = np.full(test.size, np.nan)
+    for symbol, frame in panel.bars.items():
+        mask = panel.symbols[test] == symbol
+        if not mask.any():
+            continue
+        regressors = har_regressors(frame["close"].to_numpy(float))
+        rows = train[panel.symbols[train] == symbol]
+        x, y = regressors[panel.positions[rows]], target[rows]
+        known = np.isfinite(x).all(axis=1) & np.isfinite(y)
+        if known.sum() < HAR_MIN_ROWS:
+            continue
+        coefficients, *_ = np.linalg.lstsq(np.column_stack([np.ones(known.sum()), x[known]]), y[known], rcond=None)
+        ahead = regressors[panel.positions[test[mask]]]
+        out[mask] = np.maximum(np.column_stack([np.ones(len(ahead)), ahead]) @ coefficients, 1e-4)
     return out
 
 

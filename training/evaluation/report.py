@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from training.evaluation.report_quant import quant_section
 from training.evaluation.run_fields import CardFields, ModelResult, SkillFields, TrainingRun
 from training.evaluation.symbols import WITHOUT_SYMBOL_FIGURE
 from training.evaluation.walk_forward import clean_json
@@ -280,7 +281,8 @@ def _section(result: ModelResult) -> str:
     body = "".join(plots) if wide else f"<div class='plots'>{''.join(plots)}</div>"
     skill = skill_line(card)
     spread = by_symbol_table(card, task)
-    return f"<h2>{html.escape(result.name)}</h2>{meta}{skill}{warning}{_metrics_table(result)}{spread}{body}"
+    quant = quant_section(result, _png)
+    return f"<h2>{html.escape(result.name)}</h2>{meta}{skill}{warning}{_metrics_table(result)}{spread}{body}{quant}"
 
 
 def _skill_json(skill: SkillFields | None) -> dict[str, Any] | None:

@@ -92,6 +92,8 @@ class CardFields(Protocol):
     horizon: int
     pooling: str
     walk_forward: dict[str, Any]
+    symbols: list[str]
+    synthetic: bool
 
 
 class FittedFields(Protocol):

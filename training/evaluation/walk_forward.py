@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from training.evaluation.quant import QuantSeries
 from training.evaluation.symbols import ScoreAll, SymbolTable, symbol_table
 
 #: Metrics where a larger value is better; every other metric is an error or a loss.
@@ -37,6 +38,8 @@ class Evaluation:
     predictions: pd.DataFrame = field(repr=False)
     extras: dict[str, Any] = field(default_factory=dict)
     symbol_scores: SymbolTable | None = field(default=None, repr=False)
+    quant: dict[str, Any] | None = None
+    quant_series: QuantSeries | None = field(default=None, repr=False)
 
     def beats(self, baseline: str, metric: str | None = None) -> bool:
         """Whether the model is better than ``baseline`` on ``metric`` (the primary metric by default)."""
@@ -65,6 +68,7 @@ class Evaluation:
             "folds": [_clean(f) for f in self.folds],
             "extras": _clean(self.extras),
             "symbol_scores": None if self.symbol_scores is None else _clean(self.symbol_scores.to_dict()),
+            "quant": _clean(self.quant),
         }
 
 

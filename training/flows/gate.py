@@ -29,11 +29,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from features import DEFAULT_SPEC
 from training.evaluation.skill import skill_of_card
 from training.evaluation.walk_forward import HIGHER_IS_BETTER
+from training.flows.gate_quant import VOLATILITY_MODEL, Check, QuantRules, quant_checks
 from training.registry.card import IncompleteCardError, ModelCard, Skill
 
 RULES_FILE = Path(__file__).with_name("gate_rules.toml")
 
-VOLATILITY_MODEL = "volatility_lightgbm"
 REGIME_MODEL = "regime_hmm"
 PROPHET_MODEL = "price_prophet"
 
@@ -54,8 +54,8 @@ class Tolerance(BaseModel):
         return self.relative * abs(production) + self.absolute
 
 
-class RuleSet(BaseModel):
-    """The rules of one training mode."""
+class RuleSet(QuantRules):
+    """The rules of one training mode (those on the quant figures: ``gate_quant.py``)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -103,16 +103,6 @@ def load_rules(override: Path | None = None, defaults: Path = RULES_FILE) -> Gat
         except (OSError, tomllib.TOMLDecodeError) as error:
             raise ValueError(f"cannot read gate rules from {override}: {error}") from error
     return GateRules.model_validate(data)
-
-
-@dataclass(frozen=True)
-class Check:
-    """One rule applied to one challenger."""
-
-    rule: str
-    passed: bool
-    detail: str
-    values: dict[str, float] = field(default_factory=dict)  # the numbers compared, for tables
 
 
 @dataclass
@@ -168,6 +158,7 @@ def gate(
         decision.checks.append(check_regime_agreement(card, rules))
     elif name == PROPHET_MODEL:
         decision.checks.append(check_prophet_random_walk(card, rules))
+    decision.checks.extend(quant_checks(name, card.quant, rules))
     if card.skill is not None:
         decision.checks.append(check_skill(card.skill, rules, production_tag, production_metadata))
     if production_tag is not None:

@@ -13,6 +13,7 @@ import pandas as pd
 from training.config import TrainingConfig
 from training.dataset import Panel
 from training.evaluation.metrics import SameRows, same_rows
+from training.evaluation.quant import quant_figures
 from training.evaluation.skill import skill_record
 from training.evaluation.splits import Split, walk_forward_splits, yearly_test_periods
 from training.evaluation.walk_forward import Evaluation
@@ -164,6 +165,7 @@ class TabularTrainer(Trainer):
                 "symbol": panel.symbols[test],
                 "fold": split.fold,
                 "actual": target[test],
+                "realised_return": panel.forward_log_returns(self.horizon)[test],
                 "prediction": prediction,
                 **{f"baseline_{n}": p for n, p in baselines.items()},
             }
@@ -205,6 +207,9 @@ class TabularTrainer(Trainer):
         }
         mean_importance = np.mean([importance for _, _, importance in folds], axis=0)
         scores = self.score_all(actual, predictions["prediction"].to_numpy(), pooled)
+        started = time.perf_counter()
+        quant, quant_series = quant_figures(self.task, predictions, self.horizon)
+        quant_seconds = time.perf_counter() - started
         return Evaluation(
             model=self.name,
             task=self.task,
@@ -217,7 +222,10 @@ class TabularTrainer(Trainer):
             extras={
                 "feature_importance": dict(zip(panel.spec.names, mean_importance.tolist(), strict=True)),
                 "scored_rows": scores.rows.describe(),
+                "quant_seconds": quant_seconds,
             },
+            quant=quant,
+            quant_series=quant_series,
         )
 
     def training_rows(self, rows: np.ndarray, fold: int | None) -> np.ndarray:

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from training.dataset import Panel
-from training.evaluation.baselines import ewma_volatility, garch_volatility
+from training.evaluation.baselines import ewma_volatility, garch_volatility, har_volatility
 from training.evaluation.metrics import volatility_metrics
 from training.evaluation.splits import Split
 from training.models.lgbm import BoosterRegressor, booster_params
@@ -35,6 +35,7 @@ class VolatilityLightGBM(BoosterRegressor, TabularTrainer):
         return {
             "ewma": ewma_volatility(panel, split.test),
             "garch": garch_volatility(panel, split.train, split.test, self.horizon),
+            "har": har_volatility(panel, split.train, split.test, target),
         }
 
     def score(self, actual: np.ndarray, prediction: np.ndarray, baselines: dict[str, np.ndarray]) -> dict[str, float]:

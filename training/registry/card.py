@@ -17,8 +17,10 @@ from features import FeatureSpec
 
 #: 2: ``skill`` (whether the model beat its baseline on the walk-forward test) on every card of a model with one.
 #: 3: ``by_symbol`` (the spread of the walk-forward metric across symbols) and ``synthetic`` (the snapshot's source).
-#: Cards of versions 1 and 2 still read: without ``by_symbol``, and ``synthetic`` False (no synthetic source then).
-CARD_VERSION = 3
+#: 4: ``quant`` (IC with its interval, quantile returns, backtests after costs, calibration, volatility targeting).
+#: Cards of versions 1 and 2 still read: without ``by_symbol``, and ``synthetic`` False (no synthetic source then);
+#: cards before version 4 without ``quant``.
+CARD_VERSION = 4
 #: Tasks whose model has no baseline to show skill over (``training/evaluation/skill.py``): no ``skill`` on the card.
 TASKS_WITHOUT_SKILL = frozenset({"regime_detection"})
 #: Tasks without a per-symbol figure (``training/evaluation/symbols.py``): no ``by_symbol`` on the card.
@@ -135,6 +137,9 @@ class ModelCard(BaseModel):
     skill: Skill | None = Field(None, validate_default=True)
     synthetic: bool = Field(False, description="Trained on a synthetic snapshot (scale tests only, never quality)")
     by_symbol: SymbolDistribution | None = Field(None, validate_default=True)
+    quant: dict[str, Any] | None = Field(
+        None, description="The walk-forward test in a quant's terms (training/evaluation/quant.py); None before v4"
+    )
 
     @field_validator("skill")
     @classmethod
@@ -275,4 +280,5 @@ def build_card(
         skill=trainer.skill(evaluation),
         synthetic=snapshot.source == SYNTHETIC_SOURCE,
         by_symbol=evaluation.by_symbol(getattr(trainer, "score_all", None), snapshot.symbols),
+        quant=evaluation.quant,
     )
