@@ -32,12 +32,28 @@ def test_a_perfect_foresight_signal_earns_the_positive_periods() -> None:
     frame["prediction"] = frame["realised"]
     result = signal_backtest(frame, horizon=5, threshold=0.0, baseline=None)
     path = result["paths"]["long_flat"]
-    trades = periods_frame(frame, 5)
-    expected = trades.assign(g=np.maximum(np.expm1(trades["realised"]), 0) / 2).groupby("date")["g"].sum()
-    np.testing.assert_allclose(path.gross.to_numpy(), expected.to_numpy())
+    # by hand: every 5th business day, half the book in each symbol whose 5-day return is positive
+    dates = pd.bdate_range("2020-01-01", periods=400)[::5]
+    by_symbol = {s: rows.set_index("date")["realised"] for s, rows in frame.groupby("symbol")}
+    expected = [sum(max(math.expm1(by_symbol[s][d]), 0.0) / 2 for s in ("A", "B")) for d in dates]
+    assert list(path.gross.index) == list(dates)
+    np.testing.assert_allclose(path.gross.to_numpy(), expected)
     gross = result["strategies"]["long_flat"]["by_cost"]["0"]
     assert gross["hit_rate"] == 1.0
     assert gross["max_drawdown"] == 0.0
+    assert result["execution"] == "at the close of the signal's bar"
+
+
+def test_a_signal_one_period_late_earns_nothing_special() -> None:
+    rng = np.random.default_rng(8)
+    frames = [one_symbol(list(rng.normal(0, 0.02, 2000)), [0.0] * 2000).assign(symbol=f"S{i}") for i in range(3)]
+    frame = pd.concat(frames, ignore_index=True)
+    frame["prediction"] = frame.groupby("symbol")["realised"].shift(1)  # yesterday's return: known, no edge
+    result = signal_backtest(frame, horizon=1, threshold=0.0, baseline=None)
+    late = result["paths"]["long_flat"]
+    hold = result["paths"]["buy_and_hold"]
+    assert abs(late.gross.mean() - hold.gross.mean() / 2) < 3 * late.gross.std() / np.sqrt(late.gross.size)
+    assert result["strategies"]["long_flat"]["beats_benchmark"] in ("never", "below", "above")
 
 
 def test_costs_reduce_returns_by_exactly_turnover_times_cost() -> None:
@@ -76,11 +92,27 @@ def test_the_break_even_cost_equalises_the_strategy_and_buy_and_hold() -> None:
     frame = one_symbol(list(realised), list(realised + rng.normal(0, 0.01, 300)))
     trades = periods_frame(frame, 1)
     strategy, benchmark = long_flat(trades, "prediction", 0.0), buy_and_hold(trades)
-    cost = break_even_bp(strategy, benchmark)
-    assert cost > 0
+    cost, side = break_even_bp(strategy, benchmark)
+    assert cost > 0 and side == "below"
     assert strategy.net(cost).mean() == pytest.approx(benchmark.net(cost).mean())
     frame["prediction"] = -frame["prediction"]  # the same signal turned around has no edge before costs
-    assert break_even_bp(long_flat(periods_frame(frame, 1), "prediction", 0.0), benchmark) == 0.0
+    assert break_even_bp(long_flat(periods_frame(frame, 1), "prediction", 0.0), benchmark) == (0.0, "never")
+
+
+def test_a_strategy_that_trades_less_than_its_benchmark_wins_above_its_break_even() -> None:
+    rng = np.random.default_rng(9)
+    frame = one_symbol(list(rng.normal(0.001, 0.01, 300)), [1.0] * 300)  # always long: buys in once
+    trades = periods_frame(frame, 1)
+    calm = long_flat(trades, "prediction", 0.0)
+    flip = frame.assign(prediction=np.tile([1.0, -1.0], 150))  # in and out every day, invested half the time
+    busy = long_flat(periods_frame(flip, 1), "prediction", 0.0)
+    cost, side = break_even_bp(calm, busy)
+    if calm.gross.mean() < busy.gross.mean():
+        assert side == "above" and cost > 0
+    else:
+        assert side == "always" and cost == math.inf
+    cost, side = break_even_bp(busy, calm)
+    assert side in ("never", "below")
 
 
 def test_a_universe_gets_a_long_short_book_of_weight_one_a_side() -> None:
@@ -114,3 +146,17 @@ def test_volatility_targeting_with_a_perfect_forecast_meets_its_target() -> None
     assert perfect["tracking_rmse"] < 0.025  # the target is 10 %: only the realised noise of a 5-day sum is left
     assert constant["tracking_rmse"] > 3 * perfect["tracking_rmse"]
     assert perfect["symbol_years"] == 6
+
+
+def test_volatility_targeting_caps_leverage_and_compares_books_on_the_same_rows() -> None:
+    rng = np.random.default_rng(10)
+    frame = one_symbol(list(rng.normal(0, 0.01, 300)), [0.0] * 300)
+    frame["tiny"] = 0.01  # a 1 % forecast asks for 10x: capped at 2
+    frame["gappy"] = np.where(np.arange(300) % 2 == 0, 0.2, np.nan)
+    result = volatility_targeting(frame, {"tiny": "tiny", "gappy": "gappy"}, horizon=1)
+    tiny, gappy = result["paths"]["tiny"], result["paths"]["gappy"]
+    np.testing.assert_allclose(tiny.exposure.to_numpy(), 2.0)
+    assert list(tiny.gross.index) == list(gappy.gross.index)  # only the rows where both forecast
+    assert tiny.gross.size == 150
+    empty = volatility_targeting(frame.assign(gappy=np.nan), {"tiny": "tiny", "gappy": "gappy"}, horizon=1)
+    assert math.isnan(empty["forecasts"]["tiny"]["tracking_rmse"]) and empty["paths"] == {}

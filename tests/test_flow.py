@@ -173,7 +173,14 @@ def test_full_run_trains_promotes_builds_and_the_bento_answers(
     assert {n: retrain_cache.find_trained(n, key) for n in MODEL_NAMES} == challengers
     assert all(d["passed"] and d["production"] is None for d in summary["gate"].values())
     rules = {c["rule"] for c in summary["gate"]["volatility_lightgbm"]["checks"]}
-    assert rules == {"card_complete", "feature_spec", "leakage_audit", "beats_baselines", "skill_over_baseline"}
+    assert rules == {
+        "card_complete",
+        "feature_spec",
+        "leakage_audit",
+        "beats_baselines",
+        "skill_over_baseline",
+        "ic_evidence",
+    }
     bento = bentoml.get(summary["bento"])
     shipped = json.loads((Path(bento.path) / "src" / "bentos" / "production.json").read_text())["models"]
     assert shipped == challengers

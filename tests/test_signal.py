@@ -10,8 +10,9 @@ from training.evaluation.signal import (
     calibration,
     grouped_correlation,
     information_coefficient,
+    buckets,
+    hac_setting,
     mean_interval,
-    newey_west_lags,
     quantile_analysis,
 )
 
@@ -87,10 +88,30 @@ def test_the_interval_uses_newey_wests_standard_error() -> None:
     assert summary["ir"] == pytest.approx(x.mean() / x.std(ddof=1))
 
 
-def test_lags_cover_the_targets_overlap() -> None:
-    assert newey_west_lags(100, horizon=1) == 4
-    assert newey_west_lags(1500, horizon=5) == 7
-    assert newey_west_lags(10, horizon=8) == 7
+def test_overlapping_targets_get_hansen_hodrick_one_day_targets_newey_west() -> None:
+    assert hac_setting(100, horizon=1) == (4, "bartlett")
+    assert hac_setting(1500, horizon=5) == (4, "uniform")
+    assert hac_setting(10, horizon=8) == (7, "uniform")
+
+
+def test_the_interval_of_overlapping_five_day_sums_covers_their_mean_95_percent_of_the_time() -> None:
+    """The point of the kernel: daily ICs of 5-day returns are as correlated as overlapping 5-day sums. Newey-West's
+    Bartlett kernel at 4 lags covered about 89 % here; Hansen-Hodrick's must be near the nominal 95 %."""
+    rng = np.random.default_rng(11)
+    covered = []
+    for _ in range(300):
+        sums = np.convolve(rng.standard_normal(1004), np.ones(5), "valid")  # mean 0, autocorrelated to lag 4
+        summary = mean_interval(sums, *hac_setting(sums.size, horizon=5))
+        covered.append(summary["ci_low"] <= 0.0 <= summary["ci_high"])
+    assert 0.92 <= np.mean(covered) <= 0.98
+    bartlett = [mean_interval(np.convolve(rng.standard_normal(1004), np.ones(5), "valid"), 4)["se"] for _ in range(50)]
+    assert np.mean(bartlett) < 0.9 * np.sqrt(5 * 5 / 1000)  # too narrow: the true standard error is sqrt(h² / T)
+
+
+def test_tied_predictions_share_a_quantile() -> None:
+    frame = pd.DataFrame({"date": "2020-01-01", "symbol": list("ABCDEFGHIJ"), "prediction": [0.0] * 5 + [1.0] * 5})
+    q = buckets(frame, cross_sectional=True)
+    assert len(set(q[:5])) == 1 and len(set(q[5:])) == 1 and q[5] > q[0]
 
 
 def test_quantiles_of_a_perfect_signal_rise_and_a_reshuffled_top_turns_over() -> None:
@@ -120,3 +141,13 @@ def test_calibration_on_a_hand_computed_example() -> None:
     # constant forecasts inside each bin: the decomposition is exact
     assert c["reliability"] - c["resolution"] + c["uncertainty"] == pytest.approx(c["brier"])
     assert c["brier_skill"] == pytest.approx(1 - 0.1875 / 0.25)
+    assert c["base_rate_source"] == "test"
+
+
+def test_the_base_rate_to_beat_is_the_one_known_before_the_test() -> None:
+    p = np.array([0.6, 0.6, 0.6, 0.6])
+    y = np.array([1.0, 1.0, 1.0, 0.0])
+    trained = calibration(p, y, base_probability=np.full(4, 0.5))  # the training up-rate
+    assert trained["base_rate_source"] == "training"
+    assert trained["brier_base_rate"] == pytest.approx(0.25)  # not 0.75 * 0.25, the test's own up-rate's
+    assert trained["brier_skill"] == pytest.approx(1 - np.mean((p - y) ** 2) / 0.25)

@@ -61,15 +61,19 @@ class Panel:
         if horizon == self.horizon:
             return self.forward_return
         out = np.full(len(self), np.nan)
-        for symbol, bars in self.bars.items():
-            rows = np.flatnonzero(self.symbols == symbol)
-            out[rows] = forward_log_return(bars["close"].to_numpy(float), horizon)[self.positions[rows]]
+        for symbol, rows in rows_by_symbol(self.symbols).items():
+            out[rows] = forward_log_return(self.bars[symbol]["close"].to_numpy(float), horizon)[self.positions[rows]]
         return out
 
     def frame(self, rows: np.ndarray | slice | None = None) -> pd.DataFrame:
         """Features of some rows as a DataFrame (for reports and debugging)."""
         rows = slice(None) if rows is None else rows
         return pd.DataFrame(self.features[rows], columns=list(self.spec.names))
+
+
+def rows_by_symbol(symbols: np.ndarray) -> dict[str, np.ndarray]:
+    """Each symbol's positions in ``symbols`` (in order): one pass, where a mask per symbol would take one each."""
+    return {str(k): np.asarray(v) for k, v in pd.Series(symbols).groupby(symbols, sort=False).indices.items()}
 
 
 def symbol_rows(

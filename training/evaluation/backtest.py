@@ -3,10 +3,15 @@
 Every strategy trades on the walk-forward test's out-of-sample predictions only, at the signal's horizon: on every
 ``horizon``-th test date (``signal.rebalance_dates``) it sets its target weights from that date's predictions and
 holds them until the next rebalance, earning each symbol's realised return over the horizon
-(``exp(forward log return) - 1``). Weights are reset to their targets at each rebalance (drift inside a period is not
-traded). Costs are proportional, charged on each side: a period pays ``cost × turnover``, turnover being the sum of
-the absolute weight changes (entering from cash counts; the first period buys in), so costs reduce returns by exactly
-turnover × cost.
+(``exp(forward log return) - 1``), trading at the close of the bar the signal is computed on (the card's
+``execution``). Weights are reset to their targets at each rebalance (drift inside a period is not traded). The
+rebalance dates are those of the test's calendar (the union of the symbols' dates): a symbol without a bar on one
+is out of the book for that period, and one with gaps in its bars earns its return over ``horizon`` of its own bars.
+Weights are formed from every symbol with a prediction on the date; one whose forward return is unknown (a delisting)
+earns nothing over the period, as if sold at its last close; dates on which no symbol's return is known (the test's
+last ``horizon`` days) are not traded. Costs are proportional, charged on each side: a period pays
+``cost × turnover``, turnover being the sum of the absolute weight changes (entering from cash counts; the first
+period buys in), so costs reduce returns by exactly turnover × cost.
 
 * **long/flat**: each symbol long when its signal is above the threshold (a return forecast above 0, P(up) above
   0.5), else in cash; equally weighted over the symbols on the date. A position is kept at least ``min_hold_days``
@@ -21,7 +26,8 @@ turnover × cost.
 Risk statistics are empyrical's (``annual_return`` as CAGR, ``annual_volatility``, ``sharpe_ratio`` with a zero
 risk-free rate, ``max_drawdown``), annualised with ``252 / horizon`` periods a year. The **break-even cost** is the
 cost per side at which the strategy's mean period return after costs falls to its benchmark's (buy-and-hold for
-long/flat, cash for long/short); zero when it has no edge before costs.
+long/flat, cash for long/short), with ``beats_benchmark`` saying on which side of it the strategy is ahead: below it
+(it earns more and trades more), above it (it earns less before costs but trades less), at any cost or at none.
 """
 
 from __future__ import annotations
@@ -58,8 +64,11 @@ class Returns:
 
 
 def periods_frame(frame: pd.DataFrame, horizon: int) -> pd.DataFrame:
-    """The rows on the rebalance dates, with each symbol's simple return over the period (``period_return``)."""
+    """The rows on the rebalance dates, with each symbol's simple return over the period (``period_return``; NaN
+    where unknown), leaving out the dates on which no symbol's return is known."""
     trades = frame[frame["date"].isin(rebalance_dates(frame["date"], horizon))]
+    known = trades.groupby("date")["realised"].transform(lambda r: r.notna().any()).to_numpy(bool)
+    trades = trades[known]
     return trades.assign(period_return=np.expm1(trades["realised"].to_numpy(float)))
 
 
@@ -131,14 +140,18 @@ def statistics(returns: pd.Series, path: Returns, horizon: int) -> dict[str, flo
     }
 
 
-def break_even_bp(strategy: Returns, benchmark: Returns | None) -> float:
+def break_even_bp(strategy: Returns, benchmark: Returns | None) -> tuple[float, str]:
     """Cost per side (bp) at which the strategy's mean period return after costs equals the benchmark's after the same
-    costs (cash when None); 0 when it has no edge before costs, inf when it trades no more than the benchmark."""
+    costs (cash when None), and on which side of it the strategy is ahead: ``"below"`` (an edge before costs, eaten
+    by more trading), ``"above"`` (less return before costs, made up by less trading), ``"always"`` or ``"never"``
+    (then the cost is inf or 0)."""
     edge = strategy.gross.mean() - (benchmark.gross.mean() if benchmark else 0.0)
     extra_turnover = strategy.turnover.mean() - (benchmark.turnover.mean() if benchmark else 0.0)
-    if not edge > 0:
-        return 0.0
-    return float(edge / extra_turnover * 1e4) if extra_turnover > 0 else math.inf
+    if extra_turnover > 0:
+        return (float(edge / extra_turnover * 1e4), "below") if edge > 0 else (0.0, "never")
+    if extra_turnover < 0:
+        return (float(edge / extra_turnover * 1e4), "above") if edge < 0 else (math.inf, "always")
+    return (math.inf, "always") if edge > 0 else (0.0, "never")
 
 
 def signal_backtest(
@@ -155,7 +168,7 @@ def signal_backtest(
     ``frame``: ``date``, ``symbol``, ``prediction``, ``realised`` (forward log return over the horizon) and the
     baseline's column. Also returns the paths (``"paths"``, for the report's equity curves; not for the card)."""
     min_hold = max(1, math.ceil((min_hold_days or horizon) / horizon))
-    trades = periods_frame(frame.dropna(subset=["prediction", "realised"]), horizon)
+    trades = periods_frame(frame.dropna(subset=["prediction"]), horizon)
     paths: dict[str, Returns] = {
         "long_flat": long_flat(trades, "prediction", threshold, min_hold),
         "buy_and_hold": buy_and_hold(trades),
@@ -166,6 +179,7 @@ def signal_backtest(
         paths["long_short"] = long_short(trades, "prediction")
     results: dict[str, Any] = {
         "horizon": horizon,
+        "execution": "at the close of the signal's bar",
         "threshold": threshold,
         "min_hold_periods": min_hold,
         "costs_bp": list(costs_bp),
@@ -176,7 +190,8 @@ def signal_backtest(
         results["strategies"][name] = {"by_cost": {f"{c:g}": statistics(path.net(c), path, horizon)
                                                    for c in (0.0, *costs_bp)}}  # fmt: skip
         if name != "buy_and_hold":
-            results["strategies"][name]["break_even_bp"] = break_even_bp(path, benchmark)
+            cost, side = break_even_bp(path, benchmark)
+            results["strategies"][name] |= {"break_even_bp": cost, "beats_benchmark": side}
     results["paths"] = paths
     return results
 
@@ -191,21 +206,23 @@ def volatility_targeting(
 ) -> dict[str, Any]:
     """The card's ``vol_targeting``: per forecast (name -> column of annualised volatility forecasts), each symbol
     scaled to ``target`` volatility; the realised volatility's distance from the target per symbol and year, and the
-    median over symbols of the after-cost statistics at every cost. Also returns, under ``"paths"``, each forecast's
+    median over symbols of the after-cost statistics at every cost. Every book is run on the same rows: those where
+    every forecast is a positive number and the return is known. Also returns, under ``"paths"``, each forecast's
     book equally weighted over the symbols (for the report's curves; not for the card)."""
-    trades = periods_frame(frame.dropna(subset=["realised"]), horizon)
+    usable = frame["realised"].notna()
+    for column in forecasts.values():
+        usable &= np.isfinite(frame[column].to_numpy(float)) & (frame[column].to_numpy(float) > 0)
+    trades = periods_frame(frame[usable], horizon)
     per_year = TRADING_DAYS / horizon
     results: dict[str, Any] = {"target": target, "max_leverage": max_leverage, "costs_bp": list(costs_bp),
                                "forecasts": {}}  # fmt: skip
     paths: dict[str, Returns] = {}
     for name, column in forecasts.items():
-        forecast = trades[column].to_numpy(float)
-        usable = np.isfinite(forecast) & (forecast > 0)
-        exposure = np.where(usable, np.minimum(target / np.where(usable, forecast, 1.0), max_leverage), np.nan)
-        scaled = trades.assign(weight=exposure).dropna(subset=["weight"])
+        scaled = trades.assign(weight=np.minimum(target / trades[column].to_numpy(float), max_leverage))
         per_symbol = {s: run_weights(rows, rows["weight"]) for s, rows in scaled.groupby("symbol")}
-        paths[name] = Returns(*(pd.concat([getattr(p, part) for p in per_symbol.values()], axis=1).mean(axis=1)
-                                for part in ("gross", "turnover", "exposure")))  # fmt: skip
+        if per_symbol:
+            paths[name] = Returns(*(pd.concat([getattr(p, part) for p in per_symbol.values()], axis=1, sort=True)
+                                    .mean(axis=1) for part in ("gross", "turnover", "exposure")))  # fmt: skip
         distances: list[float] = []
         by_cost: dict[str, dict[str, float]] = {}
         for path in per_symbol.values():

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 from arch import arch_model
 
-from training.dataset import Panel
+from training.dataset import Panel, rows_by_symbol
 
 EWMA_LAMBDA = 0.94
 
@@ -28,10 +28,9 @@ def ewma_variance(returns: np.ndarray, lam: float = EWMA_LAMBDA, warmup: int = 3
 def ewma_volatility(panel: Panel, rows: np.ndarray, trading_days: int = 252) -> np.ndarray:
     """Annualised EWMA (λ=0.94) volatility forecast for the rows: flat over the horizon, as RiskMetrics is."""
     out = np.full(rows.size, np.nan)
-    for symbol, frame in panel.bars.items():
-        returns = np.concatenate(([np.nan], np.diff(np.log(frame["close"].to_numpy()))))
+    for symbol, mask in rows_by_symbol(panel.symbols[rows]).items():
+        returns = np.concatenate(([np.nan], np.diff(np.log(panel.bars[symbol]["close"].to_numpy()))))
         variance = ewma_variance(returns)
-        mask = panel.symbols[rows] == symbol
         out[mask] = np.sqrt(variance[panel.positions[rows[mask]]] * trading_days)
     return out
 
@@ -46,10 +45,8 @@ def garch_volatility(
     """
     out = np.full(test.size, np.nan)
     last_train_date = panel.dates[train].max()
-    for symbol, frame in panel.bars.items():
-        mask = panel.symbols[test] == symbol
-        if not mask.any():
-            continue
+    for symbol, mask in rows_by_symbol(panel.symbols[test]).items():
+        frame = panel.bars[symbol]
         dates = frame["date"].to_numpy(dtype="datetime64[D]")
         returns = 100.0 * np.diff(np.log(frame["close"].to_numpy()))  # percent, as arch prefers
         return_dates = dates[1:]
@@ -89,12 +86,10 @@ def har_volatility(panel: Panel, train: np.ndarray, test: np.ndarray, target: np
     no forecast.
     """
     out = np.full(test.size, np.nan)
-    for symbol, frame in panel.bars.items():
-        mask = panel.symbols[test] == symbol
-        if not mask.any():
-            continue
-        regressors = har_regressors(frame["close"].to_numpy(float))
-        rows = train[panel.symbols[train] == symbol]
+    training = rows_by_symbol(panel.symbols[train])
+    for symbol, mask in rows_by_symbol(panel.symbols[test]).items():
+        regressors = har_regressors(panel.bars[symbol]["close"].to_numpy(float))
+        rows = train[training.get(symbol, np.empty(0, dtype=int))]
         x, y = regressors[panel.positions[rows]], target[rows]
         known = np.isfinite(x).all(axis=1) & np.isfinite(y)
         if known.sum() < HAR_MIN_ROWS:

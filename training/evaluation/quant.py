@@ -67,7 +67,11 @@ def quant_figures(
             "backtest": backtest,
         }
         if task == "direction_classification":
-            record["calibration"] = calibration(frame["prediction"].to_numpy(float), frame["actual"].to_numpy(float))
+            record["calibration"] = calibration(
+                frame["prediction"].to_numpy(float),
+                frame["actual"].to_numpy(float),
+                frame[f"baseline_{baseline}"].to_numpy(float) if f"baseline_{baseline}" in frame else None,
+            )
         return record, QuantSeries(_ic_series(frame), strategies)
     if task == "volatility_regression":
         against_volatility = predictions.rename(columns={"actual": "realised"})

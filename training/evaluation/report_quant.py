@@ -18,6 +18,7 @@ EVIDENCE = {
     "negative": "evidence of inverse skill (interval below zero)",
     "none": "no evidence of skill (interval covers zero)",
 }
+HAC_NAMES = {"uniform": "Hansen-Hodrick", "bartlett": "Newey-West"}
 
 
 def quant_section(result: ModelResult, png: Any) -> str:
@@ -57,8 +58,8 @@ def ic_sentence(ic: dict[str, Any]) -> str:
     kind = "per date across symbols" if ic["kind"] == "cross_sectional" else "over time, per symbol"
     return (
         f"Rank IC ({kind}) {rank['mean']:.4f}, 95 % interval [{rank['ci_low']:.4f}, {rank['ci_high']:.4f}] "
-        f"(Newey-West, {rank['lags']} lags): {EVIDENCE[rank['evidence']]}. ICIR {rank['ir']:.2f} over "
-        f"{rank['periods']} {ic['period']}s; Pearson IC {ic['pearson']['mean']:.4f}."
+        f"({HAC_NAMES[rank.get('kernel', 'bartlett')]}, {rank['lags']} lags): {EVIDENCE[rank['evidence']]}. "
+        f"ICIR {rank['ir']:.2f} over {rank['periods']} {ic['period']}s; Pearson IC {ic['pearson']['mean']:.4f}."
     )
 
 
@@ -67,9 +68,14 @@ def backtest_sentence(backtest: dict[str, Any]) -> str:
     strategies = backtest["strategies"]
     ours, hold = strategies["long_flat"], strategies["buy_and_hold"]
     sharpe, hold_sharpe = ours["by_cost"][cost]["sharpe"], hold["by_cost"][cost]["sharpe"]
-    edge = ours["break_even_bp"]
-    even = "it has no edge over buy-and-hold even before costs" if edge == 0 else f"its edge over buy-and-hold " \
-        f"disappears at {edge:.1f} bp a side"  # fmt: skip
+    edge, side = ours["break_even_bp"], ours.get("beats_benchmark", "below" if ours["break_even_bp"] else "never")
+    even = {
+        "never": "it does not beat buy-and-hold at any cost",
+        "always": "it beats buy-and-hold at every cost",
+        "below": f"its edge over buy-and-hold disappears at {edge:.1f} bp a side",
+        "above": f"it earns less than buy-and-hold before costs and beats it only above {edge:.1f} bp a side, by "
+        "trading less",
+    }[side]
     return (
         f"Long/flat on the signal, after {cost} bp a side: Sharpe {sharpe:.2f} against buy-and-hold's "
         f"{hold_sharpe:.2f}; {even}."
