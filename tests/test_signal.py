@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 
 from training.evaluation.signal import (
+    buckets,
     calibration,
     grouped_correlation,
-    information_coefficient,
-    buckets,
     hac_setting,
+    information_coefficient,
     mean_interval,
     quantile_analysis,
 )
