@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import bentoml  # noqa: E402
 
 from benchmarks._report import Figure, write_results  # noqa: E402
+from bentos.prophet_intervals import ConformalInterval  # noqa: E402
 from bentos.prophet_model import ProphetModels, SymbolEntry, anchor_from_recent  # noqa: E402
 from data.pull import pull  # noqa: E402
 from data.snapshots import SnapshotStore  # noqa: E402
@@ -50,9 +51,12 @@ def universe_prophet(directory: Path) -> int:
     bars = SyntheticSource(symbols=1, years=15, seed=0).fetch()
     model = PriceProphet(TrainingConfig()).fit_symbol(bars)
     anchor = anchor_from_recent(bars["date"], bars["close"], bars["volume"])
-    entry = SymbolEntry(str(anchor.date.date()), anchor.close, anchor.log_volume, "2010-01-04", "2024-12-31", len(bars))
+    entry = SymbolEntry(
+        str(anchor.date.date()), anchor.close, anchor.log_volume, "2010-01-04", "2024-12-31", len(bars), anchor.variance
+    )
     symbols = [f"SYN{i:04d}" for i in range(1, SYMBOLS + 1)]
-    ProphetModels(dict.fromkeys(symbols, model), dict.fromkeys(symbols, entry)).save(directory)
+    intervals = ConformalInterval(0.8, -1.3, 1.2, 100)  # the stored bytes do not depend on the calibration
+    ProphetModels(dict.fromkeys(symbols, model), dict.fromkeys(symbols, entry), intervals).save(directory)
     return (directory / "prophet_0.json").stat().st_size
 
 

@@ -134,6 +134,13 @@ def headline_results(by_name: dict[str, ModelResult]) -> list[Figure]:
     figures += [
         metric("price_prophet MAPE", prophet.metrics["mape"], 2, "prophet_mape", unit="%"),
         metric("random walk MAPE", prophet.baselines["random_walk"]["mape"], 2, "random_walk_mape", unit="%"),
+        metric(
+            "price_prophet 80 % interval coverage (each test year calibrated on the years before)",
+            100 * prophet.metrics["coverage"],
+            1,
+            "prophet_coverage",
+            unit="%",
+        ),
     ]
     return figures
 

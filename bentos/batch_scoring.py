@@ -36,7 +36,15 @@ from bentos.inputs import REGIME_CONTEXT_ROWS
 from bentos.production import ProductionManifestError, bento_tags, production_tags
 from bentos.regime_filter import Segment, window_posteriors
 from bentos.regime_model import RegimeModel, observation_matrix
-from bentos.runners import BoosterRunner, DirectionRunner, ForestRunner, ModelMismatchError, RegimeRunner, load_runner
+from bentos.runners import (
+    BoosterRunner,
+    DirectionRunner,
+    ForestRunner,
+    ModelMismatchError,
+    RegimeRunner,
+    VolatilityRunner,
+    load_runner,
+)
 from bentos.settings import ServiceSettings
 from features import DEFAULT_SPEC, Bars, OHLCVValidationError, Violation, validate_ohlcv
 from features.catalog import PER_ROW_MODELS
@@ -74,7 +82,7 @@ class BatchModels:
     return_lightgbm: BoosterRunner
     return_random_forest: ForestRunner
     direction: DirectionRunner
-    volatility: BoosterRunner
+    volatility: VolatilityRunner
     regime: RegimeRunner
 
     @classmethod
@@ -88,7 +96,7 @@ class BatchModels:
             return_lightgbm=_runner("return_lightgbm", manifest["return_lightgbm"], BoosterRunner),
             return_random_forest=forest,
             direction=_runner("direction_lightgbm", manifest["direction_lightgbm"], DirectionRunner),
-            volatility=_runner("volatility_lightgbm", manifest["volatility_lightgbm"], BoosterRunner),
+            volatility=_runner("volatility_lightgbm", manifest["volatility_lightgbm"], VolatilityRunner),
             regime=_runner("regime_hmm", manifest["regime_hmm"], RegimeRunner),
         )
 

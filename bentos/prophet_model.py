@@ -12,16 +12,18 @@ anchor's close::
 
     price(d) = last_close * exp(yhat(d) - yhat(last_date))
 
-and the interval bounds the same way (``yhat_lower(d)`` and ``yhat_upper(d)`` relative to
-``yhat(last_date)``). The prediction frame holds the anchor date plus the future dates only, never the history
+and the interval around it is the split-conformal one of ``bentos/prophet_intervals.py``, calibrated on the
+walk-forward errors and scaled by the anchor's volatility (Prophet's own sampled intervals were miscalibrated, and
+with ``uncertainty_samples=0`` a forecast is deterministic and about twice as fast). The prediction frame holds the
+anchor date plus the future dates only, never the history
 (a frame with the history takes ~1 s instead of tens of ms). The ``log_volume`` regressor is filled with the
 anchor's value on every row; because it enters additively with the same value at the anchor and in the future,
 its effect cancels in the anchored forecast, so the fill value only needs to be finite.
 
 Directory layout written by the trainer (the files of one BentoML model)::
 
-    symbols.json      manifest: per symbol its model file, anchor (last date, close, log volume), train range,
-                      trading calendar (absent in older manifests: XNYS)
+    symbols.json      manifest: the interval calibration, and per symbol its model file, anchor (last date, close,
+                      log volume, EWMA variance), train range, trading calendar (absent in older manifests: XNYS)
     prophet_0.json    prophet.serialize.model_to_json of the first symbol (symbols are not safe file names)
     prophet_1.json    ...
 
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import threading
 from collections import OrderedDict
@@ -50,21 +53,16 @@ logging.getLogger("prophet.plot").setLevel(logging.CRITICAL)
 from prophet import Prophet  # noqa: E402
 from prophet.serialize import model_from_json, model_to_json  # noqa: E402
 
+from bentos.prophet_intervals import WARMUP, ConformalInterval, close_variance, continued_variance  # noqa: E402
 from features.calendar import DEFAULT_CALENDAR, trading_calendar  # noqa: E402
 
 MANIFEST_FILE = "symbols.json"
-FORMAT_VERSION = 1
+#: 2: conformal intervals and each anchor's variance (1 sampled Prophet's own intervals: retrain to serve it)
+FORMAT_VERSION = 2
 TARGET = "log_close"
 REGRESSOR = "log_volume"
-#: Seed of the uncertainty sampling: the same request gives the same interval.
-DEFAULT_SEED = 0
 #: Longest forecast ``ProphetModels.forecast`` accepts (about a year of trading days).
 MAX_PERIODS = 260
-
-# Prophet samples intervals from numpy's global random state. Seeding it is only reproducible, and only
-# harmless to other code, if no other thread reseeds or draws in between: predictions hold this lock and
-# restore the caller's random state afterwards.
-_RANDOM_STATE_LOCK = threading.Lock()
 
 
 class ModelFileError(RuntimeError):
@@ -127,11 +125,13 @@ def _dates(values: Any, what: str) -> pd.DatetimeIndex:
 
 @dataclass(frozen=True)
 class Anchor:
-    """The observation a forecast starts from: its date, close and log volume."""
+    """The observation a forecast starts from: its date, close and log volume, and the EWMA daily variance of the
+    returns up to it (NaN when unknown: its interval then comes from the model's last training bar)."""
 
     date: pd.Timestamp
     close: float
     log_volume: float
+    variance: float = math.nan
 
 
 def anchor_from_recent(dates: Any, close: Any, volume: Any) -> Anchor:
@@ -156,7 +156,8 @@ def anchor_from_recent(dates: Any, close: Any, volume: Any) -> Anchor:
         raise ValueError(f"the last recent close must be finite and > 0, got {last_close}")
     if not (np.isfinite(last_volume) and last_volume >= 0):
         raise ValueError(f"the last recent volume must be finite and >= 0, got {last_volume}")
-    return Anchor(date=index[-1], close=last_close, log_volume=float(log_volume(last_volume)))
+    variance = float(close_variance(closes)[-1]) if closes.size > WARMUP + 1 and (closes > 0).all() else math.nan
+    return Anchor(date=index[-1], close=last_close, log_volume=float(log_volume(last_volume)), variance=variance)
 
 
 def future_trading_days(last_date: Any, periods: int, calendar: str = DEFAULT_CALENDAR) -> pd.DatetimeIndex:
@@ -173,16 +174,13 @@ def anchored_forecast(
     last_close: float,
     last_log_volume: float,
     future_dates: Any,
-    seed: int | None = DEFAULT_SEED,
 ) -> pd.DataFrame:
     """Price forecast of ``future_dates`` anchored to the close observed on ``last_date``.
 
     Returns one row per date: ``date``, ``horizon`` (0 for the anchor row, then 1..n in the order of
-    ``future_dates``), ``price``, ``lower``, ``upper``. The anchor row is the observation itself: its price and
-    both bounds are ``last_close`` exactly. Later rows apply Prophet's change since ``last_date`` (see the
-    module docstring); the interval is Prophet's ``interval_width`` interval, sampled with the model's
-    ``uncertainty_samples`` from ``seed`` (None: numpy's current global random state, unseeded), and widened
-    if needed so that ``lower <= price <= upper`` always holds.
+    ``future_dates``) and ``price``. The anchor row is the observation itself: its price is ``last_close`` exactly.
+    Later rows apply Prophet's change since ``last_date`` (see the module docstring). The intervals are added by
+    :meth:`ProphetModels.forecast` (they need the calibration, which the walk-forward makes from these forecasts).
 
     Prophet predicts ``len(future_dates) + 1`` rows: the anchor and the future, never the history.
     """
@@ -199,8 +197,6 @@ def anchored_forecast(
         raise ValueError("future dates must be strictly increasing")
     if future[0] <= anchor_date:
         raise ValueError(f"future dates must come after the last date {anchor_date.date()}, got {future[0].date()}")
-    if not model.uncertainty_samples:
-        raise ValueError("the model has uncertainty_samples=0: price_prophet forecasts need intervals")
 
     frame = pd.DataFrame({"ds": pd.DatetimeIndex([anchor_date]).append(future)})
     for name in model.extra_regressors:
@@ -208,33 +204,12 @@ def anchored_forecast(
             raise ValueError(f"the model has a regressor {name!r} that only {REGRESSOR!r} models can fill")
         frame[name] = volume
 
-    # Prophet draws from numpy's legacy global random state (it takes no Generator), hence NPY002.
-    with _RANDOM_STATE_LOCK:
-        if seed is None:
-            raw = model.predict(frame)
-        else:
-            state = np.random.get_state()  # noqa: NPY002
-            np.random.seed(seed)  # noqa: NPY002
-            try:
-                raw = model.predict(frame)
-            finally:
-                np.random.set_state(state)  # noqa: NPY002
-
-    yhat = raw["yhat"].to_numpy(dtype=float)
-    base = yhat[0]
-    price = close * np.exp(yhat - base)
-    lower = close * np.exp(raw["yhat_lower"].to_numpy(dtype=float) - base)
-    upper = close * np.exp(raw["yhat_upper"].to_numpy(dtype=float) - base)
-    price[0] = lower[0] = upper[0] = close  # the anchor is observed: no uncertainty, no rounding
-    return pd.DataFrame(
-        {
-            "date": frame["ds"].to_numpy(),
-            "horizon": np.arange(len(frame)),
-            "price": price,
-            "lower": np.minimum(lower, price),
-            "upper": np.maximum(upper, price),
-        }
-    )
+    if model.uncertainty_samples:  # its sampled interval would go unused, drawn from numpy's global random state
+        raise ValueError("the model samples Prophet's own intervals (uncertainty_samples > 0): retrain it")
+    yhat = model.predict(frame)["yhat"].to_numpy(dtype=float)
+    price = close * np.exp(yhat - yhat[0])
+    price[0] = close  # the anchor is observed: no rounding
+    return pd.DataFrame({"date": frame["ds"].to_numpy(), "horizon": np.arange(len(frame)), "price": price})
 
 
 @dataclass(frozen=True)
@@ -247,11 +222,14 @@ class SymbolEntry:
     train_start: str
     train_end: str
     n_train: int
+    last_variance: float  # EWMA daily variance of the returns up to the last bar (the interval's scale)
     calendar: str = DEFAULT_CALENDAR  # the exchange whose sessions the forecasts are for
 
     @property
     def anchor(self) -> Anchor:
-        return Anchor(pd.Timestamp(self.last_date), float(self.last_close), float(self.last_log_volume))
+        return Anchor(
+            pd.Timestamp(self.last_date), float(self.last_close), float(self.last_log_volume), self.last_variance
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -265,17 +243,27 @@ class SymbolEntry:
             train_start=str(values["train_start"]),
             train_end=str(values["train_end"]),
             n_train=int(values["n_train"]),
+            last_variance=float(values["last_variance"]),
             calendar=str(values.get("calendar", DEFAULT_CALENDAR)),
         )
 
 
-def _recent_anchor(recent: Anchor | pd.DataFrame) -> Anchor:
+def _recent_anchor(recent: Anchor | pd.DataFrame, entry: SymbolEntry) -> Anchor:
+    """The anchor of recent bars, with its variance: their own, given more than ``WARMUP`` returns; else the last
+    training bar's carried through the recent closes after it (the training's own, for bars no newer than it)."""
     if isinstance(recent, Anchor):
-        return recent
-    missing = {"date", "close", "volume"} - set(recent.columns)
-    if missing:
-        raise ValueError(f"recent bars lack the columns {', '.join(sorted(missing))}")
-    return anchor_from_recent(recent["date"], recent["close"], recent["volume"])
+        anchor, dates, closes = recent, pd.DatetimeIndex([recent.date]), np.array([recent.close])
+    else:
+        missing = {"date", "close", "volume"} - set(recent.columns)
+        if missing:
+            raise ValueError(f"recent bars lack the columns {', '.join(sorted(missing))}")
+        anchor = anchor_from_recent(recent["date"], recent["close"], recent["volume"])
+        dates, closes = pd.DatetimeIndex(recent["date"]), recent["close"].to_numpy(dtype=float)
+    if math.isfinite(anchor.variance):
+        return anchor
+    later = closes[np.asarray(dates > pd.Timestamp(entry.last_date))]
+    variance = continued_variance(entry.last_variance, entry.last_close, later)
+    return Anchor(anchor.date, anchor.close, anchor.log_volume, variance)
 
 
 #: Most symbols' Prophet models a served price model keeps loaded (least recently used evicted first); each takes
@@ -309,6 +297,7 @@ class ProphetModels:
         self,
         models: dict[str, Prophet],
         entries: dict[str, SymbolEntry],
+        intervals: ConformalInterval,
         max_periods: int = MAX_PERIODS,
         files: dict[str, Path] | None = None,
         cache_size: int | None = None,
@@ -319,6 +308,7 @@ class ProphetModels:
             raise ValueError(f"model files for {sorted(files)} but manifest entries for {sorted(entries)}")
         self.models: OrderedDict[str, Prophet] = OrderedDict(models)
         self.entries = dict(entries)
+        self.intervals = intervals
         self.max_periods = max_periods
         self.files = dict(files or {})
         self.cache_size = cache_size or cache_bound()
@@ -360,16 +350,13 @@ class ProphetModels:
         """The manifest's anchor (the last training bar) or, given recent bars, their last bar."""
         if symbol not in self.entries:
             raise UnknownSymbolError(symbol, self.symbols)
-        return self.entries[symbol].anchor if recent is None else _recent_anchor(recent)
+        entry = self.entries[symbol]
+        return entry.anchor if recent is None else _recent_anchor(recent, entry)
 
-    def forecast(
-        self,
-        symbol: str,
-        periods: int,
-        recent: Anchor | pd.DataFrame | None = None,
-        seed: int | None = DEFAULT_SEED,
-    ) -> pd.DataFrame:
-        """Anchored forecast of the next ``periods`` sessions of the symbol's exchange (see :func:`anchored_forecast`).
+    def forecast(self, symbol: str, periods: int, recent: Anchor | pd.DataFrame | None = None) -> pd.DataFrame:
+        """Anchored forecast of the next ``periods`` sessions of the symbol's exchange (see :func:`anchored_forecast`),
+        with the calibrated interval (``lower``, ``upper``; ``bentos/prophet_intervals.py``) at the anchor's
+        volatility.
 
         ``recent`` (bars with date, close and volume columns, or an :class:`Anchor`) anchors the forecast on
         newer data than the training snapshot; by default it starts from the last training bar.
@@ -381,13 +368,17 @@ class ProphetModels:
             raise ValueError(f"periods must be between 1 and {self.max_periods}, got {periods}")
         anchor = self.anchor(symbol, recent)
         future = future_trading_days(anchor.date, int(periods), self.entries[symbol].calendar)
-        return anchored_forecast(model, anchor.date, anchor.close, anchor.log_volume, future, seed=seed)
+        frame = anchored_forecast(model, anchor.date, anchor.close, anchor.log_volume, future)
+        volatility = math.sqrt(anchor.variance)
+        lower, upper = self.intervals.bounds(frame["price"].to_numpy(), volatility, frame["horizon"].to_numpy())
+        return frame.assign(lower=lower, upper=upper)
 
     def manifest(self) -> dict[str, Any]:
         return {
             "format_version": FORMAT_VERSION,
             "target": TARGET,
             "regressor": REGRESSOR,
+            "intervals": self.intervals.card(),
             "symbols": {
                 symbol: {"file": f"prophet_{i}.json", **self.entries[symbol].to_dict()}
                 for i, symbol in enumerate(self.symbols)
@@ -415,12 +406,16 @@ class ProphetModels:
             raise FileNotFoundError(f"{path} is missing: {root} is not a price_prophet model directory") from error
         version = manifest.get("format_version")
         if version != FORMAT_VERSION:
-            raise ValueError(f"{path} has format version {version!r}; this code reads version {FORMAT_VERSION}")
+            raise ValueError(
+                f"{path} has format version {version!r}; this code reads version {FORMAT_VERSION} "
+                "(version 1 sampled Prophet's own intervals: retrain with `mlops train` for calibrated ones)"
+            )
         files, entries = {}, {}
         for symbol, values in manifest["symbols"].items():
             files[symbol] = root / values["file"]
             entries[symbol] = SymbolEntry.from_dict(values)
-        return cls({}, entries, max_periods=max_periods, files=files, cache_size=cache_size)
+        intervals = ConformalInterval.from_card(manifest["intervals"])
+        return cls({}, entries, intervals, max_periods=max_periods, files=files, cache_size=cache_size)
 
 
 def load_models(directory: str | Path) -> ProphetModels:

@@ -18,6 +18,7 @@ import bentoml
 import numpy as np
 import pandas as pd
 
+from bentos import volatility_anchor
 from bentos.direction_calibration import PlattCalibration
 from bentos.forest_model import CUSTOM_OBJECT, FlatForest, forest_nodes
 from bentos.prophet_model import ModelFileError, ProphetModels
@@ -160,6 +161,26 @@ class DirectionRunner(BoosterRunner):
         return self.calibration(super().predict(features))
 
 
+class VolatilityRunner(BoosterRunner):
+    """The booster's correction applied to the anchor read from the feature row (bentos/volatility_anchor.py, the
+    trainer's): ``exp(raw score + log anchor)``."""
+
+    def __init__(self, model: bentoml.Model):
+        super().__init__(model)
+        try:
+            self.columns = volatility_anchor.from_card(self.card["details"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise ModelMismatchError(
+                f"{self.identity.tag} has no anchor in its card ({error}): retrain it with `mlops train`"
+            ) from error
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        rows = np.atleast_2d(features)
+        raw = self.booster.predict(rows, raw_score=True, **BOOSTER_PREDICT_PARAMETERS)
+        anchor = volatility_anchor.log_anchor(rows, DEFAULT_SPEC.names, self.columns)
+        return np.asarray(np.exp(raw + anchor), dtype=np.float64)
+
+
 class RegimeRunner(Runner):
     """The Gaussian HMM: filtered regime probabilities at the last bar of a window."""
 
@@ -199,6 +220,7 @@ class PriceRunner(Runner):
 #: the runner of each way of serving a model (features.catalog names each model's)
 RUNNERS: dict[Runtime, type[Runner]] = {
     "booster": BoosterRunner,
+    "volatility": VolatilityRunner,
     "direction": DirectionRunner,
     "forest": ForestRunner,
     "regime": RegimeRunner,

@@ -186,7 +186,10 @@ class PriceForecast(BaseModel):
     symbol: str
     anchor_date: str = Field(description="The last observed bar the forecast is anchored to.")
     anchor_close: float
-    interval_width: float
+    interval_width: float = Field(
+        description="Nominal level of the [lower, upper] intervals: split-conformal, calibrated on the model's "
+        "walk-forward errors and scaled by the anchor's EWMA volatility (the card records their coverage)."
+    )
     forecast: list[ForecastPoint]
     model: ModelRef
 

@@ -343,7 +343,7 @@ class MarketModels:
             symbol=symbol,
             anchor_date=str(pd.Timestamp(anchor.date).date()),
             anchor_close=float(anchor.close),
-            interval_width=float(self.price.models.model(symbol).interval_width),
+            interval_width=float(self.price.models.intervals.level),
             forecast=[
                 ForecastPoint(date=str(pd.Timestamp(d).date()), price=float(p), lower=float(lo), upper=float(hi))
                 for d, p, lo, hi in frame[["date", "price", "lower", "upper"]].itertuples(index=False)

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 Task = Literal["return", "direction", "volatility", "price", "regime"]
-#: how the service runs a model: a LightGBM booster, the direction booster with its calibration, the forest,
-#: the HMM's filter, Prophet's per-symbol forecasts
-Runtime = Literal["booster", "direction", "forest", "regime", "prophet"]
+#: how the service runs a model: a LightGBM booster, the direction booster with its calibration, the volatility
+#: booster with its anchor, the forest, the HMM's filter, Prophet's per-symbol forecasts
+Runtime = Literal["booster", "direction", "volatility", "forest", "regime", "prophet"]
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,11 @@ MODELS: tuple[ModelKind, ...] = (
         "direction_lightgbm", "direction", "direction", "training.models.direction_lightgbm:DirectionLightGBM", True
     ),
     ModelKind(
-        "volatility_lightgbm", "volatility", "booster", "training.models.volatility_lightgbm:VolatilityLightGBM", True
+        "volatility_lightgbm",
+        "volatility",
+        "volatility",
+        "training.models.volatility_lightgbm:VolatilityLightGBM",
+        True,
     ),
     ModelKind("price_prophet", "price", "prophet", "training.models.price_prophet:PriceProphet", False),
     ModelKind("regime_hmm", "regime", "regime", "training.models.regime_hmm:RegimeHMM", True),

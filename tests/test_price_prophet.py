@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from bentos.prophet_intervals import close_variance, continued_variance
 from bentos.prophet_model import (
     MANIFEST_FILE,
     Anchor,
@@ -31,7 +32,8 @@ from features.calendar import trading_calendar
 from training.config import TrainingConfig
 from training.dataset import Panel, build_panel
 from training.evaluation.walk_forward import Evaluation
-from training.models.price_prophet import PREDICTION_COLUMNS, PriceProphet
+from training.models.price_prophet import PriceProphet
+from training.models.prophet_evaluation import PREDICTION_COLUMNS, forecast_scores
 from training.models.trainer import Fitted
 
 SYMBOLS = ["^GSPC", "^IXIC"]
@@ -58,13 +60,19 @@ def trainer(config: TrainingConfig) -> PriceProphet:
 
 
 @pytest.fixture(scope="module")
-def fitted(trainer: PriceProphet, panel: Panel) -> Fitted:
-    return trainer.fit(panel)
+def evaluated(trainer: PriceProphet, panel: Panel) -> tuple[Evaluation, Fitted]:
+    evaluation, fitted, _, _ = trainer.evaluate_and_fit(panel)
+    return evaluation, fitted
 
 
 @pytest.fixture(scope="module")
-def evaluation(trainer: PriceProphet, panel: Panel) -> Evaluation:
-    return trainer.evaluate(panel)
+def fitted(evaluated: tuple[Evaluation, Fitted]) -> Fitted:
+    return evaluated[1]
+
+
+@pytest.fixture(scope="module")
+def evaluation(evaluated: tuple[Evaluation, Fitted]) -> Evaluation:
+    return evaluated[0]
 
 
 @pytest.fixture
@@ -108,12 +116,15 @@ def test_horizon_zero_is_the_last_close_and_the_bounds_bracket_the_price(fitted:
     future = future_trading_days(anchor.date, 10)
     forecast = anchored_forecast(models.model("^GSPC"), anchor.date, anchor.close, anchor.log_volume, future)
 
+    assert list(forecast.columns) == ["date", "horizon", "price"]
+    forecast = models.forecast("^GSPC", 10)
     assert list(forecast.columns) == ["date", "horizon", "price", "lower", "upper"]
     assert forecast["horizon"].tolist() == list(range(11))
     first = forecast.iloc[0]
     assert first["date"] == anchor.date
     assert first["price"] == anchor.close == first["lower"] == first["upper"]
     ahead = forecast.iloc[1:]
+    assert (np.diff(ahead["upper"] / ahead["lower"]) > 0).all()  # wider the further ahead
     assert (ahead["lower"] < ahead["price"]).all()
     assert (ahead["price"] < ahead["upper"]).all()
     assert pd.DatetimeIndex(ahead["date"]).equals(future)
@@ -225,7 +236,8 @@ def test_store_round_trip_gives_identical_forecasts(trainer: PriceProphet, fitte
 def test_fit_describes_the_models_and_the_fan(fitted: Fitted, config: TrainingConfig) -> None:
     assert "fan" not in fitted.extra and "fit_seconds" not in fitted.extra  # the report's, never the card's
     assert fitted.extra["symbols"] == SYMBOLS
-    assert fitted.hyperparameters["uncertainty_samples"] > 0
+    assert fitted.hyperparameters["uncertainty_samples"] == 0  # the intervals are conformal, not sampled
+    assert fitted.extra["intervals"] == fitted.model.intervals.card()
     for symbol in SYMBOLS:
         anchor = fitted.extra["anchors"][symbol]
         assert anchor["last_date"] == anchor["train_end"] == "2018-12-31"
@@ -307,3 +319,38 @@ def test_evaluate_predictions_are_walk_forward_and_out_of_sample(
         for _, fold_rows in rows.groupby("fold"):
             origins = sorted({position[d] for d in fold_rows["date"]})
             assert set(np.diff(origins).tolist()) == {config.prophet_origin_step}
+
+
+def test_each_test_year_is_calibrated_on_the_years_before_it_only(evaluation: Evaluation, fitted: Fitted) -> None:
+    assert evaluation.extras["calibration_year"] == "2016"  # forecast to calibrate 2017's intervals, scored nowhere
+    calibrated = [fold["intervals_calibrated_on"] for fold in evaluation.folds]
+    first_year = calibrated[0]
+    scored_2017 = int(np.isfinite(forecast_scores(evaluation.predictions[evaluation.predictions["fold"] == 0])).sum())
+    assert first_year >= 50 and calibrated[1] == first_year + scored_2017  # 2018's: 2016 and 2017, never 2018
+    predictions = evaluation.predictions
+    assert (predictions["lower"] <= predictions["prediction"]).all()
+    assert (predictions["prediction"] <= predictions["upper"]).all()
+    # the served intervals: every year's forecasts
+    assert fitted.model.intervals.scores == calibrated[1] + int(
+        np.isfinite(forecast_scores(predictions[predictions["fold"] == 1])).sum()
+    )
+    assert evaluation.extras["intervals"] == fitted.model.intervals.card()
+    assert set(evaluation.extras["coverage_by_horizon"]) == set(range(1, 11))
+    card_coverage = fitted.extra["interval_coverage_by_horizon"]  # per horizon on the card
+    assert card_coverage == {str(h): v for h, v in evaluation.extras["coverage_by_horizon"].items()}
+
+
+def test_recent_bars_set_the_intervals_volatility(fitted: Fitted, panel: Panel) -> None:
+    models: ProphetModels = fitted.model
+    bars = panel.bars["^GSPC"]
+    entry = models.entries["^GSPC"]
+    assert entry.last_variance == pytest.approx(close_variance(bars["close"].to_numpy())[-1])
+    long = bars[bars["date"] <= pd.Timestamp("2018-06-29")].tail(60)  # enough returns for their own variance
+    assert models.anchor("^GSPC", long).variance == pytest.approx(close_variance(long["close"].to_numpy())[-1])
+    later = pd.DataFrame(
+        {"date": pd.to_datetime(["2019-01-02", "2019-01-03"]), "close": [2600.0, 2500.0], "volume": [1e9, 1e9]}
+    )
+    carried = models.anchor("^GSPC", later).variance  # the training's last variance through the new returns
+    assert carried == pytest.approx(continued_variance(entry.last_variance, entry.last_close, later["close"]))
+    calm, wild = models.forecast("^GSPC", 5), models.forecast("^GSPC", 5, recent=later)
+    assert (wild["upper"] / wild["lower"]).iloc[-1] > (calm["upper"] / calm["lower"]).iloc[-1]  # a 4 % fall widens

@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from bentos.prophet_intervals import ConformalInterval
 from bentos.prophet_model import (
     CACHE_ENV,
     ModelFileError,
@@ -44,10 +45,13 @@ def stored(tmp_path_factory: pytest.TempPathFactory) -> Path:
             train_start=str(bars["date"].iloc[0].date()),
             train_end=str(bars["date"].iloc[-1].date()),
             n_train=len(bars),
+            last_variance=anchor.variance,
         )
     directory = tmp_path_factory.mktemp("price")
     ProphetModels(
-        {s: fits[i % 2] for i, s in enumerate(SYMBOLS)}, {s: entries[i % 2] for i, s in enumerate(SYMBOLS)}
+        {s: fits[i % 2] for i, s in enumerate(SYMBOLS)},
+        {s: entries[i % 2] for i, s in enumerate(SYMBOLS)},
+        ConformalInterval(0.8, -1.3, 1.2, 100),
     ).save(directory)
     return directory
 

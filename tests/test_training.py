@@ -14,11 +14,12 @@ from bentos.forest_model import FlatForest
 from bentos.runners import load_runner
 from features import DEFAULT_SPEC
 from tests.conftest import TABULAR
+from training.config import TrainingConfig
 from training.dataset import Panel
 from training.evaluation.skill import skill_record
 from training.models.direction_lightgbm import calibrate
 from training.registry.card import ModelCard
-from training.run import ModelResult, TrainingRun
+from training.run import ModelResult, TrainingRun, trainer_class
 
 
 @pytest.mark.parametrize("name", TABULAR)
@@ -121,7 +122,8 @@ def test_served_runners_predict_what_the_trained_models_do(
     for name in TABULAR:
         result = tabular_results[name]
         runner = load_runner(name, bentoml.models.get(result.tag))
-        expected = np.asarray(result.fitted.model.predict(rows), dtype=np.float64)
+        trainer = trainer_class(name)(TrainingConfig.quick())  # what the walk-forward predicted with
+        expected = np.asarray(trainer.predict(result.fitted.model, rows), dtype=np.float64)
         one_by_one = np.concatenate([runner.predict(rows[i : i + 1]) for i in range(0, 300, 10)])
         np.testing.assert_array_equal(one_by_one, expected[::10], err_msg=name)
         np.testing.assert_array_equal(runner.predict(rows[:40]), expected[:40], err_msg=name)
@@ -162,5 +164,5 @@ def test_feature_importances_cover_the_spec(tabular_results: dict[str, ModelResu
     importance = tabular_results["volatility_lightgbm"].evaluation.extras["feature_importance"]
     assert list(importance) == list(DEFAULT_SPEC.names)
     assert sum(importance.values()) == pytest.approx(1.0)
-    top = max(importance, key=importance.__getitem__)
-    assert top.startswith(("rv_", "parkinson", "garman", "atr", "range")), top  # volatility explains volatility
+    # no claim on the top feature: the level of volatility comes from the anchor (rv_5, rv_21, rv_63), and the trees
+    # only correct it (tests/test_volatility_anchor.py shows the forecast follows the anchor)

@@ -33,6 +33,9 @@ class TrainingConfig:
     prophet_forecast_days: int = 30
     prophet_origin_step: int = 21
     max_training_rows: int | None = MAX_TRAINING_ROWS
+    #: Train the tabular models (every fold and the final fit) on their last this many years only: how a short
+    #: history behaves, measured on a long one (``benchmarks/bench_short_history.py``). None: every year.
+    train_years: int | None = None
     quick_mode: bool = False
 
     @classmethod

@@ -6,23 +6,8 @@ import numpy as np
 import pandas as pd
 from arch import arch_model
 
+from features.ewma import ewma_variance
 from training.dataset import Panel, rows_by_symbol
-
-EWMA_LAMBDA = 0.94
-
-
-def ewma_variance(returns: np.ndarray, lam: float = EWMA_LAMBDA, warmup: int = 30) -> np.ndarray:
-    """RiskMetrics variance forecast for the day after t from returns up to t (NaN before ``warmup`` returns)."""
-    out = np.full(returns.shape[0], np.nan)
-    valid = np.flatnonzero(np.isfinite(returns))
-    if valid.size <= warmup:
-        return out
-    start = valid[0]
-    variance = float(np.mean(returns[start : start + warmup] ** 2))
-    for t in range(start + warmup, returns.shape[0]):
-        variance = lam * variance + (1.0 - lam) * returns[t] ** 2
-        out[t] = variance
-    return out
 
 
 def ewma_volatility(panel: Panel, rows: np.ndarray, trading_days: int = 252) -> np.ndarray:

@@ -192,6 +192,27 @@ def _horizon_plot(result: ModelResult) -> str:
     return _png(figure)
 
 
+def _coverage_plot(result: ModelResult) -> str:
+    """The share of realised closes inside the forecast intervals, per horizon, against the nominal level."""
+    coverage = result.evaluation.extras.get("coverage_by_horizon")
+    level = result.evaluation.extras.get("interval_level")
+    if not coverage or level is None:
+        return ""
+    horizons = sorted(int(h) for h in coverage)
+    figure, ax = plt.subplots(figsize=(5.5, 3.5))
+    values = [100 * (coverage[h] if h in coverage else coverage[str(h)]) for h in horizons]
+    ax.plot(horizons, values, "o-", label="realised closes inside")
+    ax.axhline(100 * level, color="black", lw=0.8, label=f"nominal {100 * level:.0f} %")
+    ax.axhspan(100 * level - 5, 100 * level + 5, color="grey", alpha=0.2, label="within 5 points")
+    ax.set_xlabel("horizon (trading days)")
+    ax.set_ylabel("coverage %")
+    folds = result.evaluation.folds
+    period = f"{folds[0]['test_start'][:4]}-{folds[-1]['test_end'][:4]}" if folds else ""
+    ax.set_title(f"interval coverage by horizon, walk-forward {period}")
+    ax.legend(fontsize=8)
+    return _png(figure)
+
+
 def _symbol_plot(result: ModelResult) -> str:
     """Each symbol's walk-forward metric, the model's against its best baseline's: above the diagonal the model
     is better for a higher-is-better metric, below it for an error; the worst symbols named."""
@@ -265,7 +286,7 @@ def _section(result: ModelResult) -> str:
     if task == "regime_detection":
         plots.append(_regime_plot(result))
     elif task == "price_forecast":
-        plots += [_horizon_plot(result), _fan_plot(result)]
+        plots += [_horizon_plot(result), _coverage_plot(result), _fan_plot(result)]
     else:
         plots.append(_prediction_plot(result))
         if "feature_importance" in result.evaluation.extras:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -43,8 +44,10 @@ def walk_forward_splits(
     target_end: np.ndarray,
     periods: list[tuple[np.datetime64, np.datetime64]],
     min_train: int = 250,
+    train_years: int | None = None,
 ) -> list[Split]:
-    """One split per test period: train on every earlier row whose target ends before the period starts.
+    """One split per test period: train on every earlier row whose target ends before the period starts (with
+    ``train_years``, only those of the last that many years before it: a rolling window).
 
     A row at t whose target looks ``h`` bars ahead is only known after the bar at t + h. Rows whose
     target ends on or after the test start are purged from training, so no training label contains
@@ -52,9 +55,17 @@ def walk_forward_splits(
     """
     splits = []
     for fold, (start, end) in enumerate(periods):
-        train = np.flatnonzero((dates < start) & ~np.isnat(target_end) & (target_end < start))
+        first = window_start(start, train_years)
+        train = np.flatnonzero((dates >= first) & (dates < start) & ~np.isnat(target_end) & (target_end < start))
         test = np.flatnonzero((dates >= start) & (dates < end))
         if train.size < min_train:
             raise ValueError(f"fold {fold} starting {start} has only {train.size} training rows")
         splits.append(Split(fold, train, test, start, end))
     return splits
+
+
+def window_start(end: np.datetime64, years: int | None) -> np.datetime64:
+    """The first day of the ``years`` calendar years before ``end`` (the dawn of time without ``years``)."""
+    if years is None:
+        return np.datetime64("0001-01-01", "D")
+    return np.datetime64((pd.Timestamp(end) - pd.DateOffset(years=years)).date(), "D")

@@ -34,8 +34,16 @@ def booster_params(config: TrainingConfig, objective: str, **extra: Any) -> dict
     }
 
 
-def train_booster(features: np.ndarray, target: np.ndarray, params: dict[str, Any], rounds: int) -> lgb.Booster:
-    dataset = lgb.Dataset(features, label=target, free_raw_data=True)
+def train_booster(
+    features: np.ndarray,
+    target: np.ndarray,
+    params: dict[str, Any],
+    rounds: int,
+    init_score: np.ndarray | None = None,
+) -> lgb.Booster:
+    """``init_score``: each row's starting raw score, which the trees then correct (not part of the booster: a
+    prediction adds it back)."""
+    dataset = lgb.Dataset(features, label=target, init_score=init_score, free_raw_data=True)
     return lgb.train({**params, "num_threads": fit_threads()}, dataset, num_boost_round=rounds)
 
 

@@ -5,11 +5,15 @@ Forecasts apply only Prophet's predicted change since the anchor bar to that bar
 ``bentos/prophet_model.py``); unanchored, the smooth curve's offset from the last close makes Prophet several
 times worse than the random walk. Anchored, it is expected to be about as good as the random walk, not better.
 
-Walk-forward: for each of the last ``test_years`` calendar years, every symbol's model is fit on its bars before
-that year; from origins every ``prophet_origin_step`` trading days inside the year it forecasts the next
-1..``prophet_forecast_days`` bars of the symbol (their real dates, so every forecast has an actual). The
-random walk predicts the origin's close at every horizon. Targets of late origins may fall in the next year:
-they are still out of sample, since the model and the anchor only use bars up to the origin.
+Walk-forward: for each of the last ``test_years`` calendar years, and the year before them, every symbol's model is
+fit on its bars before that year; from origins every ``prophet_origin_step`` trading days inside the year it
+forecasts the next 1..``prophet_forecast_days`` bars of the symbol (their real dates, so every forecast has an
+actual). The random walk predicts the origin's close at every horizon. Targets of late origins may fall in the next
+year: they are still out of sample, since the model and the anchor only use bars up to the origin.
+
+Intervals (``bentos/prophet_intervals.py``): each test year's are calibrated on the forecasts of the years before it
+only (the year before the first test year is forecast for that alone, and scored nowhere), so the coverage the card
+reports is what a client would have seen; the served model's are calibrated on every year's forecasts.
 """
 
 from __future__ import annotations
@@ -22,8 +26,8 @@ import bentoml
 import numpy as np
 import pandas as pd
 
+from bentos.prophet_intervals import LEVEL, METHOD, ConformalInterval, close_variance
 from bentos.prophet_model import (
-    DEFAULT_SEED,
     REGRESSOR,
     Prophet,
     ProphetModels,
@@ -40,44 +44,13 @@ from training.dataset import Panel
 from training.evaluation.splits import yearly_test_periods
 from training.evaluation.walk_forward import Evaluation
 from training.models.execution import Execution
-from training.models.prophet_metrics import forecast_metrics, headline_horizons, per_horizon
+from training.models.prophet_evaluation import MIN_TRAIN_BARS, Period, SymbolEvaluation, pooled_evaluation
 from training.models.trainer import Fitted, Trainer
 
-#: Fewest bars a symbol needs before a test year (two years, so the yearly seasonality is identified).
-MIN_TRAIN_BARS = 500
 #: Closes before the forecast in the plotting fan (about a year).
 FAN_HISTORY_BARS = 250
-#: Uncertainty draws per forecast. Measured on a 31-row forecast: 0 draws ~28 ms (no interval), 200 ~58 ms,
-#: 1000 (Prophet's default) ~69 ms; the interval path has a fixed cost, so fewer draws save only 10-25 %. 200 draws
-#: give the 80 % bounds a Monte Carlo error of ~0.5 % of price (1000 draws: ~0.25 %) on a band about ±5 % wide.
-UNCERTAINTY_SAMPLES = 200
-INTERVAL_WIDTH = 0.8
-
-PREDICTION_COLUMNS = (
-    "date",
-    "symbol",
-    "fold",
-    "horizon",
-    "target_date",
-    "actual",
-    "prediction",
-    "lower",
-    "upper",
-    "baseline_random_walk",
-)
-
-
-Period = tuple[np.datetime64, np.datetime64]
-
-
-@dataclass
-class SymbolEvaluation:
-    """One symbol's walk-forward results: per fold its training date range, rows and forecast records."""
-
-    folds: dict[int, tuple[tuple[np.datetime64, np.datetime64], int, list[pd.DataFrame]]] = field(default_factory=dict)
-    skipped: list[dict[str, Any]] = field(default_factory=list)
-    fit_seconds: list[float] = field(default_factory=list)
-    forecast_seconds: list[float] = field(default_factory=list)
+#: No uncertainty draws: the intervals are conformal. Measured on a 31-row forecast: 0 draws ~28 ms, 200 ~58 ms.
+UNCERTAINTY_SAMPLES = 0
 
 
 @dataclass
@@ -120,7 +93,6 @@ class PriceProphet(Trainer):
             "daily_seasonality": False,
             "weekly_seasonality": True,
             "yearly_seasonality": True,
-            "interval_width": INTERVAL_WIDTH,
             "uncertainty_samples": UNCERTAINTY_SAMPLES,
         }
 
@@ -131,8 +103,9 @@ class PriceProphet(Trainer):
             "regressors": [REGRESSOR],
             "regressor_transform": "log1p(volume)",
             "regressor_fill": "last observed value",
-            "anchored": "price = last_close * exp(yhat(d) - yhat(last_date)); bounds likewise",
-            "interval_seed": DEFAULT_SEED,
+            "anchored": "price = last_close * exp(yhat(d) - yhat(last_date))",
+            "intervals": METHOD,
+            "interval_level": LEVEL,
             "fit_algorithm": "MAP (Stan LBFGS)",
             "fit_seed": self.config.seed,
             "forecast_days": self.config.prophet_forecast_days,
@@ -167,6 +140,7 @@ class PriceProphet(Trainer):
         result = SymbolEvaluation()
         dates = bars["date"].to_numpy(dtype="datetime64[D]")
         close = bars["close"].to_numpy(dtype=float)
+        volatility = np.sqrt(close_variance(close))
         volume = bars["volume"].to_numpy(dtype=float)
         stamps = pd.DatetimeIndex(bars["date"])
         for fold, (start, end) in enumerate(periods):
@@ -205,8 +179,9 @@ class PriceProphet(Trainer):
                             "target_date": stamps[targets],
                             "actual": close[targets],
                             "prediction": ahead["price"].to_numpy(),
-                            "lower": ahead["lower"].to_numpy(),
-                            "upper": ahead["upper"].to_numpy(),
+                            "lower": np.nan,  # calibrated on the years before, once every symbol's are in
+                            "upper": np.nan,
+                            "volatility": volatility[origin],
                             "baseline_random_walk": close[origin],
                         }
                     )
@@ -231,16 +206,15 @@ class PriceProphet(Trainer):
             train_start=str(stamps[0].date()),
             train_end=str(stamps[-1].date()),
             n_train=len(bars),
+            last_variance=float(close_variance(bars["close"].to_numpy(dtype=float))[-1]),
             calendar=calendar_name(symbol),
         )
         future = future_trading_days(anchor.date, self.config.prophet_forecast_days, entry.calendar)
         forecast = anchored_forecast(model, anchor.date, anchor.close, anchor.log_volume, future)
         history = bars.iloc[-FAN_HISTORY_BARS:]
-        fan: dict[str, list[Any]] = {
+        fan: dict[str, list[Any]] = {  # the bounds are added once the intervals are calibrated (``_fitted``)
             "dates": [str(d.date()) for d in pd.DatetimeIndex(forecast["date"])],
             "price": [float(v) for v in forecast["price"]],
-            "lower": [float(v) for v in forecast["lower"]],
-            "upper": [float(v) for v in forecast["upper"]],
             "history_dates": [str(d.date()) for d in pd.DatetimeIndex(history["date"])],
             "history_close": [float(v) for v in history["close"]],
         }
@@ -254,7 +228,7 @@ class PriceProphet(Trainer):
         """Every symbol's evaluation and/or final fit as tasks named ``eval-SYMBOL``, ``fit-SYMBOL``. On a cluster
         each task takes its symbol's bars from the panel already on every worker (``Execution.shared``), so the
         task graph carries names, not bars (it carried every symbol's bars twice: 70 MB for 200 x 15 years)."""
-        periods = yearly_test_periods(panel.dates, self.config.test_years)
+        periods = self.periods(panel)
         shared = self.execution.shared(panel)
         tasks: dict[str, tuple[Any, ...]] = {}
         for kind in kinds:
@@ -262,9 +236,13 @@ class PriceProphet(Trainer):
                 tasks[f"{kind}-{symbol}"] = (kind, symbol, shared, periods)
         return self.execution.run(self.name, self._task, tasks)
 
+    def periods(self, panel: Panel) -> list[Period]:
+        """The year the first test year's intervals are calibrated on, then the ``test_years`` test years."""
+        return yearly_test_periods(panel.dates, self.config.test_years + 1)
+
     def evaluate(self, panel: Panel) -> Evaluation:
         done = self._run(panel, ("eval",))
-        return self._evaluation(panel, {name.removeprefix("eval-"): r for name, r in done.items()})
+        return self._evaluation(panel, {name.removeprefix("eval-"): r for name, r in done.items()})[0]
 
     def fit(self, panel: Panel) -> Fitted:
         """One model per symbol on all its bars (from ``config.first_date``), anchored on its last bar.
@@ -274,16 +252,17 @@ class PriceProphet(Trainer):
         sessions of the symbol's exchange, :mod:`features.calendar`) and the last ``FAN_HISTORY_BARS`` closes
         as ``history_dates`` and ``history_close``.
         """
-        done = self._run(panel, ("fit",))
-        return self._fitted({name.removeprefix("fit-"): r for name, r in done.items()})
+        return self.evaluate_and_fit(panel)[1]  # the intervals are calibrated on the walk-forward's forecasts
 
     def evaluate_and_fit(self, panel: Panel) -> tuple[Evaluation, Fitted, float, float]:
         """Every symbol's evaluation and final fit as tasks at once; the seconds are the tasks' fits, summed."""
         done = self._run(panel, ("eval", "fit"))
         evaluations = {n.removeprefix("eval-"): r for n, r in done.items() if n.startswith("eval-")}
         fits = {n.removeprefix("fit-"): r for n, r in done.items() if n.startswith("fit-")}
-        evaluation = self._evaluation(panel, evaluations)
-        fitted = self._fitted(fits)
+        evaluation, intervals = self._evaluation(panel, evaluations)
+        fitted = self._fitted(fits, intervals)
+        coverage = evaluation.extras["coverage_by_horizon"]  # the card's: each horizon's, walk-forward
+        fitted.extra["interval_coverage_by_horizon"] = {str(h): float(v) for h, v in coverage.items()}
         return (
             evaluation,
             fitted,
@@ -291,97 +270,35 @@ class PriceProphet(Trainer):
             sum(fitted.report["fit_seconds"].values()),
         )
 
-    def _evaluation(self, panel: Panel, symbols: dict[str, SymbolEvaluation]) -> Evaluation:
-        """The pooled evaluation of every symbol's results: folds in order, symbols sorted within a fold."""
-        days, step = self.config.prophet_forecast_days, self.config.prophet_origin_step
-        horizons = headline_horizons(days)
-        records: list[pd.DataFrame] = []
-        folds: list[dict[str, Any]] = []
-        skipped = [
-            s
-            for fold in range(self.config.test_years)
-            for symbol in sorted(symbols)
-            for s in symbols[symbol].skipped
-            if s["fold"] == fold
-        ]
-        periods = yearly_test_periods(panel.dates, self.config.test_years)
-        for fold, (start, end) in enumerate(periods):
-            fitted = [symbols[s].folds[fold] for s in sorted(symbols) if fold in symbols[s].folds]
-            fold_records = [frame for _, _, frames in fitted for frame in frames]
-            if not fold_records:
-                continue
-            fold_frame = pd.concat(fold_records, ignore_index=True)
-            records.append(fold_frame)
-            folds.append(
-                {
-                    "fold": fold,
-                    "train_start": str(min(r[0] for r, _, _ in fitted)),
-                    "train_end": str(max(r[1] for r, _, _ in fitted)),
-                    "test_start": str(start),
-                    "test_end": str(end - np.timedelta64(1, "D")),
-                    "n_train": sum(n for _, n, _ in fitted),
-                    "n_test": len(fold_frame),
-                    "metrics": forecast_metrics(fold_frame, "prediction", horizons, coverage=True),
-                    "baselines": {
-                        "random_walk": forecast_metrics(fold_frame, "baseline_random_walk", horizons, coverage=False)
-                    },
-                }
-            )
-        if not records:
-            raise ValueError(
-                f"no symbol has {MIN_TRAIN_BARS} bars before any of the last {self.config.test_years} test years"
-            )
-        fit_seconds = [x for s in sorted(symbols) for x in symbols[s].fit_seconds]
-        forecast_seconds = [x for s in sorted(symbols) for x in symbols[s].forecast_seconds]
-        predictions = pd.concat(records, ignore_index=True)[list(PREDICTION_COLUMNS)]
-        model_by_horizon = per_horizon(predictions, "prediction", coverage=True)
-        walk_by_horizon = per_horizon(predictions, "baseline_random_walk", coverage=False)
-        return Evaluation(
-            model=self.name,
-            task=self.task,
-            primary_metric=self.primary_metric,
-            higher_is_better=self.higher_is_better,
-            metrics=forecast_metrics(predictions, "prediction", horizons, coverage=True),
-            baselines={"random_walk": forecast_metrics(predictions, "baseline_random_walk", horizons, coverage=False)},
-            folds=folds,
-            predictions=predictions,
-            extras={
-                "mape_by_horizon": {
-                    "model": {h: m["mape"] for h, m in model_by_horizon.items()},
-                    "random_walk": {h: m["mape"] for h, m in walk_by_horizon.items()},
-                },
-                "coverage_by_horizon": {h: m["coverage"] for h, m in model_by_horizon.items()},
-                "interval_width": INTERVAL_WIDTH,
-                "forecast_days": days,
-                "origin_step": step,
-                "skipped": skipped,
-                "timing": {
-                    "fits": len(fit_seconds),
-                    "fit_seconds_total": float(np.sum(fit_seconds)),
-                    "forecasts": len(forecast_seconds),
-                    "forecast_ms_median": float(np.median(forecast_seconds) * 1000.0),
-                },
-            },
-        )
+    def _evaluation(self, panel: Panel, symbols: dict[str, SymbolEvaluation]) -> tuple[Evaluation, ConformalInterval]:
+        return pooled_evaluation(self, self.periods(panel), symbols)
 
-    def _fitted(self, fits: dict[str, SymbolFit]) -> Fitted:
+    def _fitted(self, fits: dict[str, SymbolFit], intervals: ConformalInterval) -> Fitted:
         models = {s: f.model for s, f in sorted(fits.items()) if f.model is not None}
         entries = {s: f.entry for s, f in sorted(fits.items()) if f.entry is not None}
         skipped = {s: f.skipped for s, f in sorted(fits.items()) if f.skipped is not None}
         if not models:
             raise ValueError(f"no symbol has {MIN_TRAIN_BARS} bars to fit price_prophet: {skipped}")
+        fans = {}
+        for symbol in models:
+            fan = fits[symbol].fan
+            price = np.asarray(fan["price"])
+            volatility = np.sqrt(entries[symbol].last_variance)
+            lower, upper = intervals.bounds(price, volatility, np.arange(price.size))
+            fans[symbol] = {**fan, "lower": lower.tolist(), "upper": upper.tolist()}
         return Fitted(
-            model=ProphetModels(models, entries),
+            model=ProphetModels(models, entries, intervals),
             hyperparameters=self.hyperparameters(),
             extra={
                 "symbols": sorted(models),
                 "anchors": {s: e.to_dict() for s, e in entries.items()},
                 "skipped_symbols": skipped,
+                "intervals": intervals.card(),
             },
             # per symbol and drawn by the report only: on the card they made a 7 MB model.yaml for 500 symbols,
             # parsed at every load of the model (70 s of the service's cold start)
             report={
-                "fan": {s: f.fan for s, f in sorted(fits.items()) if f.model is not None},
+                "fan": fans,
                 "fit_seconds": {s: f.seconds for s, f in sorted(fits.items()) if f.model is not None},
             },
         )

@@ -16,7 +16,8 @@ def headline_horizons(forecast_days: int) -> list[int]:
 def forecast_metrics(frame: pd.DataFrame, column: str, horizons: list[int], coverage: bool) -> dict[str, float]:
     """MAPE (in percent) of ``column`` against ``actual`` over all rows and at each headline horizon.
 
-    ``coverage`` adds the fraction of actuals inside [lower, upper]. Empty selections give NaN.
+    ``coverage`` adds the fraction of actuals inside [lower, upper], over the rows with both bounds. Empty selections
+    give NaN.
     """
     actual = frame["actual"].to_numpy(dtype=float)
     forecast = frame[column].to_numpy(dtype=float)
@@ -28,8 +29,10 @@ def forecast_metrics(frame: pd.DataFrame, column: str, horizons: list[int], cove
     metrics: dict[str, float] = {"mape": error(np.ones(actual.shape[0], dtype=bool))}
     for h in horizons:
         metrics[f"mape_h{h}"] = error(horizon == h)
-    if coverage:
-        inside = (actual >= frame["lower"].to_numpy()) & (actual <= frame["upper"].to_numpy())
+    if coverage:  # over the forecasts with an interval (a short history's first test year may have none)
+        lower, upper = frame["lower"].to_numpy(dtype=float), frame["upper"].to_numpy(dtype=float)
+        known = np.isfinite(lower) & np.isfinite(upper)
+        inside = (actual[known] >= lower[known]) & (actual[known] <= upper[known])
         metrics["coverage"] = float(inside.mean()) if inside.size else float("nan")
     metrics["n"] = int(actual.shape[0])
     return metrics

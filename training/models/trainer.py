@@ -15,7 +15,7 @@ from training.dataset import Panel
 from training.evaluation.metrics import SameRows, same_rows
 from training.evaluation.quant import quant_figures
 from training.evaluation.skill import skill_record
-from training.evaluation.splits import Split, walk_forward_splits, yearly_test_periods
+from training.evaluation.splits import Split, walk_forward_splits, window_start, yearly_test_periods
 from training.evaluation.walk_forward import Evaluation
 from training.models.execution import IN_PROCESS, Execution
 
@@ -69,7 +69,9 @@ class Trainer(ABC):
 
     def splits(self, panel: Panel) -> list[Split]:
         periods = yearly_test_periods(panel.dates, self.config.test_years)
-        return walk_forward_splits(panel.dates, panel.target_end[self.horizon], periods)
+        return walk_forward_splits(
+            panel.dates, panel.target_end[self.horizon], periods, train_years=self.config.train_years
+        )
 
     @abstractmethod
     def evaluate(self, panel: Panel) -> Evaluation: ...
@@ -239,10 +241,13 @@ class TabularTrainer(Trainer):
 
     def fit(self, panel: Panel) -> Fitted:
         target = self.labels(panel)
-        known = np.flatnonzero(np.isfinite(target))
+        first = window_start(panel.dates.max() + np.timedelta64(1, "D"), self.config.train_years)
+        known = np.flatnonzero(np.isfinite(target) & (panel.dates >= first))
         rows = self.training_rows(known, None)
         model = self.fit_model(panel.features[rows], target[rows])
         extra = self.model_extra(model)
+        if self.config.train_years is not None:
+            extra["train_years"] = self.config.train_years  # a rolling window: the folds' train dates show it too
         if rows.size < known.size:
             extra["training_rows"] = {"used": int(rows.size), "sampled_from": int(known.size), "sample": "uniform"}
         return Fitted(model=model, hyperparameters=self.hyperparameters(), extra=extra)

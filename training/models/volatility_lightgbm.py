@@ -1,16 +1,20 @@
-"""``volatility_lightgbm``: LightGBM (gamma loss) forecast of realized volatility over the horizon."""
+"""``volatility_lightgbm``: LightGBM (gamma loss) forecast of realized volatility over the horizon, learnt as the
+correction to a baseline read from the feature row (``bentos/volatility_anchor.py``)."""
 
 from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import lightgbm as lgb
 import numpy as np
 
+from bentos import volatility_anchor
+from features import DEFAULT_SPEC
 from training.dataset import Panel
 from training.evaluation.baselines import ewma_volatility, garch_volatility, har_volatility
 from training.evaluation.metrics import volatility_metrics
 from training.evaluation.splits import Split
-from training.models.lgbm import BoosterRegressor, booster_params
+from training.models.lgbm import BoosterRegressor, booster_params, train_booster
 from training.models.trainer import MODEL, Scores, TabularTrainer
 
 
@@ -30,6 +34,21 @@ class VolatilityLightGBM(BoosterRegressor, TabularTrainer):
 
     def params(self) -> dict[str, Any]:
         return booster_params(self.config, "gamma")
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return {**super().hyperparameters(), "init_score": volatility_anchor.METHOD}
+
+    def fit_model(self, features: np.ndarray, target: np.ndarray) -> lgb.Booster:
+        """Trees on the correction: the anchor's log is every row's initial raw score."""
+        anchor = volatility_anchor.log_anchor(features, DEFAULT_SPEC.names)
+        return train_booster(features, target, self.params(), self.config.lgbm_rounds, init_score=anchor)
+
+    def predict(self, model: lgb.Booster, features: np.ndarray) -> np.ndarray:
+        raw = np.asarray(model.predict(features, num_threads=1, raw_score=True))
+        return np.exp(raw + volatility_anchor.log_anchor(features, DEFAULT_SPEC.names))
+
+    def model_extra(self, model: lgb.Booster) -> dict[str, Any]:
+        return {"anchor": volatility_anchor.card(), "output": "exp(booster raw score + log anchor)"}
 
     def baseline_predictions(self, panel: Panel, split: Split, target: np.ndarray) -> dict[str, np.ndarray]:
         return {
