@@ -7,6 +7,10 @@
 * Prophet's 80 % intervals (``bentos/prophet_intervals.py``): coverage of the realised closes, each test year
   calibrated on the years before it only, on the indices' whole history (7 test years) and on a short one (bars from
   2012, 4 test years); overall, per symbol, per year and the worst horizon. The target: within 5 points of 80 %.
+* The regime HMM's stability (served regimes of consecutive independent yearly refits, mean and worst pair) on each
+  index alone and pooled, over the whole history and short ones, with the number of states the trainer chose and
+  the agreement of each count it tried; and out of sample, in how many test years the turbulent regime's next days
+  were more volatile than the calm one's. The goal: at least 0.95 on every index and on a short single series.
 * The volatility comparison again on a synthetic universe (50 symbols x 10 years, 4 test years): labelled synthetic,
   a check that the correction holds beyond two series, never a quality figure of the README.
 
@@ -32,6 +36,7 @@ from training.config import TrainingConfig
 from training.dataset import build_panel
 from training.models.lgbm import train_booster
 from training.models.price_prophet import PriceProphet
+from training.models.regime_hmm import RegimeHMM
 from training.models.volatility_lightgbm import VolatilityLightGBM
 
 LEVEL = 0.8
@@ -142,10 +147,66 @@ def interval_figures(bars: Any, info: Any) -> list[Figure]:
     return figures
 
 
+#: (key, label, symbol or None for both, config) of the regime stability cases.
+REGIME_CASES = (
+    ("pooled", "both indices 1999-2018", None, TrainingConfig()),
+    ("gspc", "S&P 500 alone 1999-2018", "^GSPC", TrainingConfig()),
+    ("ixic", "NASDAQ alone 1999-2018", "^IXIC", TrainingConfig()),
+    ("gspc_2012", "S&P 500 alone from 2012", "^GSPC", TrainingConfig(test_years=4, first_date="2012-01-01")),
+    ("ixic_2012", "NASDAQ alone from 2012", "^IXIC", TrainingConfig(test_years=4, first_date="2012-01-01")),
+    ("quick", "both indices from 2010 (quick mode)", None, TrainingConfig.quick()),
+    ("gspc_2010", "S&P 500 alone from 2010, 2 test years", "^GSPC", TrainingConfig.quick()),
+    (
+        "ixic_2014",
+        "NASDAQ alone from 2014, 3 test years",
+        "^IXIC",
+        TrainingConfig(test_years=3, first_date="2014-01-01"),
+    ),
+)
+
+
+def regime_figures(bars: Any) -> list[Figure]:
+    figures = []
+    for key, label, symbol, config in REGIME_CASES:
+        chosen = bars if symbol is None else bars[bars["symbol"] == symbol].reset_index(drop=True)
+        info, _ = SnapshotStore(Path(tempfile.mkdtemp(prefix="mlops-bench-short-"))).write(chosen, "embedded")
+        evaluation = RegimeHMM(config).evaluate(build_panel(chosen, info, config.horizon, config.first_date))
+        metrics, quant = evaluation.metrics, evaluation.quant or {}
+        tried = evaluation.extras["state_count"]["tried"]
+        others = "; ".join(
+            f"{n} states {t['label_agreement']:.3f} / {t['label_agreement_min']:.3f}"
+            for n, t in tried.items()
+            if int(n) != int(metrics["n_states"])
+        )
+        shown = (
+            f"{metrics['label_agreement']:.3f} (worst pair {metrics['label_agreement_min']:.3f}) with "
+            f"{int(metrics['n_states'])} states" + (f" (tried: {others})" if others else "")
+        )
+        target = ">= 0.95"
+        figures.append(
+            Figure(f"regime agreement, {label}", shown, metrics["label_agreement"], "", target, f"regime_{key}")
+        )
+        compared, ordered = quant.get("years_compared", 0), quant.get("years_turbulent_above_calm", 0)
+        figures.append(
+            Figure(
+                f"  out of sample ({label}): test years in which the turbulent regime's next days were not more "
+                "volatile than the calm one's",
+                f"{compared - ordered} (turbulent above calm in {ordered} of {compared} compared years, of "
+                f"{quant.get('years', 0)}; a year is compared when both were served on "
+                f"{quant.get('min_days_compared')} days or more)",
+                compared - ordered,
+                "years",
+                "<= 0",
+                f"regime_{key}_disordered",
+            )
+        )
+    return figures
+
+
 def main() -> None:
     bars = EmbeddedSource().fetch()
     info, _ = SnapshotStore(Path(tempfile.mkdtemp(prefix="mlops-bench-short-"))).write(bars, "embedded")
-    figures = volatility_figures(bars, info) + interval_figures(bars, info)
+    figures = regime_figures(bars) + volatility_figures(bars, info) + interval_figures(bars, info)
     universe = SyntheticSource(symbols=UNIVERSE_SYMBOLS, years=UNIVERSE_YEARS, seed=0).fetch()
     synthetic, _ = SnapshotStore(Path(tempfile.mkdtemp(prefix="mlops-bench-short-"))).write(universe, "synthetic")
     label = f"synthetic universe, {UNIVERSE_SYMBOLS} symbols x {UNIVERSE_YEARS} years, 4 test years"

@@ -96,8 +96,9 @@ def failed(decision: Any) -> dict[str, str]:
 
 def test_default_rules_keep_a_full_and_a_quick_set(rules: GateRules) -> None:
     assert rules.for_mode(quick=False) is rules.full and rules.for_mode(quick=True) is rules.quick
-    assert rules.quick.regime_min_label_agreement <= 0.80 < 0.86  # quick mode reaches ~0.86
-    assert rules.full.regime_min_label_agreement == 0.90
+    assert rules.quick.regime_min_label_agreement <= 0.90 < 0.97  # quick mode keeps 2 states, which reach ~0.97
+    assert rules.full.regime_min_label_agreement == 0.95
+    assert rules.full.regime_order_required and not rules.quick.regime_order_required
     assert rules.full.volatility_must_beat == ["ewma", "garch"] and rules.full.volatility_metric == "mse"
     assert rules.full.tolerance("return_lightgbm") == Tolerance(relative=0.0, absolute=0.005)
     assert rules.full.tolerance("volatility_lightgbm") == rules.full.versus_production
@@ -194,12 +195,16 @@ def test_volatility_must_beat_ewma_and_garch_on_mse(rules: GateRules) -> None:
 
 
 def test_regime_agreement_has_a_floor_lower_in_quick_mode(rules: GateRules) -> None:
-    quick_like = card("regime_hmm", 0.856)  # what the quick mode reaches on the embedded data
+    quick_like = card("regime_hmm", 0.917)  # the S&P 500 alone from 2010 in quick mode, with 2 states
     assert decide(rules.quick, quick_like).passed
     assert (
-        "label agreement 0.856 below the floor 0.900" in failed(decide(rules.full, quick_like))["label_agreement_floor"]
+        "label agreement 0.917 below the floor 0.950" in failed(decide(rules.full, quick_like))["label_agreement_floor"]
     )
-    assert decide(rules.full, card("regime_hmm", 0.986)).passed
+    # full mode also wants the turbulent regime's next days more volatile than the calm one's, out of sample
+    assert "no out-of-sample regime outcomes" in failed(decide(rules.full, card("regime_hmm", 0.986)))["regime_order"]
+    ordered = {"by_year": [], "years": 7, "years_compared": 3, "years_turbulent_above_calm": 3}
+    outcomes = ordered | {"turbulent_above_calm_every_year": True, "min_days_compared": 5}
+    assert decide(rules.full, card("regime_hmm", 0.986, quant=outcomes)).passed
 
 
 def prophet(mape: float, walk: float) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import TABULAR
 from training.flows.gate import gate, load_rules
 from training.registry.card import ModelCard
 from training.run import ModelResult, TrainingRun
@@ -57,10 +58,11 @@ def test_the_quant_record_round_trips_through_the_card(tabular_results: dict[str
 
 def test_the_report_has_a_quant_section_per_forecast_model(quick_run: TrainingRun) -> None:
     page = (quick_run.report_dir / "index.html").read_text()
-    tabular = [r for r in quick_run.results if r.card.quant is not None]
-    assert len(tabular) == 4
-    assert page.count("In a quant&#x27;s terms") + page.count("In a quant's terms") == 4
+    with_quant = sorted(r.name for r in quick_run.results if r.card.quant is not None)
+    assert with_quant == sorted([*TABULAR, "regime_hmm"])
+    assert page.count("In a quant&#x27;s terms") + page.count("In a quant's terms") == 5
     assert "no evidence of skill" in page or "positive evidence" in page
+    assert "each test year labelled by the refit trained before it, as served" in page
 
 
 def test_the_default_gate_requires_the_volatility_models_ic_evidence(tabular_results: dict[str, ModelResult]) -> None:

@@ -140,6 +140,7 @@ def test_states_are_ordered_by_volatility_and_named(fitted: Fitted, evaluation: 
 def test_consecutive_refits_label_shared_days_alike(evaluation: Evaluation) -> None:
     pairs = evaluation.extras["pairwise_agreement"]
     assert len(pairs) == CONFIG.test_years  # yearly refits + the final one, compared pairwise
+    assert evaluation.metrics["n_states"] == 3 and list(evaluation.extras["state_count"]["tried"]) == ["3"]
     assert min(pairs) >= 0.95, pairs
     assert evaluation.metrics["label_agreement_min"] >= 0.95
     assert evaluation.metrics["label_agreement"] == pytest.approx(float(np.mean(pairs)))

@@ -82,7 +82,8 @@ def test_volatility_is_positive_and_plausible(service: Any) -> None:
 
 def test_regime_probabilities(service: Any) -> None:
     answer = service.detect_regime(bars=window())
-    assert set(answer.probabilities) == {"calm", "normal", "turbulent"}
+    # quick mode keeps 2 states on 2010-2018: 3 states' independent refits agree on only ~0.85 of days there
+    assert set(answer.probabilities) == {"calm", "turbulent"}
     assert sum(answer.probabilities.values()) == pytest.approx(1.0)
     assert answer.regime == max(answer.probabilities, key=answer.probabilities.__getitem__)
     assert answer.regime == "turbulent"  # December 2018: the S&P 500 fell 9 % with daily swings of 2-5 %

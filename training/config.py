@@ -27,7 +27,11 @@ class TrainingConfig:
     rf_max_depth: int = 8
     rf_min_samples_leaf: int = 50
     calibration_fraction: float = 0.2
+    #: The most regime states tried: the walk-forward keeps the most states whose independent refits serve the same
+    #: regimes on at least ``hmm_min_agreement`` of shared days, trying one state fewer while they do not (down to
+    #: 2; ``training/models/regime_hmm.py`` has the measurements behind the rule).
     hmm_states: int = 3
+    hmm_min_agreement: float = 0.95
     hmm_restarts: int = 5
     hmm_iterations: int = 200
     prophet_forecast_days: int = 30

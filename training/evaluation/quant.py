@@ -6,7 +6,9 @@
   direction model's P(up) also gets its calibration against the outcome it predicts;
 * volatility regression: the IC of the forecast against the realised volatility, and the volatility-targeting book
   run on the model's forecast, on EWMA's, GARCH(1,1)'s and HAR-RV's;
-* price forecast and regime detection: not yet (their figures are their own: interval coverage, label stability).
+* regime detection: realised return and volatility of the next day per served regime, per test year, labelled by
+  the refit trained before each year (``regimes.py``);
+* price forecast: its figures are its own (interval coverage per horizon, the random walk's error beside its own).
 
 The card keeps summaries; the series behind them (IC per period, the strategies' returns) go to the report only.
 """
@@ -20,6 +22,7 @@ from typing import Any
 import pandas as pd
 
 from training.evaluation.backtest import Returns, signal_backtest, volatility_targeting
+from training.evaluation.regimes import regime_outcomes
 from training.evaluation.signal import (
     calibration,
     information_coefficient,
@@ -80,6 +83,8 @@ def quant_figures(
         strategies = books.pop("paths")
         record = {"ic": information_coefficient(against_volatility, horizon), "vol_targeting": books}
         return record, QuantSeries(_ic_series(against_volatility), strategies)
+    if task == "regime_detection":
+        return regime_outcomes(predictions), None
     return None, None
 
 

@@ -24,6 +24,9 @@ HAC_NAMES = {"uniform": "Hansen-Hodrick", "bartlett": "Newey-West"}
 def quant_section(result: ModelResult, png: Any) -> str:
     """The section's HTML (empty for a model without quant figures); ``png`` turns a figure into an ``<img>``."""
     quant, series = result.evaluation.quant, result.evaluation.quant_series
+    if quant and "by_year" in quant:  # the regime model's out-of-sample outcomes
+        lines, plots = [regime_sentence(quant)], [png(_regime_year_plot(quant, _data_label(result)))]
+        return _section(lines, plots)
     if not quant or series is None:
         return ""
     data = _data_label(result)
@@ -42,6 +45,10 @@ def quant_section(result: ModelResult, png: Any) -> str:
         lines.append(vol_targeting_sentence(books))
         title = f"volatility targeting at {books['target']:.0%}"
         plots.append(png(_equity_plot(series.strategies, books["costs_bp"], data, title)))
+    return _section(lines, plots)
+
+
+def _section(lines: list[str], plots: list[str]) -> str:
     text = "".join(f"<p>{html.escape(line)}</p>" for line in lines)
     return f"<h3>In a quant's terms</h3>{text}<div class='plots'>{''.join(plots)}</div>"
 
@@ -94,6 +101,42 @@ def vol_targeting_sentence(books: dict[str, Any]) -> str:
         f"Targeting {books['target']:.0%} volatility, root mean square distance of the realised volatility from the "
         f"target per symbol and year, after {cost} bp a side: {'; '.join(parts)}: {verdict}."
     )
+
+
+def regime_sentence(regimes: dict[str, Any]) -> str:
+    states = regimes["states"]
+    names = list(states)
+    parts = [
+        f"{name} {s['volatility']:.1%} over {s['days']} days" if s["days"] else f"{name} never served"
+        for name, s in states.items()
+    ]
+    compared, ordered = regimes["years_compared"], regimes["years_turbulent_above_calm"]
+    verdict = (
+        "in every compared year"
+        if regimes["turbulent_above_calm_every_year"]
+        else f"in {ordered} of {compared} compared years"
+    )
+    return (
+        f"Out of sample (each test year labelled by the refit trained before it, as served), realised volatility of "
+        f"the next day's return: {'; '.join(parts)}. The {names[-1]} regime's exceeds the {names[0]} one's {verdict} "
+        f"({regimes['years'] - compared} of {regimes['years']} years not compared: a regime served on fewer than "
+        f"{regimes['min_days_compared']} days)."
+    )
+
+
+def _regime_year_plot(regimes: dict[str, Any], data: str) -> plt.Figure:
+    figure, axis = plt.subplots(figsize=(6, 3.2))
+    years = [entry["year"] for entry in regimes["by_year"]]
+    names = list(regimes["states"])
+    width = 0.8 / len(names)
+    for i, name in enumerate(names):
+        values = [entry["states"][name].get("volatility", np.nan) for entry in regimes["by_year"]]
+        axis.bar(np.arange(len(years)) + (i - (len(names) - 1) / 2) * width, values, width, label=name)
+    axis.set_xticks(np.arange(len(years)), [str(y) for y in years], fontsize=7)
+    axis.set_ylabel("annualised volatility, next day")
+    axis.set_title(f"realised volatility by served regime, out of sample ({data})", fontsize=9)
+    axis.legend(fontsize=7)
+    return figure
 
 
 def _ic_plot(periods: pd.DataFrame, ic: dict[str, Any], data: str) -> plt.Figure:

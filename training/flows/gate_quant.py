@@ -1,12 +1,15 @@
 """The gate's rules on the quant figures of a card (``quant``, ``training/evaluation/quant.py``), and the ``Check``
 record every rule of the gate gives.
 
-Both rules are lists of model names, empty meaning off:
+Two rules are lists of model names, empty meaning off, one a switch:
 
 * ``ic_evidence_required``: the model's rank IC must show positive evidence (its 95 % HAC interval above zero).
 * ``vol_targeting_must_beat``: the volatility model's targeting book must track the target more closely (a smaller
   root mean square distance of the realised volatility, per symbol and year) than the books run on these baseline
   forecasts (``ewma``, ``garch``).
+* ``regime_order_required``: out of sample, the most turbulent regime served must be followed by more volatile days
+  than the calmest one in every test year in which both were served (``training/evaluation/regimes.py``), and in at
+  least one year.
 
 A card written before ``quant`` (version 4) fails a rule that applies to it: the gate cannot tell.
 """
@@ -20,6 +23,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 VOLATILITY_MODEL = "volatility_lightgbm"
+REGIME_MODEL = "regime_hmm"
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,7 @@ class QuantRules(BaseModel):
 
     ic_evidence_required: list[str] = Field(default_factory=list)
     vol_targeting_must_beat: list[str] = Field(default_factory=list)
+    regime_order_required: bool = False
 
 
 def quant_checks(name: str, quant: dict[str, Any] | None, rules: QuantRules) -> list[Check]:
@@ -46,6 +51,8 @@ def quant_checks(name: str, quant: dict[str, Any] | None, rules: QuantRules) -> 
         checks.append(check_ic_evidence(quant))
     if name == VOLATILITY_MODEL and rules.vol_targeting_must_beat:
         checks.append(check_vol_targeting(quant, rules.vol_targeting_must_beat))
+    if name == REGIME_MODEL and rules.regime_order_required:
+        checks.append(check_regime_order(quant))
     return checks
 
 
@@ -71,3 +78,19 @@ def check_vol_targeting(quant: dict[str, Any] | None, baselines: list[str]) -> C
     verdict = f"does not beat {', '.join(worse)}" if worse else "beats"
     detail = f"tracking error of the targeted volatility {rmse['model']:.4f} {verdict} ({compared})"
     return Check("vol_targeting", not worse, detail, rmse)
+
+
+def check_regime_order(quant: dict[str, Any] | None) -> Check:
+    if not quant or "by_year" not in quant:
+        return Check("regime_order", False, "the card has no out-of-sample regime outcomes (written before them)")
+    compared, ordered = quant["years_compared"], quant["years_turbulent_above_calm"]
+    values = {"years": float(quant["years"]), "compared": float(compared), "ordered": float(ordered)}
+    if not compared:
+        detail = f"no test year served both extreme regimes on {quant['min_days_compared']} days or more: cannot tell"
+        return Check("regime_order", False, detail, values)
+    passed = bool(quant["turbulent_above_calm_every_year"])
+    detail = (
+        f"the turbulent regime's next days were more volatile than the calm one's in {ordered} of {compared} "
+        f"compared test years (of {quant['years']})"
+    )
+    return Check("regime_order", passed, detail, values)

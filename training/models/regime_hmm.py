@@ -11,22 +11,23 @@ applies to the served agreement.
 The fit (observations, EM starts, selection, canonical order) is in ``training/models/regime_fit.py``; served labels,
 the agreement and label statistics in ``training/models/regime_labels.py``; this module evaluates, fits and saves.
 
-Measured on the embedded S&P 500 + NASDAQ data (1999-2018, default config: 7 yearly refits + the final one, each
-independent): the served regimes of consecutive refits agree on 0.985 of shared days on
-average, 0.952 at worst (2013 -> 2014: the whole state structure shifts down as calm years accumulate); Viterbi
-labels 0.987 / 0.951. Every EM start reaches the same optimum (served agreement between starts >= 0.9998) and
-another seed serves identical regimes. From 2010 only (``TrainingConfig.quick()``) the 3 states are less well
-identified and 2017's record calm moves them: served 0.846 / 0.775, Viterbi 0.856 / 0.786, so the 0.95 requirement
-is met on the full span, not on the quick sample. The volatility-tercile baseline (each day's band of log volatility
-between the training sample's terciles) agrees 0.964 / 0.943 (quick: 0.930 / 0.878) but switches ~13 times a year
-against the HMM's ~4.5.
+The number of states is chosen by that measure (``STATE_COUNT_RULE``): three when their refits agree on 0.95 of
+shared days, otherwise two. Measured (``benchmarks/bench_short_history.py``, served agreement mean / worst pair):
+the indices 1999-2018 keep 3 states (pooled 0.985 / 0.952, S&P 500 alone 0.995, NASDAQ alone 0.986); from 2012,
+the S&P 500 alone agrees 0.696 / 0.357 with 3 states (the third splits calm years differently as they accumulate)
+and 0.977 / 0.948 with 2, which it keeps; the quick sample (both from 2010) 0.846 with 3, 0.974 with 2. A sticky
+transition prior (up to 2,000 pseudo-counts) moved none of these by more than 0.01: the refits disagree on where
+the volatility boundary lies, not on how often it is crossed. Shorter still, 2 states fall short: the S&P 500 from
+2010 with two test years 0.917, the NASDAQ from 2014 0.942. The volatility-tercile baseline (each day's band of
+log volatility between the training sample's terciles) agrees 0.964 on the full span but switches ~13 times a year
+against the HMM's ~4.5. Out of sample (``training/evaluation/regimes.py``) the turbulent regime's next days were
+more volatile than the calm one's in every test year that served both.
 """
 
 from __future__ import annotations
 
 import itertools
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -38,6 +39,8 @@ from bentos.inputs import REGIME_CONTEXT_ROWS
 from bentos.regime_model import MODEL_FILE, OBSERVATIONS, ORDER_BY, RegimeModel, default_state_names
 from training.config import TrainingConfig
 from training.dataset import Panel
+from training.evaluation.quant import quant_figures
+from training.evaluation.regimes import LABEL_COLUMN, RETURN_COLUMN
 from training.evaluation.splits import yearly_test_periods
 from training.evaluation.walk_forward import Evaluation
 from training.models.execution import Execution
@@ -64,10 +67,16 @@ from training.models.regime_labels import (
     switches_per_year,
     worst_restart_agreement,
 )
+from training.models.regime_refits import Refit, describe_refit, served_out_of_sample
 from training.models.trainer import Fitted, Trainer
 
 __all__ = ["BASELINE", "RegimeData", "RegimeHMM", "fit_hmm"]
 
+#: How ``evaluate`` chooses the number of states (measured in the module docstring).
+STATE_COUNT_RULE = (
+    "the most states (from config.hmm_states down to 2) whose independent yearly refits serve the same regime on at "
+    "least {floor:.2f} of shared days on average; the most stable count when none does"
+)
 #: Offset of the seed of the reproducibility check in ``evaluate`` (a refit of the final model, other seeds).
 CHECK_SEED_OFFSET = 1000
 BASELINE = "volatility_terciles"
@@ -90,16 +99,6 @@ def _finite_or_nan(value: float) -> float:
 # ------------------------------------------------------------------------------------------------- trainer
 
 
-@dataclass
-class _Refit:
-    fold: int
-    cutoff: np.datetime64 | None
-    period: tuple[np.datetime64, np.datetime64]
-    sequences: Sequences
-    fit: HMMFit
-    thresholds: np.ndarray
-
-
 class RegimeHMM(Trainer):
     """Gaussian HMM regimes of (return, log volatility), pooled over symbols, judged by refit stability."""
 
@@ -116,19 +115,28 @@ class RegimeHMM(Trainer):
     )
 
     def __init__(
-        self, config: TrainingConfig, warm_start: RegimeModel | None = None, execution: Execution | None = None
+        self,
+        config: TrainingConfig,
+        warm_start: RegimeModel | None = None,
+        execution: Execution | None = None,
+        n_states: int | None = None,
     ):
-        """``warm_start``: a previous model (e.g. production's) that ``fit`` also starts EM from."""
+        """``warm_start``: a previous model (e.g. production's) that ``fit`` also starts EM from. ``n_states``: the
+        states of ``evaluate`` and ``fit`` (default ``config.hmm_states``); ``evaluate_and_fit`` chooses its own."""
         super().__init__(config, execution)
         self.warm_start = warm_start
+        self.n_states = n_states or config.hmm_states
+        self.choose_states = n_states is None and config.hmm_states > 2
 
     @property
     def state_names(self) -> tuple[str, ...]:
-        return default_state_names(self.config.hmm_states)
+        return default_state_names(self.n_states)
 
     def hyperparameters(self) -> dict[str, Any]:
         return {
-            "n_states": self.config.hmm_states,
+            "n_states": self.n_states,
+            "max_states": self.config.hmm_states,
+            "state_count_rule": STATE_COUNT_RULE.format(floor=self.config.hmm_min_agreement),
             "covariance_type": COVARIANCE_TYPE,
             "random_restarts": self.config.hmm_restarts,
             "max_iterations": self.config.hmm_iterations,
@@ -146,7 +154,7 @@ class RegimeHMM(Trainer):
     def _fit(self, sequences: Sequences, warm_start: RegimeModel | None, seed: int | None = None) -> HMMFit:
         return fit_hmm(
             sequences,
-            n_states=self.config.hmm_states,
+            n_states=self.n_states,
             restarts=self.config.hmm_restarts,
             n_iter=self.config.hmm_iterations,
             seed=self.config.seed if seed is None else seed,
@@ -158,16 +166,41 @@ class RegimeHMM(Trainer):
 
     def evaluate(self, panel: Panel) -> Evaluation:
         """Expanding yearly refits plus the final one, each independent; consecutive refits must serve the same regimes
-        on the days both saw."""
-        return self._evaluate(panel, with_final_fit=False)[0]
+        on the days both saw. Chooses the number of states (``STATE_COUNT_RULE``) unless it was given."""
+        return self._choose(panel, with_final_fit=False)[0]
 
     def evaluate_and_fit(self, panel: Panel) -> tuple[Evaluation, Fitted, float, float]:
-        """The refits, the seed check and the final fit as tasks at once; the seconds are the fits' own, summed."""
-        evaluation, final = self._evaluate(panel, with_final_fit=True)
+        """The refits, the seed check and the final fit as tasks at once; the seconds are the fits' own, summed (those
+        of a state count tried and not kept are left out)."""
+        evaluation, final = self._choose(panel, with_final_fit=True)
         assert final is not None
         fitted = self._fitted(panel, RegimeData.from_panel(panel).sequences(), final)
         refits = sum(float(f["fit_seconds"]) for f in evaluation.folds)
         return evaluation, fitted, refits + evaluation.extras["seed_check_seconds"], final.seconds
+
+    def _choose(self, panel: Panel, with_final_fit: bool) -> tuple[Evaluation, HMMFit | None]:
+        """The evaluation (and final fit) of the most states whose refits agree on the floor, or the best agreeing."""
+        counts = range(self.config.hmm_states, 1, -1) if self.choose_states else [self.n_states]
+        floor = self.config.hmm_min_agreement
+        tried: dict[int, tuple[Evaluation, HMMFit | None]] = {}
+        for n_states in counts:
+            self.n_states = n_states
+            tried[n_states] = self._evaluate(panel, with_final_fit)
+            if tried[n_states][0].metrics["label_agreement"] >= floor:
+                break
+        else:  # none agrees on the floor: the most stable (the most states on a tie)
+            self.n_states = max(tried, key=lambda n: np.nan_to_num(tried[n][0].metrics["label_agreement"], nan=-1.0))
+        evaluation, final = tried[self.n_states]
+        evaluation.metrics["n_states"] = float(self.n_states)
+        evaluation.extras["state_count"] = {
+            "rule": STATE_COUNT_RULE.format(floor=floor),
+            "chosen": self.n_states,
+            "tried": {
+                str(n): {k: e.metrics[k] for k in ("label_agreement", "label_agreement_min")}
+                for n, (e, _) in tried.items()
+            },
+        }
+        return evaluation, final
 
     def _evaluate(self, panel: Panel, with_final_fit: bool) -> tuple[Evaluation, HMMFit | None]:
         started = time.perf_counter()
@@ -176,7 +209,7 @@ class RegimeHMM(Trainer):
         cutoffs: list[np.datetime64 | None] = [start for start, _ in periods]
         cutoffs.append(None)
         trading_days = panel.spec.params.trading_days_per_year
-        n_states = self.config.hmm_states
+        n_states = self.n_states
         names = self.state_names
 
         every = [data.sequences(cutoff) for cutoff in cutoffs]
@@ -195,11 +228,11 @@ class RegimeHMM(Trainer):
         fits = self.execution.run(self.name, self._fit, jobs)
         final_fit = fits.pop("fit", None)
         check = fits.pop("seed-check")
-        refits: list[_Refit] = []
+        refits: list[Refit] = []
         for fold, (cutoff, sequences, fit) in enumerate(zip(cutoffs, every, fits.values(), strict=True)):
             thresholds = quantile_thresholds(sequences.observations[:, VOLATILITY], n_states)
             period = periods[fold] if fold < len(periods) else periods[-1]
-            refits.append(_Refit(fold if cutoff is not None else -1, cutoff, period, sequences, fit, thresholds))
+            refits.append(Refit(fold if cutoff is not None else -1, cutoff, period, sequences, fit, thresholds))
 
         final = refits[-1]
         everything = final.sequences
@@ -256,7 +289,7 @@ class RegimeHMM(Trainer):
             baseline[f"state_frequency_{name}"] = base_stats["frequency"][name]
             baseline[f"mean_spell_{name}"] = base_stats["mean_spell"][name]
 
-        folds = [self._describe_refit(refit, panel, pairs, restart_agreement[i]) for i, refit in enumerate(refits)]
+        folds = [describe_refit(r, panel, pairs, BASELINE, restart_agreement[i]) for i, r in enumerate(refits)]
         rows = everything.rows
         predictions = pd.DataFrame(
             {
@@ -270,6 +303,8 @@ class RegimeHMM(Trainer):
                 "log_return": everything.observations[:, RETURN],
                 f"baseline_{BASELINE}": baseline_labels,
                 **{f"p_{name}": probabilities[:, i] for i, name in enumerate(names)},
+                LABEL_COLUMN: served_out_of_sample(refits, served, panel, rows),
+                RETURN_COLUMN: panel.forward_log_returns(1)[rows],
             }
         )
         predictions = predictions.sort_values(["date", "symbol"], kind="stable").reset_index(drop=True)
@@ -301,43 +336,9 @@ class RegimeHMM(Trainer):
             folds=folds,
             predictions=predictions,
             extras=extras,
+            quant=quant_figures(self.task, predictions, self.horizon)[0],
         )
         return evaluation, final_fit
-
-    def _describe_refit(
-        self, refit: _Refit, panel: Panel, pairs: dict[str, list[float]], restart_agreement: float
-    ) -> dict[str, Any]:
-        """One refit for the card. The final refit reports the last test year: it is the first to train on it."""
-        index = len(pairs["served"]) if refit.cutoff is None else refit.fold
-        dates = panel.dates[refit.sequences.rows]
-        fit = refit.fit
-
-        def with_previous(kind: str) -> float:
-            return pairs[kind][index - 1] if index > 0 else nan
-
-        return {
-            "fold": refit.fold,
-            "role": "final" if refit.cutoff is None else "yearly",
-            "cutoff": str(refit.cutoff) if refit.cutoff is not None else "final",
-            "train_start": str(dates.min()),
-            "train_end": str(dates.max()),
-            "test_start": str(refit.period[0]),
-            "test_end": str(refit.period[1] - np.timedelta64(1, "D")),
-            "n_train": len(refit.sequences),
-            "agreement_with_previous": with_previous("served"),
-            "viterbi_agreement_with_previous": with_previous("viterbi"),
-            "baseline_agreement_with_previous": with_previous(BASELINE),
-            "log_likelihood": fit.log_likelihood,
-            "log_likelihood_per_obs": fit.log_likelihood / fit.n_observations,
-            "best_start": fit.best.start,
-            "iterations": fit.best.iterations,
-            "converged": fit.best.converged,
-            "candidates": len(fit.candidates),
-            "candidates_at_best": fit.candidates_at_best,
-            "restart_agreement_min": restart_agreement,
-            "state_log_volatility": fit.model.means[:, VOLATILITY].tolist(),
-            "fit_seconds": fit.seconds,
-        }
 
     # ------------------------------------------------------------------------------------------------ fit
 
