@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("features", "cluster", "data", "bentos", "deploy", "training", "scoring", "cli")
+PACKAGES = ("features", "cluster", "data", "bentos", "deploy", "training", "scoring", "monitoring", "cli")
 
 #: room -> the project rooms it may import (its own room always). The most specific room of a module wins.
 ALLOWED: dict[str, set[str]] = {
@@ -49,7 +49,8 @@ ALLOWED: dict[str, set[str]] = {
     },
     "scoring": {"cluster", "data", "features", "bentos"},
     "training.flows": {"cluster", "data", "features", "bentos", "deploy", "training"},
-    "cli": {"cluster", "data", "features", "bentos", "deploy", "training", "scoring"},
+    "monitoring": {"data", "features", "training"},
+    "cli": {"cluster", "data", "features", "bentos", "deploy", "training", "scoring", "monitoring"},
 }
 #: what features may import from outside the project: the contract is numpy and pandas, and its trading calendar.
 FEATURES_THIRD_PARTY = {"numpy", "pandas", "exchange_calendars"}
