@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from monitoring.drift import FLOOR, Reference, level, persistent, psi, reference, shares
+from monitoring.drift import FLOOR, level, persistent, psi
+from training.evaluation.drift_reference import Reference, reference, shares
 
 
 def test_psi_equals_the_hand_computed_value() -> None:

@@ -116,7 +116,7 @@ def test_every_card_of_the_quick_run_holds_the_spread_of_its_model(quick_run: Tr
     symbols = quick_run.snapshot.symbols
     for result in quick_run.results:
         card = result.card
-        assert card.card_version == 4 and card.synthetic is False
+        assert card.card_version == 5 and card.synthetic is False
         if result.evaluation.task in WITHOUT_SYMBOL_FIGURE:
             assert card.by_symbol is None and "by_symbol" not in card.to_metadata()
             continue

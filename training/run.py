@@ -40,6 +40,7 @@ from features.catalog import MODEL_NAMES, model_kind
 from training.config import TrainingConfig
 from training.dataset import Panel, build_panel
 from training.evaluation.audit import leakage_audit
+from training.evaluation.drift_reference import drift_references
 from training.evaluation.walk_forward import Evaluation
 from training.models.execution import IN_PROCESS, Execution
 from training.models.trainer import Fitted, Trainer
@@ -116,6 +117,13 @@ def train_one(name: str, panel: Panel, config: TrainingConfig, execution: Execut
         audit=leakage_audit(evaluation),
         training_seconds=evaluate_seconds + fit_seconds,
         horizon=trainer.horizon,
+        drift_reference=drift_references(
+            trainer.task,
+            panel.features,
+            panel.spec.names,
+            evaluation.predictions,
+            n_states=getattr(fitted.model, "n_states", None),
+        ),
     )
     labels = {"task": trainer.task, "stage": Stage.CANDIDATE, "snapshot": panel.snapshot.id}
     model = trainer.save(fitted, card.to_metadata(), labels)

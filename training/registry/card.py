@@ -18,9 +18,10 @@ from features import FeatureSpec
 #: 2: ``skill`` (whether the model beat its baseline on the walk-forward test) on every card of a model with one.
 #: 3: ``by_symbol`` (the spread of the walk-forward metric across symbols) and ``synthetic`` (the snapshot's source).
 #: 4: ``quant`` (IC with its interval, quantile returns, backtests after costs, calibration, volatility targeting).
+#: 5: ``drift_reference`` (bins of every feature and of the predictions, the monitor's PSI reference).
 #: Cards of versions 1 and 2 still read: without ``by_symbol``, and ``synthetic`` False (no synthetic source then);
-#: cards before version 4 without ``quant``.
-CARD_VERSION = 4
+#: cards before version 4 without ``quant``, before version 5 without ``drift_reference``.
+CARD_VERSION = 5
 #: Tasks whose model has no baseline to show skill over (``training/evaluation/skill.py``): no ``skill`` on the card.
 TASKS_WITHOUT_SKILL = frozenset({"regime_detection"})
 #: Tasks without a per-symbol figure (``training/evaluation/symbols.py``): no ``by_symbol`` on the card.
@@ -140,6 +141,11 @@ class ModelCard(BaseModel):
     quant: dict[str, Any] | None = Field(
         None, description="The walk-forward test in a quant's terms (training/evaluation/quant.py); None before v4"
     )
+    drift_reference: dict[str, Any] | None = Field(
+        None,
+        description="Bins of every feature and of the predictions at training, the monitor's PSI reference "
+        "(training/evaluation/drift_reference.py); None before v5",
+    )
 
     @field_validator("skill")
     @classmethod
@@ -237,6 +243,7 @@ def build_card(
     audit: dict[str, Any],
     training_seconds: float,
     horizon: int,
+    drift_reference: dict[str, Any] | None = None,
 ) -> ModelCard:
     """Assemble the card of a trained model from its trainer, evaluation and fit (its skill from ``trainer.skill``).
 
@@ -281,4 +288,5 @@ def build_card(
         synthetic=snapshot.source == SYNTHETIC_SOURCE,
         by_symbol=evaluation.by_symbol(getattr(trainer, "score_all", None), snapshot.symbols),
         quant=evaluation.quant,
+        drift_reference=drift_reference,
     )
