@@ -49,7 +49,7 @@ ALLOWED: dict[str, set[str]] = {
     },
     "scoring": {"cluster", "data", "features", "bentos"},
     "training.flows": {"cluster", "data", "features", "bentos", "deploy", "training"},
-    "monitoring": {"data", "features", "training"},
+    "monitoring": {"bentos", "data", "features", "training"},
     "cli": {"cluster", "data", "features", "bentos", "deploy", "training", "scoring", "monitoring"},
 }
 #: what features may import from outside the project: the contract is numpy and pandas, and its trading calendar.

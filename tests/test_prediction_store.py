@@ -1,0 +1,103 @@
+"""The prediction store on SQLite: what BentoML's monitor wrote is stored once, however often and however abruptly
+ingestion runs (issue 16)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bentos import recording
+from monitoring.store import PredictionStore, progress
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def log_dir(tmp_path: Path) -> Iterator[Path]:
+    """A monitor log path of this test: BentoML's default monitor, pointed at a temporary folder."""
+    from bentoml._internal.monitoring import api
+    from bentoml._internal.monitoring.default import DefaultMonitor
+
+    # what bentoml.monitor caches for the name on first use, here with this test's path
+    api._MONITOR_INSTANCES[recording.MONITOR] = DefaultMonitor(recording.MONITOR, log_path=str(tmp_path / "logs"))
+    yield tmp_path / "logs"
+    api._MONITOR_INSTANCES.pop(recording.MONITOR, None)
+
+
+def answers(n: int, method: str = "predict_direction") -> list[dict[str, object]]:
+    return [
+        recording.row(method, "direction_lightgbm", "v1", f"2018-01-{1 + i % 28:02d}", 1, i / n, symbol="^GSPC",
+                      label="up", features=[float(i), 0.5])
+        for i in range(n)
+    ]  # fmt: skip
+
+
+def data_file(log_dir: Path) -> Path:
+    return log_dir / recording.MONITOR / "data" / "data.0.log"
+
+
+def test_recorded_answers_are_stored_once_however_often_ingested(log_dir: Path, tmp_path: Path) -> None:
+    recording.write(answers(3))
+    recording.write(answers(2, "predict_all"))
+    store = PredictionStore(f"sqlite:///{tmp_path / 'store.sqlite'}")
+    first = store.ingest(log_dir)
+    assert (first.files, first.lines, first.new, first.already_stored, first.unreadable) == (1, 5, 5, 0, [])
+    again = store.ingest(log_dir)
+    assert (again.lines, again.new) == (0, 0)  # nothing past what was read
+    with store.engine.begin() as connection:  # forget the progress: every line is read again, none stored twice
+        connection.execute(progress.delete())
+    reread = store.ingest(log_dir)
+    assert (reread.lines, reread.new, reread.already_stored) == (5, 0, 5)
+    rows = sorted(store.rows(method="predict_direction"), key=lambda r: r["prediction"])
+    assert len(rows) == 3 and store.count() == 5
+    assert rows[0]["symbol"] == "^GSPC" and rows[0]["model"] == "direction_lightgbm" and rows[0]["version"] == "v1"
+    assert json.loads(rows[1]["features"]) == [1.0, 0.5] and rows[1]["prediction"] == pytest.approx(1 / 3)
+    assert all(r["request_id"] and r["recorded_at"] for r in rows)
+    recording.write(answers(1, "predict_volatility"))  # a later answer: only it is new
+    assert store.ingest(log_dir).new == 1 and store.count() == 6
+
+
+def test_a_line_cut_short_by_a_crash_waits_and_the_next_record_is_recovered(log_dir: Path, tmp_path: Path) -> None:
+    recording.write(answers(2))
+    path = data_file(log_dir)
+    whole = path.read_text().splitlines()[-1]
+    with path.open("a") as handle:
+        handle.write(whole[: len(whole) // 2])  # the crash: half a line, no newline
+    store = PredictionStore(f"sqlite:///{tmp_path / 'store.sqlite'}")
+    report = store.ingest(log_dir)
+    assert (report.lines, report.new) == (2, 2)  # the half line is not a record yet
+    with path.open("a") as handle:  # the restarted server appends its next record right after it
+        handle.write(whole.replace('"version": "v1"', '"version": "v2"') + "\n")
+        handle.write("not json at all\n")
+    report = store.ingest(log_dir)
+    assert report.new == 1 and store.rows(version="v2")
+    assert len(report.unreadable) == 1 and "not JSON" in report.unreadable[0]
+
+
+def test_ingestion_killed_midway_loses_and_repeats_nothing(log_dir: Path, tmp_path: Path) -> None:
+    path = data_file(log_dir)
+    recording.write(answers(1))  # the monitor's own line, then many more in its format
+    template = json.loads(path.read_text().splitlines()[0])
+    with path.open("a") as handle:
+        for i in range(60_000):
+            handle.write(json.dumps(template | {"request_id": f"r{i}", "prediction": i}) + "\n")
+    url = f"sqlite:///{tmp_path / 'store.sqlite'}"
+    store = PredictionStore(url)
+    code = f"import pathlib, monitoring.store as m; m.PredictionStore({url!r}).ingest(pathlib.Path({str(log_dir)!r}))"
+    job = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
+    deadline = time.monotonic() + 60
+    while store.count() == 0 and time.monotonic() < deadline:  # the first chunk is committed
+        time.sleep(0.01)
+    job.send_signal(signal.SIGKILL)
+    job.wait()
+    stored = store.count()
+    assert 0 < stored < 60_001, f"killed after {stored} rows: the test needs a kill midway"
+    report = store.ingest(log_dir)
+    assert store.count() == 60_001 and report.new == 60_001 - stored
