@@ -1,5 +1,5 @@
-"""The prediction store on SQLite: what BentoML's monitor wrote is stored once, however often and however abruptly
-ingestion runs (issue 16)."""
+"""The prediction store on SQLite and on a real PostgreSQL server: what BentoML's monitor wrote is stored once, however
+often and however abruptly ingestion runs (issue 16)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,36 @@ from pathlib import Path
 import pytest
 
 from bentos import recording
-from monitoring.store import PredictionStore, progress
+from monitoring.store import PredictionStore, metadata, progress
+from tests import postgres_server
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[postgres_server.Server | str]:
+    """A real PostgreSQL server for this module's tests, or why there is none."""
+    server = postgres_server.start()
+    yield server
+    if not isinstance(server, str):
+        server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty store's database: an SQLite file, or the PostgreSQL server's database emptied."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store.sqlite'}"
+        return
+    server = request.getfixturevalue("postgres")
+    if isinstance(server, str):
+        pytest.skip(f"no PostgreSQL server: {server}")
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(server.url)
+    metadata.drop_all(engine)
+    engine.dispose()
+    yield server.url
 
 
 @pytest.fixture
@@ -43,10 +70,10 @@ def data_file(log_dir: Path) -> Path:
     return log_dir / recording.MONITOR / "data" / "data.0.log"
 
 
-def test_recorded_answers_are_stored_once_however_often_ingested(log_dir: Path, tmp_path: Path) -> None:
+def test_recorded_answers_are_stored_once_however_often_ingested(log_dir: Path, url: str) -> None:
     recording.write(answers(3))
     recording.write(answers(2, "predict_all"))
-    store = PredictionStore(f"sqlite:///{tmp_path / 'store.sqlite'}")
+    store = PredictionStore(url)
     first = store.ingest(log_dir)
     assert (first.files, first.lines, first.new, first.already_stored, first.unreadable) == (1, 5, 5, 0, [])
     again = store.ingest(log_dir)
@@ -64,13 +91,13 @@ def test_recorded_answers_are_stored_once_however_often_ingested(log_dir: Path, 
     assert store.ingest(log_dir).new == 1 and store.count() == 6
 
 
-def test_a_line_cut_short_by_a_crash_waits_and_the_next_record_is_recovered(log_dir: Path, tmp_path: Path) -> None:
+def test_a_line_cut_short_by_a_crash_waits_and_the_next_record_is_recovered(log_dir: Path, url: str) -> None:
     recording.write(answers(2))
     path = data_file(log_dir)
     whole = path.read_text().splitlines()[-1]
     with path.open("a") as handle:
         handle.write(whole[: len(whole) // 2])  # the crash: half a line, no newline
-    store = PredictionStore(f"sqlite:///{tmp_path / 'store.sqlite'}")
+    store = PredictionStore(url)
     report = store.ingest(log_dir)
     assert (report.lines, report.new) == (2, 2)  # the half line is not a record yet
     with path.open("a") as handle:  # the restarted server appends its next record right after it
@@ -81,14 +108,13 @@ def test_a_line_cut_short_by_a_crash_waits_and_the_next_record_is_recovered(log_
     assert len(report.unreadable) == 1 and "not JSON" in report.unreadable[0]
 
 
-def test_ingestion_killed_midway_loses_and_repeats_nothing(log_dir: Path, tmp_path: Path) -> None:
+def test_ingestion_killed_midway_loses_and_repeats_nothing(log_dir: Path, url: str) -> None:
     path = data_file(log_dir)
     recording.write(answers(1))  # the monitor's own line, then many more in its format
     template = json.loads(path.read_text().splitlines()[0])
     with path.open("a") as handle:
         for i in range(60_000):
             handle.write(json.dumps(template | {"request_id": f"r{i}", "prediction": i}) + "\n")
-    url = f"sqlite:///{tmp_path / 'store.sqlite'}"
     store = PredictionStore(url)
     code = f"import pathlib, monitoring.store as m; m.PredictionStore({url!r}).ingest(pathlib.Path({str(log_dir)!r}))"
     job = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
