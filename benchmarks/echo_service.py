@@ -45,7 +45,7 @@ class Echo:
     """A constant ``DirectionPrediction`` for a parsed ``BarWindow``."""
 
     def __init__(self) -> None:
-        if cpus := os.environ.get("MLOPS_WORKER_CPUS"):  # as MarketModels does (see bentos.service.pin_worker)
+        if cpus := os.environ.get("MLOPS_WORKER_CPUS"):  # as MarketModels does (see bentos.worker.pin_worker)
             chosen = {int(c) for c in cpus.split(",")}
             for thread in os.listdir("/proc/self/task"):
                 os.sched_setaffinity(int(thread), chosen)

@@ -17,6 +17,7 @@ send the same rows elsewhere (``monitoring.type: otlp`` or a class of one's own,
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 MONITOR = "predictions"
@@ -66,12 +67,61 @@ def row(
     }
 
 
-def write(rows: Sequence[dict[str, Any]]) -> None:
-    """Record ``rows`` through ``bentoml.monitor`` (one monitor record, one JSON line a row)."""
+def answer_rows(
+    method: str, answer: Any, features: Sequence[float] = (), symbol: str | None = None
+) -> list[dict[str, Any]]:
+    """The recorded rows of one answer of the service (``bentos/schemas.py``): one per model answer, one per
+    forecast date of a price forecast."""
+    from bentos import schemas
+
+    if isinstance(answer, schemas.AllPredictions):
+        parts = (
+            answer.return_lightgbm,
+            answer.return_random_forest,
+            answer.direction,
+            answer.volatility,
+            answer.regime,
+        )
+        return [r for part in parts for r in answer_rows(method, part, features, symbol)]
+    if isinstance(answer, schemas.PriceForecast):
+        ref = answer.model
+        return [
+            row(method, ref.name, ref.version, answer.anchor_date, h, point.price, symbol=answer.symbol,
+                label=repr(answer.anchor_close), target_date=point.date)
+            for h, point in enumerate(answer.forecast, start=1)
+        ]  # fmt: skip
+    ref, label = answer.model, ""
+    if isinstance(answer, schemas.ReturnPrediction):
+        value = answer.expected_log_return
+    elif isinstance(answer, schemas.DirectionPrediction):
+        value, label = answer.probability_up, answer.direction
+    elif isinstance(answer, schemas.VolatilityPrediction):
+        value = answer.annualized_volatility
+    elif isinstance(answer, schemas.RegimePrediction):
+        value, label = list(answer.probabilities).index(answer.regime), answer.regime
+        return [
+            row(method, ref.name, ref.version, answer.as_of, 0, value, symbol=symbol, label=label, features=features)
+        ]
+    else:
+        raise TypeError(f"no recorded form for {type(answer).__name__}")
+    horizon = answer.horizon_days
+    return [
+        row(method, ref.name, ref.version, answer.as_of, horizon, value, symbol=symbol, label=label, features=features)
+    ]
+
+
+def write(rows: Sequence[dict[str, Any]], log_path: Path | None = None) -> None:
+    """Record ``rows`` through ``bentoml.monitor`` (one monitor record, one JSON line a row) under ``log_path``.
+
+    The path is given here, not only in the service's ``monitoring`` configuration, which BentoML applies to a
+    served worker but not to the class used in process (tests, ``mlops batch``): there the default would be
+    ``./monitoring`` of whatever the working directory is. The first call of a process fixes the monitor's path.
+    """
     if not rows:  # never an empty record: BentoML 1.4 then leaves the record open and the next one fails an assert
         return
     import bentoml
 
-    with bentoml.monitor(MONITOR) as monitor:
+    options = {"log_path": str(log_path)} if log_path is not None else None
+    with bentoml.monitor(MONITOR, monitor_options=options) as monitor:
         for name, role, kind in COLUMNS:
             monitor.log_batch([r[name] for r in rows], name, role, kind)

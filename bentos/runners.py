@@ -6,6 +6,7 @@ Runners know nothing of HTTP. Tabular runners take feature rows computed by the 
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 
@@ -241,3 +242,14 @@ def load_runner(name: str, model: bentoml.Model) -> Runner:
         raise
     except Exception as error:
         raise ModelMismatchError(f"cannot load {model.tag} ({name}): {type(error).__name__}: {error}") from error
+
+
+def jsonable(value: Any) -> Any:
+    """A card's metadata as JSON can carry it: NaN and infinities become null."""
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

@@ -203,6 +203,12 @@ class AllPredictions(BaseModel):
     regime: RegimePrediction
 
 
+#: The optional symbol a client names its window with: recorded with the answer, so the live loop can score it.
+Symbol = Annotated[
+    str | None, Field(max_length=32, description="The window's symbol (recorded for the live scorecard).")
+]
+
+
 class ModelCardOut(BaseModel):
     name: str
     version: str

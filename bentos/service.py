@@ -18,7 +18,6 @@ from __future__ import annotations
 import faulthandler
 import functools
 import gc
-import math
 import os
 
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
@@ -45,6 +44,7 @@ from bentos.schemas import (
     PriceForecast,
     RegimePrediction,
     ReturnPrediction,
+    Symbol,
     UnknownSymbol,
     VolatilityPrediction,
     Window,
@@ -78,27 +78,6 @@ _check_stored(PRODUCTION)
 #: the one-window methods whose features are coalesced, and the count of their requests on the way in
 COALESCED_ROUTES = ("/predict_return", "/predict_direction", "/predict_volatility")
 ARRIVALS = Arrivals()
-
-
-def pin_worker(cpus: str) -> set[int]:
-    """Pin every thread of this process to ``cpus`` (``"1"``, ``"0,2"``, ``"2-3"``); return the CPU set.
-
-    A worker runs Python on one core at a time (the GIL), but the event loop's thread parses each request and
-    BentoML's worker thread runs the sync methods on it: on different cores, every hand-off moves the request's
-    objects between caches. Pinned to one core, ``predict_direction`` answered 15-30 % more requests a second on a
-    2-core machine (``benchmarks/bench_service.py``). Opt in with ``MLOPS_WORKER_CPUS`` where the worker has cores
-    of its own (e.g. Kubernetes' static CPU manager); unpinned, the OS may move it off a busy core.
-    """
-    chosen: set[int] = set()
-    for part in cpus.split(","):
-        first, _, last = part.strip().partition("-")
-        chosen.update(range(int(first), int(last or first) + 1))
-    allowed = os.sched_getaffinity(0)
-    if not chosen or not chosen <= allowed:
-        raise ValueError(f"MLOPS_WORKER_CPUS={cpus!r}: this process may run on CPUs {sorted(allowed)} only")
-    for thread in os.listdir("/proc/self/task"):  # threads started later inherit it
-        os.sched_setaffinity(int(thread), chosen)
-    return chosen
 
 
 # the request path: bentos.inputs (numpy, pandas, features) is loaded by MarketModels.__init__, so each of these
@@ -172,6 +151,8 @@ def _as_of(bars: Bars) -> str:
     workers=1,
     traffic={"timeout": 60},
     logging={"access": {"enabled": False}},
+    # every answer recorded as JSON lines (bentos/recording.py), what monitoring/store.py ingests
+    monitoring={"enabled": SETTINGS.record_answers, "options": {"log_path": str(SETTINGS.monitor_logs)}},
 )
 class MarketModels:
     """Return, direction, volatility, regime and price models for daily OHLCV bars."""
@@ -186,6 +167,8 @@ class MarketModels:
     def __init__(self) -> None:
         faulthandler.enable()  # a native crash while loading a model still prints where it was (and which model)
         if cpus := os.environ.get("MLOPS_WORKER_CPUS"):
+            from bentos.worker import pin_worker
+
             pin_worker(cpus)
         client_errors.install()  # a 4xx is one warning line in the log, not an error with a traceback
         import bentos.inputs  # noqa: F401 - loads numpy, pandas and the feature pipeline for the request path
@@ -232,6 +215,15 @@ class MarketModels:
     def _ref(self, runner: Runner) -> ModelRef:
         return self.refs[id(runner)]
 
+    @staticmethod
+    def _record(method: str, answer: Any, features: np.ndarray | None = None, symbol: str | None = None) -> Any:
+        """Record ``answer`` (with the last feature row it was computed from) and return it."""
+        if SETTINGS.record_answers:
+            from bentos.recording import answer_rows, write
+
+            write(answer_rows(method, answer, () if features is None else features[-1], symbol), SETTINGS.monitor_logs)
+        return answer
+
     # answers for one window, shared by the single, all and batch methods -----------------------------
     def _return(self, bars: Bars, features: np.ndarray, model: str) -> ReturnPrediction:
         runner = self.returns[model]
@@ -270,8 +262,7 @@ class MarketModels:
             model=self._ref(runner),
         )
 
-    def _all(self, bars: Bars) -> AllPredictions:
-        rows = _regime_features(bars)  # computed once: the last row feeds every tabular model
+    def _all(self, bars: Bars, rows: np.ndarray) -> AllPredictions:  # rows: the window's, computed once
         latest = rows[-1:]
         return AllPredictions(
             as_of=_as_of(bars),
@@ -289,29 +280,30 @@ class MarketModels:
     # batches) stay plain functions, which BentoML runs in its thread pool, off the loop.
     @bentoml.api
     async def predict_return(
-        self, bars: Window, model: Literal["lightgbm", "random_forest"] = "lightgbm"
+        self, bars: Window, model: Literal["lightgbm", "random_forest"] = "lightgbm", symbol: Symbol = None
     ) -> ReturnPrediction:
         """Forward log return over the model's horizon (5 trading days by default) after the last bar."""
         window, features = await self._latest_row(bars)
-        return self._return(window, features, model)
+        return self._record("predict_return", self._return(window, features, model), features, symbol)
 
     @bentoml.api
-    async def predict_direction(self, bars: Window) -> DirectionPrediction:
+    async def predict_direction(self, bars: Window, symbol: Symbol = None) -> DirectionPrediction:
         """Calibrated probability that the next close is above the last one."""
         window, features = await self._latest_row(bars)
-        return self._direction(window, features)
+        return self._record("predict_direction", self._direction(window, features), features, symbol)
 
     @bentoml.api
-    async def predict_volatility(self, bars: Window) -> VolatilityPrediction:
+    async def predict_volatility(self, bars: Window, symbol: Symbol = None) -> VolatilityPrediction:
         """Annualised realized volatility expected over the model's horizon."""
         window, features = await self._latest_row(bars)
-        return self._volatility(window, features)
+        return self._record("predict_volatility", self._volatility(window, features), features, symbol)
 
     @bentoml.api
-    def detect_regime(self, bars: Window) -> RegimePrediction:
+    def detect_regime(self, bars: Window, symbol: Symbol = None) -> RegimePrediction:
         """Market regime (calm / normal / turbulent) at the last bar, filtered over the window."""
         window = _window(bars)
-        return self._regime(window, _regime_features(window))
+        rows = _regime_features(window)
+        return self._record("detect_regime", self._regime(window, rows), rows, symbol)
 
     @bentoml.api
     def forecast_price(
@@ -339,7 +331,7 @@ class MarketModels:
             raise UnknownSymbol(str(error)) from None
         frame = frame[frame["horizon"] > 0]  # row 0 is the anchor itself
         anchor = self.price.models.anchor(symbol, recent)
-        return PriceForecast(
+        answer = PriceForecast(
             symbol=symbol,
             anchor_date=str(pd.Timestamp(anchor.date).date()),
             anchor_close=float(anchor.close),
@@ -350,33 +342,49 @@ class MarketModels:
             ],
             model=self._ref(self.price),
         )
+        return self._record("forecast_price", answer)
 
     @bentoml.api
-    def predict_all(self, bars: Window) -> AllPredictions:
+    def predict_all(self, bars: Window, symbol: Symbol = None) -> AllPredictions:
         """Every model's answer for one window, features computed once."""
-        return self._all(_window(bars))
+        window = _window(bars)
+        rows = _regime_features(window)
+        return self._record("predict_all", self._all(window, rows), rows, symbol)
 
     @bentoml.api
-    def predict_all_batch(self, windows: list[Window]) -> list[AllPredictions]:
-        """``predict_all`` for many windows (e.g. many symbols) in one call."""
+    def predict_all_batch(self, windows: list[Window], symbols: list[str | None] | None = None) -> list[AllPredictions]:
+        """``predict_all`` for many windows (e.g. many symbols) in one call; ``symbols`` names each window's."""
         if len(windows) > SETTINGS.max_windows:
             message = f"{len(windows)} given, at most {SETTINGS.max_windows} per call"
             errors = [client_errors.item(("windows",), "too_many_windows", message)]
             raise PayloadTooLarge(f"windows: {message}", errors)
+        if symbols is not None and len(symbols) != len(windows):
+            message = f"{len(symbols)} symbols for {len(windows)} windows: give one per window (null where unknown)"
+            raise BadInput(f"symbols: {message}", [client_errors.item(("symbols",), "one_per_window", message)])
         parsed = [_window(w, f"windows[{i}]", ("windows", i)) for i, w in enumerate(windows)]
-        answers = []
+        answers, recorded = [], []
         for i, bars in enumerate(parsed):
             try:
-                answers.append(self._all(bars))
+                rows = _regime_features(bars)
+                answers.append(self._all(bars, rows))
             except ClientError as error:  # the window the models cannot use, named
                 raise error.located(f"windows[{i}]", ("windows", i)) from None
+            recorded.append((answers[-1], rows[-1], symbols[i] if symbols else None))
+        if SETTINGS.record_answers:  # only what is answered, in one record
+            from bentos.recording import answer_rows, write
+
+            write(
+                [r for answer, row, symbol in recorded for r in answer_rows("predict_all_batch", answer, row, symbol)]
+            )
         return answers
 
     @bentoml.api
     def models(self) -> list[ModelCardOut]:
         """The model cards of the versions this service serves."""
+        from bentos.runners import jsonable
+
         return [
-            ModelCardOut(name=r.identity.name, version=r.identity.version, card=_jsonable(r.card))
+            ModelCardOut(name=r.identity.name, version=r.identity.version, card=jsonable(r.card))
             for r in self.all_runners
         ]
 
@@ -385,16 +393,6 @@ _service = cast(Any, MarketModels)  # a bentoml Service object, typed as the cla
 guard_http(_service, SETTINGS)  # every 4xx a problem-details body, API keys (when configured), body limit, no forms
 _service.add_asgi_middleware(CorrectedDocs)  # /docs.json as the service really is (bentos/schemas.py)
 _service.add_asgi_middleware(ArrivalsMiddleware, paths=COALESCED_ROUTES, arrivals=ARRIVALS)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 __all__ = ["BadInput", "MarketModels"]

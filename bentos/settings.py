@@ -34,6 +34,13 @@ class ServiceSettings(BaseSettings):
     api_keys_file: Path | None = Field(
         None, description="A file of API keys, one a line ('#' comments), e.g. a mounted Kubernetes secret."
     )
+    record_answers: bool = Field(
+        True, description="Record every answer through bentoml.monitor (bentos/recording.py) for the live loop."
+    )
+    home: Path = Field(PACKAGE_DIR.parent, description="Root of the project's generated files (MLOPS_HOME).")
+    monitor_log_path: Path | None = Field(
+        None, description="Folder of the recorded answers' JSON lines; defaults to <MLOPS_HOME>/data/monitoring/logs."
+    )
 
     @field_validator("production_file", mode="before")
     @classmethod
@@ -53,6 +60,10 @@ class ServiceSettings(BaseSettings):
                 raise ValueError(f"MLOPS_API_KEYS_FILE={self.api_keys_file} holds no key")
             keys += from_file
         return [k for k in keys if k]
+
+    @property
+    def monitor_logs(self) -> Path:
+        return self.monitor_log_path or self.home / "data" / "monitoring" / "logs"
 
     @property
     def authentication(self) -> bool:

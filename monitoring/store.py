@@ -1,6 +1,6 @@
 """The prediction store: the service's recorded answers (``bentos/recording.py``) in a database, each stored once.
 
-By default an SQLite file under ``MLOPS_HOME`` (``monitoring/predictions.sqlite``): it is in Python's standard
+By default an SQLite file under ``MLOPS_HOME`` (``data/monitoring/predictions.sqlite``): it is in Python's standard
 library and SQLAlchemy's, takes one writer with transactions (what a daily ingestion job needs) and any number of
 readers; DuckDB would add a dependency for analytics over volumes this store does not hold (a row per answer).
 ``MLOPS_MONITOR_DATABASE_URL`` names another database, e.g. ``postgresql+psycopg://user:pass@host/db``; the
@@ -68,7 +68,7 @@ def default_url(settings: DataSettings | None = None) -> str:
     """``MLOPS_MONITOR_DATABASE_URL``, or the SQLite file under ``MLOPS_HOME``."""
     if url := os.environ.get(DATABASE_URL_VARIABLE):
         return url
-    path = (settings or DataSettings()).home / "monitoring" / "predictions.sqlite"
+    path = (settings or DataSettings()).home / "data" / "monitoring" / "predictions.sqlite"
     path.parent.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{path}"
 

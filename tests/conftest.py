@@ -11,6 +11,8 @@ from pathlib import Path
 # registry root or model versions.
 SESSION_BENTOML_HOME = os.environ["BENTOML_HOME"] = tempfile.mkdtemp(prefix="mlops-test-bentoml-")
 os.environ["BENTOML_DO_NOT_TRACK"] = "true"
+# the answers services record in the tests (bentos/recording.py) go here, not under the checkout
+os.environ.setdefault("MLOPS_MONITOR_LOG_PATH", tempfile.mkdtemp(prefix="mlops-test-monitor-"))
 
 import numpy as np
 import pandas as pd

@@ -48,6 +48,18 @@ def test_every_method_answers_over_http(source_url: str) -> None:
         assert {card["name"] for card in client.models()} >= {"regime_hmm", "price_prophet"}
 
 
+def test_a_served_answer_is_recorded_by_the_worker(source_url: str) -> None:
+    """``bentoml serve`` applies the service's monitoring configuration: the worker writes the JSON lines the
+    prediction store ingests, to MLOPS_MONITOR_LOG_PATH (the tests' folder)."""
+    from tests.test_recording import recorded
+
+    with bentoml.SyncHTTPClient(source_url) as client:
+        answer = client.predict_volatility(bars=example_window(), symbol="SERVED-REC")
+    [row] = recorded(symbol="SERVED-REC")
+    assert row["model"] == "volatility_lightgbm" and row["prediction"] == answer["annualized_volatility"]
+    assert row["request_id"] not in ("", "None")  # a served request's id
+
+
 def test_health_metrics_and_docs_stay_on(source_url: str) -> None:
     for path in ("/readyz", "/livez", "/metrics", "/", "/docs.json"):  # "/" is the Swagger UI
         assert status(source_url + path) == 200, path
