@@ -5,7 +5,8 @@ response schemas, no model. Both run under a real ``bentoml serve`` with one wor
 
 Targets, for a 300-bar window of the S&P 500: ``predict_direction`` reaches at least 80 % of the echo's
 throughput under wrk load and its sequential p50 stays within 1.5x the echo's; the service is ready (process
-launch to ``/readyz`` 200) in under 10 s. ``predict_all`` and ``forecast_price`` are reported alongside.
+launch to ``/readyz`` 200) in under 10 s; recording every answer (``bentos/recording.py``) keeps at least 90 % of
+``predict_direction``'s throughput without it. ``predict_all`` and ``forecast_price`` are reported alongside.
 
 Run: ``.venv/bin/python benchmarks/bench_service.py`` (needs ``wrk``: ``apt-get install -y wrk``). It trains
 quick models into a temporary BentoML store, never the user's. ``MLOPS_BENCH_HOME=/some/dir`` keeps that
@@ -61,6 +62,9 @@ from benchmarks._report import Figure, write_results  # noqa: E402
 WINDOW_BARS = 300
 COLD_STARTS = 3
 ROUNDS = int(os.environ.get("MLOPS_BENCH_ROUNDS", "5"))
+#: predict_direction's throughput while recording every answer, at least this share of its throughput without
+RECORDING_TARGET = 0.9
+NOT_RECORDING = "predict_direction, not recording"
 COLD_START_TARGET_S = 10.0
 THROUGHPUT_TARGET = 0.80
 LATENCY_TARGET = 1.5
@@ -195,6 +199,8 @@ def main() -> None:
     pinned = (
         {"echo pinned": Server(echo.target, env=pin), "models pinned": Server(models.target, env=pin)} if pin else {}
     )
+    # the service again with nothing recorded (bentos/recording.py): what recording every answer costs
+    pinned["models not recording"] = Server(models.target, env={"MLOPS_RECORD_ANSWERS": "false"})
     cold: dict[str, list[float]] = {key: [] for key in servers}
     load_before = os.getloadavg()
     try:
@@ -211,6 +217,7 @@ def main() -> None:
         endpoints = [
             Endpoint("echo", echo, "/echo", bars_body),
             Endpoint("predict_direction", models, "/predict_direction", bars_body),
+            Endpoint(NOT_RECORDING, pinned["models not recording"], "/predict_direction", bars_body),
         ]
         if baseline_ref:
             endpoints.append(
@@ -221,7 +228,7 @@ def main() -> None:
             Endpoint("predict_all", models, "/predict_all", bars_body, floor="echo_sync"),
             Endpoint("forecast_price", models, "/forecast_price", forecast_body, floor="echo_sync"),
         ]
-        if pinned:
+        if pin:
             endpoints += [
                 Endpoint("echo, pinned", pinned["echo pinned"], "/echo", bars_body),
                 Endpoint(
@@ -303,9 +310,22 @@ def main() -> None:
                 share,
                 "%",
                 f">= {THROUGHPUT_TARGET:.0%}" if e.label.startswith("predict_direction") else "-",
-                "throughput_share" if e.label == "predict_direction" else None,
+                {"predict_direction": "throughput_share", NOT_RECORDING: "throughput_share_not_recording"}.get(e.label),
             )
         )
+    recorded = round(
+        100 * statistics.median(x / f for x, f in zip(rates["predict_direction"], rates[NOT_RECORDING], strict=True))
+    )
+    figures.append(
+        Figure(
+            "throughput, predict_direction recording every answer / not recording (median of per-round ratios)",
+            f"{recorded}%",
+            recorded,
+            "%",
+            f">= {RECORDING_TARGET:.0%}",
+            "recording_share",
+        )
+    )
     passes, windows_per_pass = feature_passes
     figures += [
         Figure("feature computations of the one-window methods (all rounds)", f"{passes:.0f}", round(passes)),
@@ -337,6 +357,8 @@ def main() -> None:
             if pin
             else ""
         )
+        + f"`{NOT_RECORDING}`: the service with `MLOPS_RECORD_ANSWERS=false`; every other server records each answer "
+        "(bentoml.monitor, a JSON line a model answer). "
         + "Models: quick-mode training of all six on the embedded data. Sequential: "
         f"{SEQUENTIAL_REQUESTS} requests per endpoint after {SEQUENTIAL_WARMUP} warm-up, one keep-alive connection "
         "each, endpoints taking turns request by request; wrk rounds also take turns. "

@@ -5,7 +5,9 @@ a row per model answer, with the columns of :data:`COLUMNS`, to which BentoML's 
 ``timestamp``, ``request_id`` and ``trace_id``. ``prediction`` is the answer's number: the expected log return,
 P(up), the annualised volatility, the regime's state index (``label`` its name) and, for ``forecast_price``, one row
 per forecast date with its price (``target_date`` the date, ``label`` the anchor close); ``features`` is the feature
-row the tabular models read (JSON text, so that the monitor can compute drift from it), empty for Prophet.
+row the tabular models read, empty for Prophet: its float64 values as base64 text (:func:`encode_features`,
+:func:`decode_features`), exact and ~25x cheaper to write than JSON numbers (50 us for 40 features), so that
+the monitor can compute drift from it.
 
 BentoML's default monitor writes the rows as JSON lines to ``<log_path>/predictions/data/data.<worker>.log``,
 rotated daily, through Python logging: each line is written and flushed as the answer leaves (a ``FileHandler``
@@ -51,8 +53,6 @@ def row(
     features: Sequence[float] = (),
 ) -> dict[str, Any]:
     """One recorded answer (strings where a value is absent: BentoML's monitor logs every column of every row)."""
-    import json
-
     return {
         "method": method,
         "model": model,
@@ -61,10 +61,29 @@ def row(
         "as_of": as_of,
         "horizon_days": int(horizon_days),
         "target_date": target_date,
-        "features": json.dumps([float(v) for v in features]) if len(features) else "",
+        "features": encode_features(features),
         "prediction": float(prediction),
         "label": label,
     }
+
+
+def encode_features(features: Sequence[float]) -> str:
+    """A feature row as base64 of its little-endian float64 bytes ("" for none)."""
+    import base64
+
+    import numpy as np
+
+    values = np.asarray(features, dtype="<f8")
+    return base64.b64encode(values.tobytes()).decode("ascii") if values.size else ""
+
+
+def decode_features(text: str) -> list[float]:
+    """The feature row :func:`encode_features` wrote."""
+    import base64
+
+    import numpy as np
+
+    return np.frombuffer(base64.b64decode(text), dtype="<f8").tolist() if text else []
 
 
 def answer_rows(
@@ -111,17 +130,24 @@ def answer_rows(
 
 
 def write(rows: Sequence[dict[str, Any]], log_path: Path | None = None) -> None:
-    """Record ``rows`` through ``bentoml.monitor`` (one monitor record, one JSON line a row) under ``log_path``.
+    """Record ``rows`` through ``bentoml.monitor`` (one monitor record, one JSON line a row).
 
-    The path is given here, not only in the service's ``monitoring`` configuration, which BentoML applies to a
-    served worker but not to the class used in process (tests, ``mlops batch``): there the default would be
-    ``./monitoring`` of whatever the working directory is. The first call of a process fixes the monitor's path.
+    In a served worker the monitor is BentoML's configured one: the service's ``monitoring`` settings (log path
+    from ``MLOPS_MONITOR_LOG_PATH``), which BentoML's configuration may override (another ``type``, other options).
+    BentoML applies them to served workers only, so in process (tests, a script using the class) the monitor gets
+    ``log_path`` here; otherwise it would write to ``./monitoring`` of the working directory. A process's first
+    call fixes its monitor.
     """
     if not rows:  # never an empty record: BentoML 1.4 then leaves the record open and the next one fails an assert
         return
     import bentoml
 
-    options = {"log_path": str(log_path)} if log_path is not None else None
-    with bentoml.monitor(MONITOR, monitor_options=options) as monitor:
+    in_process = bentoml.server_context.worker_index is None
+    # an explicit None would replace the configured options too: pass them only when they are ours
+    if in_process and log_path is not None:
+        opened = bentoml.monitor(MONITOR, monitor_options={"log_path": str(log_path)})
+    else:
+        opened = bentoml.monitor(MONITOR)
+    with opened as monitor:
         for name, role, kind in COLUMNS:
             monitor.log_batch([r[name] for r in rows], name, role, kind)

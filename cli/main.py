@@ -15,6 +15,7 @@ from rich.table import Table
 from cli.data import app as data_app
 from cli.data import store_from_settings
 from cli.models import app as models_app
+from cli.monitor import app as monitor_app
 from cli.output import SchedulerOption, WorkersOption, console, fail
 from data.snapshots import SnapshotError
 from features import DEFAULT_SPEC, validate_ohlcv
@@ -22,6 +23,7 @@ from features import DEFAULT_SPEC, validate_ohlcv
 app = typer.Typer(help="Train, package and serve market-prediction models.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(models_app, name="models")
+app.add_typer(monitor_app, name="monitor")
 
 
 @app.command("features")

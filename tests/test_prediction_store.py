@@ -85,7 +85,8 @@ def test_recorded_answers_are_stored_once_however_often_ingested(log_dir: Path, 
     rows = sorted(store.rows(method="predict_direction"), key=lambda r: r["prediction"])
     assert len(rows) == 3 and store.count() == 5
     assert rows[0]["symbol"] == "^GSPC" and rows[0]["model"] == "direction_lightgbm" and rows[0]["version"] == "v1"
-    assert json.loads(rows[1]["features"]) == [1.0, 0.5] and rows[1]["prediction"] == pytest.approx(1 / 3)
+    assert recording.decode_features(rows[1]["features"]) == [1.0, 0.5]
+    assert rows[1]["prediction"] == pytest.approx(1 / 3)
     assert all(r["request_id"] and r["recorded_at"] for r in rows)
     recording.write(answers(1, "predict_volatility"))  # a later answer: only it is new
     assert store.ingest(log_dir).new == 1 and store.count() == 6
@@ -127,3 +128,17 @@ def test_ingestion_killed_midway_loses_and_repeats_nothing(log_dir: Path, url: s
     assert 0 < stored < 60_001, f"killed after {stored} rows: the test needs a kill midway"
     report = store.ingest(log_dir)
     assert store.count() == 60_001 and report.new == 60_001 - stored
+
+
+def test_the_ingest_command_reports_what_it_stored(log_dir: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    recording.write(answers(4))
+    arguments = ["monitor", "ingest", "--logs", str(log_dir), "--database", f"sqlite:///{tmp_path / 's.sqlite'}"]
+    first = CliRunner().invoke(app, arguments)
+    assert first.exit_code == 0, first.output
+    assert "4 answer(s) stored, 0 already stored; the store holds 4" in " ".join(first.output.split())
+    again = CliRunner().invoke(app, arguments)
+    assert "0 answer(s) stored" in " ".join(again.output.split()) and "holds 4" in again.output

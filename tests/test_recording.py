@@ -39,7 +39,7 @@ def test_a_window_answer_is_recorded_with_its_features_symbol_and_model(service:
     [row] = recorded(symbol="REC-DIRECTION")
     data = example_window()
     bars = validate_bars(data["date"], data["open"], data["high"], data["low"], data["close"], data["volume"])
-    assert json.loads(row["features"]) == DEFAULT_SPEC.compute(bars, rows=1)[0].tolist()
+    assert recording.decode_features(row["features"]) == DEFAULT_SPEC.compute(bars, rows=1)[0].tolist()  # exact
     assert row["method"] == "predict_direction" and row["model"] == "direction_lightgbm"
     assert (row["version"], row["as_of"], row["horizon_days"]) == (answer.model.version, answer.as_of, 1)
     assert row["prediction"] == answer.probability_up and row["label"] == answer.direction
@@ -75,3 +75,11 @@ def test_a_refused_batch_records_nothing_and_a_served_one_is_stored(service: Any
     store.ingest(ServiceSettings().monitor_logs)
     stored = store.rows(symbol="REC-B1")
     assert sorted(r["model"] for r in stored) == sorted(r["model"] for r in recorded(symbol="REC-B1"))
+
+
+def test_a_feature_row_round_trips_bit_for_bit() -> None:
+    import numpy as np
+
+    values = [0.1, -1e-300, float("nan"), float("inf"), 1 / 3]
+    assert np.array_equal(recording.decode_features(recording.encode_features(values)), values, equal_nan=True)
+    assert recording.encode_features([]) == "" and recording.decode_features("") == []
