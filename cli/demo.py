@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 
 from bentos.schemas import example_window
+from cli.output import record_answers_under_home
 from data.pull import pull
 from data.settings import DataSettings
 from data.snapshots import SnapshotStore
@@ -70,6 +71,7 @@ def run_demo(port: int, quick: bool, say: Say) -> None:
     say(f"    {tag}")
     url = f"http://127.0.0.1:{port}"
     say(f"5/5 serving {tag} at {url}")
+    record_answers_under_home()
     process = subprocess.Popen(serve_command(tag, port))
     try:
         wait_ready(url, process)

@@ -16,7 +16,7 @@ from cli.data import app as data_app
 from cli.data import store_from_settings
 from cli.models import app as models_app
 from cli.monitor import app as monitor_app
-from cli.output import SchedulerOption, WorkersOption, console, fail
+from cli.output import SchedulerOption, WorkersOption, console, fail, record_answers_under_home
 from data.snapshots import SnapshotError
 from features import DEFAULT_SPEC, validate_ohlcv
 
@@ -256,6 +256,7 @@ def serve_command(
         except ProductionManifestError as error:
             raise fail(error) from error
     command = serve_command(bento or SERVICE, port, host)
+    record_answers_under_home()
     console.print(f"serving on http://{host}:{port} (docs at /, health at /readyz): {' '.join(command[2:])}")
     os.execv(command[0], command)
 

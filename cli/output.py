@@ -24,3 +24,17 @@ SchedulerOption = Annotated[
 WorkersOption = Annotated[
     int | None, typer.Option(min=1, help="Worker processes of the local Dask cluster (default: one per core).")
 ]
+
+
+def record_answers_under_home() -> None:
+    """Point a service this process starts at ``$MLOPS_HOME/data/monitoring/logs`` for its recorded answers, unless
+    ``MLOPS_MONITOR_LOG_PATH`` says otherwise: a served Bento's own default would be inside the Bento (its ``src``
+    folder in the store), which is no place for data."""
+    import os
+
+    from bentos.settings import ServiceSettings
+    from data.settings import DataSettings
+
+    if not os.environ.get("MLOPS_MONITOR_LOG_PATH"):
+        path = ServiceSettings(home=DataSettings().home).monitor_logs
+        os.environ["MLOPS_MONITOR_LOG_PATH"] = str(path)
