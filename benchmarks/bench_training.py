@@ -147,12 +147,12 @@ def headline_results(by_name: dict[str, ModelResult]) -> list[Figure]:
 
 def quant_results(by_name: dict[str, ModelResult], total: float) -> list[Figure]:
     """The quant figures the README's model table quotes, and what computing and drawing them costs."""
-    from training.evaluation.report import _png
+    from training.evaluation.report import png_img
     from training.evaluation.report_quant import quant_section
 
     started = time.perf_counter()
     for result in by_name.values():
-        quant_section(result, _png)
+        quant_section(result, png_img)
     drawn = time.perf_counter() - started
     computed = sum(r.evaluation.extras.get("quant_seconds", 0.0) for r in by_name.values())
     share = 100 * (computed + drawn) / (total - computed - drawn)

@@ -7,7 +7,8 @@ P(up), the annualised volatility, the regime's state index (``label`` its name) 
 per forecast date with its price (``target_date`` the date, ``label`` the anchor close); ``features`` is the feature
 row the tabular models read, empty for Prophet: its float64 values as base64 text (:func:`encode_features`,
 :func:`decode_features`), exact and ~25x cheaper to write than JSON numbers (50 us for 40 features), so that
-the monitor can compute drift from it.
+the monitor can compute drift from it; ``window`` identifies the bars the answer was computed from
+(:func:`window_digest`), so that the monitor can find the stored series of a window sent without a symbol.
 
 BentoML's default monitor writes the rows as JSON lines to ``<log_path>/predictions/data/data.<worker>.log``,
 rotated daily, through Python logging: each line is written and flushed as the answer leaves (a ``FileHandler``
@@ -20,7 +21,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from features.pipeline import Bars
 
 MONITOR = "predictions"
 #: (column, BentoML role, BentoML data type), in the order every row is logged.
@@ -33,6 +37,7 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("horizon_days", "feature", "numerical"),
     ("target_date", "feature", "categorical"),
     ("features", "feature", "categorical"),
+    ("window", "feature", "categorical"),
     ("prediction", "prediction", "numerical"),
     ("label", "prediction", "categorical"),
 )
@@ -51,6 +56,7 @@ def row(
     label: str = "",
     target_date: str = "",
     features: Sequence[float] = (),
+    window: str = "",
 ) -> dict[str, Any]:
     """One recorded answer (strings where a value is absent: BentoML's monitor logs every column of every row)."""
     return {
@@ -62,6 +68,7 @@ def row(
         "horizon_days": int(horizon_days),
         "target_date": target_date,
         "features": encode_features(features),
+        "window": window,
         "prediction": float(prediction),
         "label": label,
     }
@@ -86,11 +93,34 @@ def decode_features(text: str) -> list[float]:
     return np.frombuffer(base64.b64decode(text), dtype="<f8").tolist() if text else []
 
 
+def window_digest(bars: Bars | None) -> str:
+    """``"<bars>:<first date>:<digest>"`` of a window: its length, first date and the SHA-256 (first 32 hex digits)
+    of its dates (days since the epoch, int64) and its OHLCV values (float64), little-endian; "" for none.
+
+    The monitor computes the same digest over a stored series' bars ending on the window's last date: equal only
+    when every bar is equal, bit for bit (``monitoring/outcomes.py``).
+    """
+    if bars is None:
+        return ""
+    import hashlib
+
+    import numpy as np
+
+    digest = hashlib.sha256(np.ascontiguousarray(bars.dates.astype("datetime64[D]").astype("<i8")).tobytes())
+    for values in (bars.open, bars.high, bars.low, bars.close, bars.volume):
+        digest.update(np.ascontiguousarray(values, dtype="<f8").tobytes())
+    return f"{bars.dates.shape[-1]}:{bars.dates[0]}:{digest.hexdigest()[:32]}"
+
+
 def answer_rows(
-    method: str, answer: Any, features: Sequence[float] = (), symbol: str | None = None
+    method: str,
+    answer: Any,
+    features: Sequence[float] = (),
+    symbol: str | None = None,
+    window: str = "",
 ) -> list[dict[str, Any]]:
     """The recorded rows of one answer of the service (``bentos/schemas.py``): one per model answer, one per
-    forecast date of a price forecast."""
+    forecast date of a price forecast. ``window``: the :func:`window_digest` of the bars it answered."""
     from bentos import schemas
 
     if isinstance(answer, schemas.AllPredictions):
@@ -101,12 +131,12 @@ def answer_rows(
             answer.volatility,
             answer.regime,
         )
-        return [r for part in parts for r in answer_rows(method, part, features, symbol)]
+        return [r for part in parts for r in answer_rows(method, part, features, symbol, window)]
     if isinstance(answer, schemas.PriceForecast):
         ref = answer.model
         return [
             row(method, ref.name, ref.version, answer.anchor_date, h, point.price, symbol=answer.symbol,
-                label=repr(answer.anchor_close), target_date=point.date)
+                label=repr(answer.anchor_close), target_date=point.date, window=window)
             for h, point in enumerate(answer.forecast, start=1)
         ]  # fmt: skip
     ref, label = answer.model, ""
@@ -119,14 +149,16 @@ def answer_rows(
     elif isinstance(answer, schemas.RegimePrediction):
         value, label = list(answer.probabilities).index(answer.regime), answer.regime
         return [
-            row(method, ref.name, ref.version, answer.as_of, 0, value, symbol=symbol, label=label, features=features)
-        ]
+            row(method, ref.name, ref.version, answer.as_of, 0, value, symbol=symbol, label=label, features=features,
+                window=window)
+        ]  # fmt: skip
     else:
         raise TypeError(f"no recorded form for {type(answer).__name__}")
     horizon = answer.horizon_days
     return [
-        row(method, ref.name, ref.version, answer.as_of, horizon, value, symbol=symbol, label=label, features=features)
-    ]
+        row(method, ref.name, ref.version, answer.as_of, horizon, value, symbol=symbol, label=label, features=features,
+            window=window)
+    ]  # fmt: skip
 
 
 def write(rows: Sequence[dict[str, Any]], log_path: Path | None = None) -> None:

@@ -216,12 +216,13 @@ class MarketModels:
         return self.refs[id(runner)]
 
     @staticmethod
-    def _record(method: str, answer: Any, features: np.ndarray | None = None, symbol: str | None = None) -> Any:
-        """Record ``answer`` (with the last feature row it was computed from) and return it."""
+    def _record(method: str, answer: Any, bars: Bars | None, features: Any = (), symbol: str | None = None) -> Any:
+        """Record ``answer`` (with its window's digest and the last feature row it was computed from); return it."""
         if SETTINGS.record_answers:
-            from bentos.recording import answer_rows, write
+            from bentos.recording import answer_rows, window_digest, write
 
-            write(answer_rows(method, answer, () if features is None else features[-1], symbol), SETTINGS.monitor_logs)
+            row = features[-1] if len(features) else ()
+            write(answer_rows(method, answer, row, symbol, window_digest(bars)), SETTINGS.monitor_logs)
         return answer
 
     # answers for one window, shared by the single, all and batch methods -----------------------------
@@ -284,26 +285,26 @@ class MarketModels:
     ) -> ReturnPrediction:
         """Forward log return over the model's horizon (5 trading days by default) after the last bar."""
         window, features = await self._latest_row(bars)
-        return self._record("predict_return", self._return(window, features, model), features, symbol)
+        return self._record("predict_return", self._return(window, features, model), window, features, symbol)
 
     @bentoml.api
     async def predict_direction(self, bars: Window, symbol: Symbol = None) -> DirectionPrediction:
         """Calibrated probability that the next close is above the last one."""
         window, features = await self._latest_row(bars)
-        return self._record("predict_direction", self._direction(window, features), features, symbol)
+        return self._record("predict_direction", self._direction(window, features), window, features, symbol)
 
     @bentoml.api
     async def predict_volatility(self, bars: Window, symbol: Symbol = None) -> VolatilityPrediction:
         """Annualised realized volatility expected over the model's horizon."""
         window, features = await self._latest_row(bars)
-        return self._record("predict_volatility", self._volatility(window, features), features, symbol)
+        return self._record("predict_volatility", self._volatility(window, features), window, features, symbol)
 
     @bentoml.api
     def detect_regime(self, bars: Window, symbol: Symbol = None) -> RegimePrediction:
         """Market regime (calm / normal / turbulent) at the last bar, filtered over the window."""
         window = _window(bars)
         rows = _regime_features(window)
-        return self._record("detect_regime", self._regime(window, rows), rows, symbol)
+        return self._record("detect_regime", self._regime(window, rows), window, rows, symbol)
 
     @bentoml.api
     def forecast_price(
@@ -321,9 +322,8 @@ class MarketModels:
 
         from bentos.prophet_model import UnknownSymbolError
 
-        recent = None
-        if bars is not None:
-            window = _window(bars)
+        recent, window = None, None if bars is None else _window(bars)
+        if window is not None:
             recent = pd.DataFrame({"date": window.dates, "close": window.close, "volume": window.volume})
         try:
             frame = self.price.forecast(symbol, periods, recent)
@@ -342,14 +342,14 @@ class MarketModels:
             ],
             model=self._ref(self.price),
         )
-        return self._record("forecast_price", answer)
+        return self._record("forecast_price", answer, window)
 
     @bentoml.api
     def predict_all(self, bars: Window, symbol: Symbol = None) -> AllPredictions:
         """Every model's answer for one window, features computed once."""
         window = _window(bars)
         rows = _regime_features(window)
-        return self._record("predict_all", self._all(window, rows), rows, symbol)
+        return self._record("predict_all", self._all(window, rows), window, rows, symbol)
 
     @bentoml.api
     def predict_all_batch(self, windows: list[Window], symbols: list[str | None] | None = None) -> list[AllPredictions]:
@@ -369,13 +369,12 @@ class MarketModels:
                 answers.append(self._all(bars, rows))
             except ClientError as error:  # the window the models cannot use, named
                 raise error.located(f"windows[{i}]", ("windows", i)) from None
-            recorded.append((answers[-1], rows[-1], symbols[i] if symbols else None))
+            recorded.append((answers[-1], rows[-1], symbols[i] if symbols else None, bars))
         if SETTINGS.record_answers:  # only what is answered, in one record
-            from bentos.recording import answer_rows, write
+            from bentos.recording import answer_rows, window_digest, write
 
-            write(
-                [r for answer, row, symbol in recorded for r in answer_rows("predict_all_batch", answer, row, symbol)]
-            )
+            write([r for answer, row, symbol, bars in recorded
+                   for r in answer_rows("predict_all_batch", answer, row, symbol, window_digest(bars))])  # fmt: skip
         return answers
 
     @bentoml.api

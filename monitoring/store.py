@@ -51,6 +51,7 @@ predictions = sa.Table(
     sa.Column("horizon_days", sa.Integer, nullable=False),
     sa.Column("target_date", sa.String(10), nullable=False),
     sa.Column("features", sa.Text, nullable=False),
+    sa.Column("window", sa.String(96), nullable=False),
     sa.Column("prediction", sa.Float, nullable=False),
     sa.Column("label", sa.String(64), nullable=False),
     sa.Column("ingested_at", sa.String(40), nullable=False),
@@ -100,10 +101,11 @@ class PredictionStore:
         return module.insert(table)
 
     def ingest(self, log_dir: Path) -> IngestReport:
-        """Store every recorded answer under ``log_dir`` (a monitor log path) that is not stored yet."""
+        """Store every recorded answer under ``log_dir`` that is not stored yet: a monitor log path, or a folder of
+        them, one per server (``<log_dir>/<pod>/``, as the Kubernetes manifests give each replica)."""
         report = IngestReport()
-        folder = Path(log_dir) / MONITOR / "data"
-        files = sorted(folder.glob("data.*.log*")) if folder.is_dir() else []
+        root = Path(log_dir)
+        files = sorted(root.glob(f"{MONITOR}/data/data.*.log*")) + sorted(root.glob(f"*/{MONITOR}/data/data.*.log*"))
         for path in files:
             report.files += 1
             self._ingest_file(path, report)

@@ -38,7 +38,7 @@ def test_dask_manifests_pass_the_kubernetes_schema_strictly() -> None:
     import kubernetes_validate
 
     docs = documents()
-    assert len(docs) == 6  # volume, scheduler and its service, workers, the job, the kustomization
+    assert len(docs) == 7  # volume, scheduler and its service, workers, the job, the monitor's cron job, kustomization
     for document in docs.values():
         if document["kind"] != "Kustomization":
             kubernetes_validate.validate(document, "1.30", strict=True)  # raises on any schema error

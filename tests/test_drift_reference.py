@@ -21,9 +21,16 @@ def test_every_card_holds_a_reference_per_feature_and_for_its_predictions(
         card = ModelCard.from_metadata(result.card.to_metadata())  # as stored: metadata-safe and read back
         drift = card.drift_reference
         assert drift is not None, result.name
-        assert sorted(drift["features"]) == sorted(quick_panel.spec.names), result.name
+        calendar = {"day_of_week", "month_sin", "month_cos"}
+        assert drift["calendar_features"] == sorted(calendar)  # functions of the date: their drift is the season
+        assert sorted(drift["features"]) == sorted(set(quick_panel.spec.names) - calendar), result.name
         for name, stored in drift["features"].items():
             ref = Reference.from_dict(stored)
+            # the training windows' own PSI: ordered percentiles for every window length, longer windows stray less
+            calibration = stored["calibration"]
+            assert list(calibration) == ["21", "63", "126", "252"], (result.name, name)
+            assert all(0 <= p95 <= p99 for p95, p99 in calibration.values())
+            assert calibration["252"][1] <= calibration["21"][1], (result.name, name)
             assert sum(ref.shares) == pytest.approx(1.0) and ref.count == np.isfinite(quick_panel.frame()[name]).sum()
             # the training rows against their own reference: no drift at all
             column = quick_panel.features[:, quick_panel.spec.names.index(name)]

@@ -50,7 +50,7 @@ def test_manifests_pass_the_kubernetes_schema_strictly() -> None:
     import kubernetes_validate
 
     resources = [d for kind, d in manifests().items() if kind != "Kustomization"]
-    assert {d["kind"] for d in resources} == {"Deployment", "Service"}
+    assert {d["kind"] for d in resources} == {"Deployment", "Service", "PersistentVolumeClaim"}
     for document in resources:
         kubernetes_validate.validate(document, "1.30", strict=True)  # raises on any schema error
 
@@ -77,6 +77,13 @@ def test_deployment_probes_resources_and_service_fit_together() -> None:
     service = documents["Service"]
     assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
     assert service["spec"]["ports"][0]["targetPort"] == "http"
+    # every replica records its answers under its own folder of the monitor's volume
+    env = {e["name"]: e for e in container["env"]}
+    assert env["MLOPS_MONITOR_LOG_PATH"]["value"] == "/monitor/logs/$(POD_NAME)"
+    assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    (volume,) = pod["spec"]["volumes"]
+    assert volume["persistentVolumeClaim"]["claimName"] == documents["PersistentVolumeClaim"]["metadata"]["name"]
+    assert container["volumeMounts"] == [{"name": volume["name"], "mountPath": "/monitor"}]
     kustomization = documents["Kustomization"]
     assert all((K8S / name).is_file() for name in kustomization["resources"])
     assert kustomization["images"][0]["name"] == container["image"]

@@ -92,6 +92,18 @@ def test_recorded_answers_are_stored_once_however_often_ingested(log_dir: Path, 
     assert store.ingest(log_dir).new == 1 and store.count() == 6
 
 
+def test_the_logs_of_several_servers_are_ingested_from_their_folders(log_dir: Path, url: str) -> None:
+    """One log path per replica (``<logs>/<pod>/``, as deploy/k8s gives them): the same file names, each stored."""
+    recording.write(answers(2))
+    for pod in ("pod-a", "pod-b"):
+        copy = log_dir.parent / "replicas" / pod / recording.MONITOR / "data" / "data.1.log"
+        copy.parent.mkdir(parents=True)
+        copy.write_text(data_file(log_dir).read_text().replace('"v1"', f'"{pod}"'))
+    report = PredictionStore(url).ingest(log_dir.parent / "replicas")
+    assert (report.files, report.new) == (2, 4)
+    assert len(PredictionStore(url).rows(version="pod-b")) == 2
+
+
 def test_a_line_cut_short_by_a_crash_waits_and_the_next_record_is_recovered(log_dir: Path, url: str) -> None:
     recording.write(answers(2))
     path = data_file(log_dir)

@@ -123,6 +123,8 @@ def train_one(name: str, panel: Panel, config: TrainingConfig, execution: Execut
             panel.spec.names,
             evaluation.predictions,
             n_states=getattr(fitted.model, "n_states", None),
+            dates=panel.dates,
+            symbols=panel.symbols,
         ),
     )
     labels = {"task": trainer.task, "stage": Stage.CANDIDATE, "snapshot": panel.snapshot.id}

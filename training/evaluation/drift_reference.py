@@ -24,6 +24,16 @@ import numpy as np
 import pandas as pd
 
 DEFAULT_BINS = 10
+#: Smallest share a bin counts with in a PSI (an empty bin would make it infinite); not renormalised.
+FLOOR = 1e-4
+#: The outer bins are split again at these quantiles (0.5 % and 99.5 %): values beyond what training saw weigh heavily.
+TAILS = 0.005
+#: Window lengths (rows of one symbol, i.e. trading days) whose PSI within the training period the reference records.
+CALIBRATION_DAYS = (21, 63, 126, 252)
+CALIBRATION_STEP = 5
+CALIBRATION_SYMBOLS = 50
+#: Features that are functions of the date alone (their "drift" is the season): no drift reference.
+CALENDAR_FEATURES = frozenset({"day_of_week", "month_sin", "month_cos"})
 
 
 @dataclass(frozen=True)
@@ -62,14 +72,58 @@ def shares(values: Any, edges: Sequence[float] | np.ndarray) -> np.ndarray:
     return np.bincount(bins, minlength=len(edges) + 1) / kept.size
 
 
-def reference(values: Any, bins: int = DEFAULT_BINS, edges: Sequence[float] | None = None) -> Reference:
-    """The reference of training values: ``bins`` equal-count bins (fewer when quantiles tie), or the given
-    ``edges`` (for categories)."""
+def psi_of(expected: Any, actual: Any) -> Any:
+    """PSI = sum over bins of (a - e) ln(a / e), both shares floored at :data:`FLOOR`; ``actual`` may hold one row of
+    shares per window (a PSI each)."""
+    e = np.maximum(np.asarray(expected, dtype=float), FLOOR)
+    a = np.maximum(np.asarray(actual, dtype=float), FLOOR)
+    return np.sum((a - e) * np.log(a / e), axis=-1)
+
+
+def reference(
+    values: Any, bins: int = DEFAULT_BINS, edges: Sequence[float] | None = None, tails: float = 0.0
+) -> Reference:
+    """The reference of training values: ``bins`` equal-count bins (fewer when quantiles tie), the outer two split
+    again at the ``tails`` and ``1 - tails`` quantiles when ``tails`` > 0; or the given ``edges`` (categories)."""
     kept = finite(values)
     if kept.size == 0:
         raise ValueError("no finite values to build a drift reference from")
-    inner = np.unique(np.quantile(kept, np.arange(1, bins) / bins)) if edges is None else np.asarray(edges, float)
+    levels = np.arange(1, bins) / bins
+    if tails > 0:
+        levels = np.concatenate(([tails], levels, [1 - tails]))
+    inner = np.unique(np.quantile(kept, levels)) if edges is None else np.asarray(edges, float)
     return Reference(tuple(inner.tolist()), tuple(shares(kept, inner).tolist()), int(kept.size))
+
+
+def window_psi_quantiles(
+    values: np.ndarray,
+    dates: np.ndarray,
+    symbols: np.ndarray,
+    ref: Reference,
+    windows: Sequence[int] = CALIBRATION_DAYS,
+    step: int = CALIBRATION_STEP,
+    max_symbols: int = CALIBRATION_SYMBOLS,
+) -> dict[str, list[float]]:
+    """The 95th and 99th percentiles of the PSI of one symbol's ``w`` consecutive training rows against ``ref``, for
+    each window length ``w`` (every ``step`` rows, at most ``max_symbols`` symbols, chosen by a fixed seed):
+    how far a window of the training period itself strays from the whole, which the monitor's alert must exceed."""
+    edges = np.asarray(ref.edges, dtype=float)
+    names = np.unique(symbols)
+    if names.size > max_symbols:
+        names = np.random.default_rng(0).choice(names, max_symbols, replace=False)
+    found: dict[int, list[np.ndarray]] = {w: [] for w in windows}
+    for symbol in names:
+        mine = (symbols == symbol) & np.isfinite(values)
+        order = np.argsort(dates[mine], kind="stable")
+        bins = np.searchsorted(edges, values[mine][order], side="right")
+        counts = np.zeros((bins.size + 1, edges.size + 1))
+        counts[1:] = np.cumsum(np.eye(edges.size + 1)[bins], axis=0)
+        for w in windows:
+            if bins.size < w:
+                continue
+            starts = np.arange(0, bins.size - w + 1, step)
+            found[w].append(psi_of(ref.shares, (counts[starts + w] - counts[starts]) / w))
+    return {str(w): np.quantile(np.concatenate(v), [0.95, 0.99]).tolist() for w, v in found.items() if v}
 
 
 def prediction_values(task: str, predictions: pd.DataFrame) -> tuple[str, np.ndarray]:
@@ -90,24 +144,39 @@ def drift_references(
     predictions: pd.DataFrame,
     n_states: int | None = None,
     bins: int = DEFAULT_BINS,
+    dates: np.ndarray | None = None,
+    symbols: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """The card's ``drift_reference``: every feature's and the predictions' reference."""
+    """The card's ``drift_reference``: every feature's and the predictions' reference, each with the PSI its
+    training windows reached (``calibration``: window length -> [95th, 99th percentile]) when the rows' ``dates``
+    and ``symbols`` are given (the predictions': when they have their own); calendar features have none."""
     what, values = prediction_values(task, predictions)
     if task == "regime_detection":
-        values = values[values >= 0]  # rows in no test year
-        states = n_states or int(values.max()) + 1
-        prediction = reference(values, edges=[state + 0.5 for state in range(states - 1)])
+        kept = values >= 0  # rows in no test year
+        states = n_states or int(values[kept].max()) + 1
+        prediction = reference(values[kept], edges=[state + 0.5 for state in range(states - 1)]).to_dict()
     else:
-        prediction = reference(values, bins)
+        ref = reference(values, bins, tails=TAILS)
+        prediction = ref.to_dict()
+        if task != "price_forecast" and {"date", "symbol"} <= set(predictions.columns):
+            prediction["calibration"] = window_psi_quantiles(
+                values, predictions["date"].to_numpy(), predictions["symbol"].to_numpy(), ref
+            )
     columns = {}
     for i, name in enumerate(feature_names):
         column = features[:, i]
-        if np.isfinite(column).any():
-            columns[name] = reference(column, bins).to_dict()
+        if name in CALENDAR_FEATURES or not np.isfinite(column).any():
+            continue
+        ref = reference(column, bins, tails=TAILS)
+        columns[name] = ref.to_dict()
+        if dates is not None and symbols is not None:
+            columns[name]["calibration"] = window_psi_quantiles(column, dates, symbols, ref)
     return {
         "bins": bins,
+        "tails": TAILS,
         "features_from": f"the {features.shape[0]:,} rows of the training panel",
         "features": columns,
+        "calendar_features": sorted(CALENDAR_FEATURES & set(feature_names)),
         "predictions_from": what,
-        "predictions": prediction.to_dict(),
+        "predictions": prediction,
     }

@@ -45,7 +45,7 @@ SYNTHETIC_BANNER = (
 SYNTHETIC_SOURCE = "synthetic"
 
 
-def _png(figure: plt.Figure) -> str:
+def png_img(figure: plt.Figure) -> str:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
     plt.close(figure)
@@ -82,7 +82,7 @@ def _importance_plot(importance: dict[str, float]) -> str:
     figure, ax = plt.subplots(figsize=(5.5, 4))
     ax.barh([k for k, _ in items], [v for _, v in items], color="#4c72b0")
     ax.set_title("feature importance (share of gain, mean over folds)")
-    return _png(figure)
+    return png_img(figure)
 
 
 def _prediction_plot(result: ModelResult) -> str:
@@ -114,7 +114,7 @@ def _prediction_plot(result: ModelResult) -> str:
         ax.set_title(f"walk-forward predictions vs outcome, {symbol}{smoothing}")
         figure.autofmt_xdate()
     ax.legend(fontsize=8)
-    return _png(figure)
+    return png_img(figure)
 
 
 #: Per-symbol plots (regimes over the close, forecast fans) drawn for this many symbols at most: a universe's report
@@ -156,7 +156,7 @@ def _regime_plot(result: ModelResult) -> str:
         ax.set_yscale("log")
         ax.set_title(f"{symbol}: regimes over the close (final model, Viterbi)")
         ax.legend(fontsize=8, loc="upper left")
-        plots.append(_png(figure))
+        plots.append(png_img(figure))
     return _not_drawn(len(symbols)) + "".join(plots)
 
 
@@ -173,7 +173,7 @@ def _fan_plot(result: ModelResult) -> str:
         ax.set_title(f"{symbol}: Prophet forecast fan from the last close")
         ax.legend(fontsize=8)
         figure.autofmt_xdate()
-        plots.append(_png(figure))
+        plots.append(png_img(figure))
     return "".join(plots)
 
 
@@ -189,7 +189,7 @@ def _horizon_plot(result: ModelResult) -> str:
     ax.set_ylabel("MAPE %")
     ax.set_title("walk-forward MAPE by horizon")
     ax.legend(fontsize=8)
-    return _png(figure)
+    return png_img(figure)
 
 
 def _coverage_plot(result: ModelResult) -> str:
@@ -210,7 +210,7 @@ def _coverage_plot(result: ModelResult) -> str:
     period = f"{folds[0]['test_start'][:4]}-{folds[-1]['test_end'][:4]}" if folds else ""
     ax.set_title(f"interval coverage by horizon, walk-forward {period}")
     ax.legend(fontsize=8)
-    return _png(figure)
+    return png_img(figure)
 
 
 def _symbol_plot(result: ModelResult) -> str:
@@ -233,7 +233,7 @@ def _symbol_plot(result: ModelResult) -> str:
     ax.set_ylabel(f"model {table.metric}")
     ax.set_title(f"{table.metric} by symbol, {len(scores)} symbols")
     ax.legend(fontsize=8)
-    return _png(figure)
+    return png_img(figure)
 
 
 def _value(value: float) -> str:
@@ -302,7 +302,7 @@ def _section(result: ModelResult) -> str:
     body = "".join(plots) if wide else f"<div class='plots'>{''.join(plots)}</div>"
     skill = skill_line(card)
     spread = by_symbol_table(card, task)
-    quant = quant_section(result, _png)
+    quant = quant_section(result, png_img)
     return f"<h2>{html.escape(result.name)}</h2>{meta}{skill}{warning}{_metrics_table(result)}{spread}{body}{quant}"
 
 

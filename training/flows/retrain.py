@@ -141,6 +141,7 @@ def retrain(
     smoke_timeout_seconds: float | None = None,
     scheduler: str | None = None,
     prune_keep: int | None = None,
+    reason: str = "asked for",
 ) -> dict[str, Any] | State:
     """Pull, validate, train every model, gate each against production, promote, build and smoke-test the Bento.
 
@@ -152,6 +153,7 @@ def retrain(
     ``scheduler``: the Dask cluster of the run (``tcp://HOST:8786``), where the training tasks send their folds,
     symbols and refits; run the flow with ``task_runner=dask_runner(scheduler)`` to put its own tasks there too
     (``mlops retrain run`` does both). Without one, and not on a Dask worker, everything runs in this process.
+    ``reason``: what started the run (the monitor's alert rules name the evidence), kept in the summary.
     """
     logger = get_run_logger()
     settings = RetrainSettings()
@@ -165,6 +167,7 @@ def retrain(
         flow_run=str(flow_run.get_name() or "local"),
         mode="quick" if quick else "full",
         rules=str(rules_path or "training/flows/gate_rules.toml"),
+        trigger=reason,
     )
     store = SnapshotStore(snapshot_dir or DataSettings().snapshots)
 
@@ -265,13 +268,8 @@ def _write_report(
     if results or failures:
         from training.evaluation.report import write_report
 
-        run = TrainingRun(
-            run_id=f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{info.id[:8]}-retrain",
-            snapshot=info,
-            config=config,
-            results=results,
-            failures=failures,
-        )
+        run_id = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{info.id[:8]}-retrain"
+        run = TrainingRun(run_id=run_id, snapshot=info, config=config, results=results, failures=failures)
         root = reports_root or DataSettings().home / "reports"
         try:
             report = str(write_report(run, panel, root / run.run_id) / "index.html")

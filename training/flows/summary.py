@@ -39,6 +39,8 @@ class RunRecord:
     flow_run: str
     mode: str
     rules: str
+    #: What started the run: "asked for", or the monitor's alert rules that held (``monitoring/trigger.py``).
+    trigger: str = "asked for"
     snapshot: dict[str, Any] | None = None
     pull: dict[str, Any] | None = None
     validation: dict[str, Any] | None = None
@@ -255,6 +257,7 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     """The run as Markdown: what failed (in full), the data, the lock, the Bento, the report, the gate."""
     verdict = "ok" if summary["ok"] else "FAILED"
     lines = [f"# Retrain {summary['flow_run']} ({summary['mode']} mode): {verdict}", ""]
+    lines += [f"Triggered by: {summary.get('trigger', 'asked for')}", ""]
     for failure in summary["failures"]:
         lines += _failure_lines(failure)
     lines += _data_lines(summary) + _lock_lines(summary) + _bento_lines(summary) + _report_lines(summary)

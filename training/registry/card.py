@@ -19,9 +19,11 @@ from features import FeatureSpec
 #: 3: ``by_symbol`` (the spread of the walk-forward metric across symbols) and ``synthetic`` (the snapshot's source).
 #: 4: ``quant`` (IC with its interval, quantile returns, backtests after costs, calibration, volatility targeting).
 #: 5: ``drift_reference`` (bins of every feature and of the predictions, the monitor's PSI reference).
+#: 6: the drift reference's tail bins (0.5 % and 99.5 %), the PSI its training windows reached (``calibration``), and
+#:    no reference for the calendar features.
 #: Cards of versions 1 and 2 still read: without ``by_symbol``, and ``synthetic`` False (no synthetic source then);
 #: cards before version 4 without ``quant``, before version 5 without ``drift_reference``.
-CARD_VERSION = 5
+CARD_VERSION = 6
 #: Tasks whose model has no baseline to show skill over (``training/evaluation/skill.py``): no ``skill`` on the card.
 TASKS_WITHOUT_SKILL = frozenset({"regime_detection"})
 #: Tasks without a per-symbol figure (``training/evaluation/symbols.py``): no ``by_symbol`` on the card.

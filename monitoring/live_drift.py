@@ -1,0 +1,137 @@
+"""Drift of what was served: the PSI of every feature and of each model's predictions, day by day, against the
+references its card stored at training (``monitoring/drift.py`` computes one PSI).
+
+The features are the rows the service recorded (``bentos/recording.py``, exact float64); the predictions are the
+recorded answers, taken as the reference took them (``training/evaluation/drift_reference.py``: Prophet's as the
+forecast log return ``log(forecast / anchor close)``, the regime's as its state index).
+
+A PSI needs enough values: with ``n`` recent values in ``B`` bins its expected value under no drift at all is about
+``(B - 1) / n`` (0.09 for 100 values in 10 bins, 0.45 for 20). So each day's PSI is taken over the recent as-of days,
+back from that day, until they hold at least ``min_rows`` values and ``min_days`` days; a day before that has none.
+An alert is acted on when it persists for ``persist_days`` days in a row (``monitoring/drift.persistent``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bentos.recording import decode_features
+from features.catalog import model_kind
+from monitoring import drift
+from training.evaluation.drift_reference import Reference
+from training.registry.card import ModelCard
+
+MIN_ROWS = 100
+MIN_DAYS = 21
+PERSIST_DAYS = 5
+PREDICTION = "prediction"
+
+
+@dataclass(frozen=True)
+class DriftRules:
+    warn: float = drift.WARN
+    alert: float = drift.ALERT
+    min_rows: int = MIN_ROWS
+    min_days: int = MIN_DAYS
+    persist_days: int = PERSIST_DAYS
+
+
+@dataclass
+class ModelDrift:
+    """One served model version's daily PSI per feature and for its predictions."""
+
+    model: str
+    version: str
+    daily: pd.DataFrame  # as_of, name, rows, psi, alert_at, level
+    persistent: list[str] = field(default_factory=list)  # names whose alert has persisted to the last day
+    skipped: dict[str, str] = field(default_factory=dict)  # name -> why it has no PSI
+
+    def latest(self) -> pd.DataFrame:
+        """Each name's PSI on the last day, highest first."""
+        if self.daily.empty:
+            return self.daily
+        last = self.daily[self.daily["as_of"] == self.daily["as_of"].max()]
+        return last.sort_values("psi", ascending=False, kind="stable").reset_index(drop=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "version": self.version, "persistent": self.persistent, "skipped": self.skipped,
+                "latest": self.latest().to_dict("records")}  # fmt: skip
+
+
+def daily_psi(
+    days: np.ndarray, values: np.ndarray, ref: Reference, rules: DriftRules, calibration: dict[str, Any] | None = None
+) -> pd.DataFrame:
+    """The PSI at each as-of day of ``days`` over the values of the recent days (see the module's docstring), with
+    its level against the thresholds of that many days (``monitoring.drift.thresholds``)."""
+    order = np.argsort(days, kind="stable")
+    days, values = days[order], values[order]
+    unique = np.unique(days)
+    ends = np.searchsorted(days, unique, side="right")
+    starts = np.searchsorted(days, unique, side="left")
+    records = []
+    for i, day in enumerate(unique):
+        for first in range(i, -1, -1):  # back from the day until enough days and values
+            count = ends[i] - starts[first]
+            if i - first + 1 >= rules.min_days and count >= rules.min_rows:
+                value = drift.psi(ref, values[starts[first] : ends[i]])
+                warn, alert = drift.thresholds(calibration, i - first + 1, rules.warn, rules.alert)
+                records.append({"as_of": str(day), "rows": int(count), "psi": value, "alert_at": alert,
+                                "level": drift.level(value, warn, alert)})  # fmt: skip
+                break
+    return pd.DataFrame.from_records(records, columns=["as_of", "rows", "psi", "alert_at", "level"])
+
+
+def served_predictions(task: str, rows: pd.DataFrame) -> np.ndarray:
+    """The recorded predictions as the card's prediction reference took them."""
+    prediction = rows["prediction"].to_numpy(float)
+    if task == "price":
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.log(prediction / rows["label"].astype(float).to_numpy())
+    return prediction
+
+
+def model_drift(rows: pd.DataFrame, card: ModelCard, version: str, rules: DriftRules | None = None) -> ModelDrift:
+    """Daily PSI of the features and predictions ``rows`` (one model version's recorded rows) served."""
+    rules = rules or DriftRules()
+    reference = card.drift_reference or {}
+    result = ModelDrift(card.name, version, pd.DataFrame(columns=["as_of", "name", "rows", "psi", "alert_at", "level"]))
+    if not reference:
+        result.skipped["*"] = f"card version {card.card_version} has no drift reference (version 5 on)"
+        return result
+    days = rows["as_of"].to_numpy(str)
+    series: dict[str, np.ndarray] = {PREDICTION: served_predictions(model_kind(card.name).task, rows)}
+    matrix = _features(rows, len(card.feature_names))
+    if matrix is None:
+        result.skipped["features"] = "the recorded rows carry no feature row of the card's length"
+    else:
+        series |= {name: matrix[:, i] for i, name in enumerate(card.feature_names)}
+    frames = []
+    for name, values in series.items():
+        spec = reference["predictions"] if name == PREDICTION else reference["features"].get(name)
+        if spec is None:
+            calendar = name in reference.get("calendar_features", ())
+            result.skipped[name] = "a function of the date: not checked" if calendar else "no reference"
+            continue
+        ref = Reference.from_dict(spec)
+        keep = np.isfinite(values)
+        frame = daily_psi(days[keep], values[keep], ref, rules, spec.get("calibration"))
+        if frame.empty:
+            result.skipped[name] = f"fewer than {rules.min_rows} values over {rules.min_days}+ days"
+            continue
+        frames.append(frame.assign(name=name))
+        if drift.persistent(frame["level"].tolist(), rules.persist_days):
+            result.persistent.append(name)
+    if frames:
+        result.daily = pd.concat(frames, ignore_index=True)[["as_of", "name", "rows", "psi", "alert_at", "level"]]
+    return result
+
+
+def _features(rows: pd.DataFrame, width: int) -> np.ndarray | None:
+    decoded = [decode_features(text) for text in rows["features"]]
+    if not decoded or any(len(row) != width for row in decoded):
+        return None
+    return np.asarray(decoded, dtype=float).reshape(len(decoded), width)

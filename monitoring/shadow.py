@@ -1,0 +1,87 @@
+"""Challengers in shadow: the newest trained but unpromoted version of a model, scored offline on the (symbol, date)
+pairs production answered live, so that a challenger and production compare on live dates, not only on history.
+
+A challenger of a per-row model (returns, direction, volatility) predicts from the feature rows production was served
+with (recorded exactly, ``bentos/recording.py``), through the service's own runners (``bentos/runners.py``); a
+challenger trained on other features cannot use them and says so. Prophet's and the regime's challengers are not
+scored in shadow: a price forecast or a filtered regime needs each window's bars, which the record does not keep.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+import pandas as pd
+
+from bentos.recording import decode_features
+from features.catalog import model_kind
+from monitoring.outcomes import REALISED, SeriesFinder
+from monitoring.scorecard import Score, score_version
+from training.registry.card import ModelCard
+
+
+@dataclass(frozen=True)
+class Challenger:
+    model: str
+    version: str
+    card: ModelCard
+
+
+def challengers_of(model: str, version: str, production: ModelCard) -> list[Challenger]:
+    """The newest stored version of ``model`` trained after the production ``version`` and never promoted."""
+    from training.registry.store import STAGE_LABEL, Stage, list_models
+
+    trained = datetime.fromisoformat(production.created_at)
+    newer = [m for m in list_models((model,)) if m.version != version and m.created > trained
+             and m.labels.get(STAGE_LABEL) not in (Stage.PRODUCTION, Stage.RETIRED)]  # fmt: skip
+    for stored in newer:  # newest first
+        card = stored.card_or_none()
+        if card is not None:
+            return [Challenger(model, stored.version, card)]
+    return []
+
+
+def shadow_scores(
+    frame: pd.DataFrame,
+    model: str,
+    version: str,
+    challengers: list[Challenger],
+    finder: SeriesFinder,
+    window_days: int,
+) -> list[Score]:
+    """Each challenger's :class:`Score` on production's realised rows, its predictions in place of production's."""
+    scores: list[Score] = []
+    if not challengers or not len(frame):
+        return scores
+    rows = frame[(frame["model"] == model) & (frame["version"] == version) & (frame["status"] == REALISED)]
+    for challenger in challengers:
+        predicted, why = shadow_predictions(challenger, rows)
+        if predicted is None:
+            score = Score(model, challenger.version, challenger.card.primary_metric, challenger.card.higher_is_better,
+                          0, "", "", statement=f"not scored in shadow: {why}")  # fmt: skip
+        else:
+            score = score_version(rows.assign(prediction=predicted, version=challenger.version), challenger.card,
+                                  finder, window_days, challenger.version)  # fmt: skip
+        scores.append(score)
+    return scores
+
+
+def shadow_predictions(challenger: Challenger, rows: pd.DataFrame) -> tuple[np.ndarray | None, str]:
+    """The challenger's predictions for the recorded feature rows, or None and why it has none."""
+    import bentoml
+
+    from bentos.runners import ModelMismatchError, load_runner
+
+    kind = model_kind(challenger.model)
+    if kind.task in ("price", "regime"):
+        return None, f"a {kind.task} model needs each window's bars, which the record does not keep"
+    if not len(rows):
+        return np.array([]), ""
+    try:
+        runner = load_runner(challenger.model, bentoml.models.get(f"{challenger.model}:{challenger.version}"))
+    except ModelMismatchError as error:
+        return None, str(error)
+    features = np.asarray([decode_features(text) for text in rows["features"]], dtype=float)
+    return runner.predict(features), ""  # type: ignore[attr-defined]
