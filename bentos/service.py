@@ -222,7 +222,8 @@ class MarketModels:
             from bentos.recording import answer_rows, window_digest, write
 
             row = features[-1] if len(features) else ()
-            write(answer_rows(method, answer, row, symbol, window_digest(bars)), SETTINGS.monitor_logs)
+            digest = "" if symbol else window_digest(bars)  # what finds a window's series when no symbol names it
+            write(answer_rows(method, answer, row, symbol, digest), SETTINGS.monitor_logs)
         return answer
 
     # answers for one window, shared by the single, all and batch methods -----------------------------
@@ -373,8 +374,15 @@ class MarketModels:
         if SETTINGS.record_answers:  # only what is answered, in one record
             from bentos.recording import answer_rows, window_digest, write
 
-            write([r for answer, row, symbol, bars in recorded
-                   for r in answer_rows("predict_all_batch", answer, row, symbol, window_digest(bars))])  # fmt: skip
+            write(
+                [
+                    r
+                    for answer, row, symbol, bars in recorded
+                    for r in answer_rows(
+                        "predict_all_batch", answer, row, symbol, "" if symbol else window_digest(bars)
+                    )
+                ]
+            )
         return answers
 
     @bentoml.api
