@@ -472,7 +472,12 @@ def slow_batch() -> dict[str, Any]:
 
 
 def test_in_flight_requests_finish_when_the_service_is_stopped(production_models: dict[str, str]) -> None:
-    body = json.dumps(slow_batch()).encode()
+    """...and a graceful stop loses no record of them: every answer given is in the monitor's files (a crash loses
+    the answers not yet written, and can cut the last line short: tests/test_prediction_store.py)."""
+    from tests.test_recording import recorded
+
+    batch = slow_batch()
+    body = json.dumps(batch | {"symbols": ["GRACEFUL-STOP"] * len(batch["windows"])}).encode()
     answers: list[tuple[int, Any]] = []
     with served("bentos.service:MarketModels") as url:
         server = serve_process(url)
@@ -492,6 +497,7 @@ def test_in_flight_requests_finish_when_the_service_is_stopped(production_models
         assert psutil.wait_procs([server], timeout=60)[1] == [], "the service did not stop"
     assert [code for code, _ in answers] == [200] * 4, [str(payload)[:300] for _, payload in answers]
     assert all(len(payload) == 64 for _, payload in answers)
+    assert len(recorded(symbol="GRACEFUL-STOP")) == 5 * 64 * 5  # 5 answers of 64 windows, 5 model rows each
 
 
 # ---- a retrain killed mid-flight ---------------------------------------------------------------------------
