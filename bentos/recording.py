@@ -10,11 +10,12 @@ row the tabular models read, empty for Prophet: its float64 values as base64 tex
 the monitor can compute drift from it; ``window`` identifies the bars of a window sent without a symbol
 (:func:`window_digest`; empty when a symbol is named), so that the monitor can find its stored series.
 
-BentoML's default monitor writes the rows as JSON lines to ``<log_path>/predictions/data/data.<worker>.log``,
-rotated daily, through Python logging: each line is written and flushed as the answer leaves (a ``FileHandler``
-flushes every record). A graceful shutdown therefore loses nothing; a crash loses the answers not yet written and
-can leave a truncated last line, which ingestion (``monitoring/store.py``) skips and reports. Its configuration can
-send the same rows elsewhere (``monitoring.type: otlp`` or a class of one's own, in the BentoML configuration).
+The service's monitor class (``bentos/json_lines.py``) writes the rows as JSON lines, the lines of BentoML's default
+monitor, to ``<log_path>/predictions/data/data.<worker>.<UTC date>.log``, one ``write`` a record as the answer
+leaves. A graceful shutdown therefore loses nothing, nor does a killed server (the lines are in the kernel's page
+cache); a crash of the machine can lose what the kernel had not flushed and leave a truncated last line, which
+ingestion (``monitoring/store.py``) waits on and recovers from. The BentoML configuration can send the same rows
+elsewhere (``monitoring.type``: ``default``, ``otlp`` or a class of one's own).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
     from features.pipeline import Bars
 
 MONITOR = "predictions"
+#: The service's monitor class (its ``monitoring.type``): BentoML's monitoring API, written as JSON lines.
+MONITOR_CLASS = "bentos.json_lines.JsonLinesMonitor"
 #: (column, BentoML role, BentoML data type), in the order every row is logged.
 COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("method", "feature", "categorical"),
@@ -161,6 +164,15 @@ def answer_rows(
     ]  # fmt: skip
 
 
+def served_rows(
+    method: str, answer: Any, bars: Bars | None, features: Any = (), symbol: str | None = None
+) -> list[dict[str, Any]]:
+    """The rows the service records of ``answer``: with the last of the feature ``rows`` it was computed from, and
+    its window's digest when no symbol names the window (what finds its stored series then)."""
+    row = features[-1] if len(features) else ()
+    return answer_rows(method, answer, row, symbol, "" if symbol else window_digest(bars))
+
+
 def write(rows: Sequence[dict[str, Any]], log_path: Path | None = None) -> None:
     """Record ``rows`` through ``bentoml.monitor`` (one monitor record, one JSON line a row).
 
@@ -175,9 +187,9 @@ def write(rows: Sequence[dict[str, Any]], log_path: Path | None = None) -> None:
     import bentoml
 
     in_process = bentoml.server_context.worker_index is None
-    # an explicit None would replace the configured options too: pass them only when they are ours
+    # an explicit None would replace the configured class and options too: pass them only when they are ours
     if in_process and log_path is not None:
-        opened = bentoml.monitor(MONITOR, monitor_options={"log_path": str(log_path)})
+        opened = bentoml.monitor(MONITOR, monitor_class=MONITOR_CLASS, monitor_options={"log_path": str(log_path)})
     else:
         opened = bentoml.monitor(MONITOR)
     with opened as monitor:

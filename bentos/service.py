@@ -32,6 +32,7 @@ from bentos import client_errors
 from bentos.batching import Arrivals, ArrivalsMiddleware, Coalescer
 from bentos.client_errors import ClientError
 from bentos.production import ProductionManifestError, production_tags
+from bentos.recording import MONITOR_CLASS, served_rows
 from bentos.schemas import (
     AllPredictions,
     BadInput,
@@ -151,8 +152,11 @@ def _as_of(bars: Bars) -> str:
     workers=1,
     traffic={"timeout": 60},
     logging={"access": {"enabled": False}},
-    # every answer recorded as JSON lines (bentos/recording.py), what monitoring/store.py ingests
-    monitoring={"enabled": SETTINGS.record_answers, "options": {"log_path": str(SETTINGS.monitor_logs)}},
+    monitoring={  # every answer recorded as JSON lines (bentos/recording.py), what monitoring/store.py ingests
+        "enabled": SETTINGS.record_answers,
+        "type": MONITOR_CLASS,
+        "options": {"log_path": str(SETTINGS.monitor_logs)},
+    },
 )
 class MarketModels:
     """Return, direction, volatility, regime and price models for daily OHLCV bars."""
@@ -217,13 +221,11 @@ class MarketModels:
 
     @staticmethod
     def _record(method: str, answer: Any, bars: Bars | None, features: Any = (), symbol: str | None = None) -> Any:
-        """Record ``answer`` (with its window's digest and the last feature row it was computed from); return it."""
+        """Record ``answer`` (``bentos.recording.served_rows``) and return it."""
         if SETTINGS.record_answers:
-            from bentos.recording import answer_rows, window_digest, write
+            from bentos.recording import write
 
-            row = features[-1] if len(features) else ()
-            digest = "" if symbol else window_digest(bars)  # what finds a window's series when no symbol names it
-            write(answer_rows(method, answer, row, symbol, digest), SETTINGS.monitor_logs)
+            write(served_rows(method, answer, bars, features, symbol), SETTINGS.monitor_logs)
         return answer
 
     # answers for one window, shared by the single, all and batch methods -----------------------------
@@ -370,19 +372,12 @@ class MarketModels:
                 answers.append(self._all(bars, rows))
             except ClientError as error:  # the window the models cannot use, named
                 raise error.located(f"windows[{i}]", ("windows", i)) from None
-            recorded.append((answers[-1], rows[-1], symbols[i] if symbols else None, bars))
-        if SETTINGS.record_answers:  # only what is answered, in one record
-            from bentos.recording import answer_rows, window_digest, write
+            if SETTINGS.record_answers:  # only what is answered, in one record
+                recorded += served_rows("predict_all_batch", answers[-1], bars, rows, symbols[i] if symbols else None)
+        if recorded:
+            from bentos.recording import write
 
-            write(
-                [
-                    r
-                    for answer, row, symbol, bars in recorded
-                    for r in answer_rows(
-                        "predict_all_batch", answer, row, symbol, "" if symbol else window_digest(bars)
-                    )
-                ]
-            )
+            write(recorded, SETTINGS.monitor_logs)
         return answers
 
     @bentoml.api

@@ -48,12 +48,13 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 @pytest.fixture
 def log_dir(tmp_path: Path) -> Iterator[Path]:
-    """A monitor log path of this test: BentoML's default monitor, pointed at a temporary folder."""
+    """A monitor log path of this test: the service's monitor class, pointed at a temporary folder."""
     from bentoml._internal.monitoring import api
-    from bentoml._internal.monitoring.default import DefaultMonitor
+
+    from bentos.json_lines import JsonLinesMonitor
 
     # what bentoml.monitor caches for the name on first use, here with this test's path
-    api._MONITOR_INSTANCES[recording.MONITOR] = DefaultMonitor(recording.MONITOR, log_path=str(tmp_path / "logs"))
+    api._MONITOR_INSTANCES[recording.MONITOR] = JsonLinesMonitor(recording.MONITOR, log_path=str(tmp_path / "logs"))
     yield tmp_path / "logs"
     api._MONITOR_INSTANCES.pop(recording.MONITOR, None)
 
@@ -67,7 +68,8 @@ def answers(n: int, method: str = "predict_direction") -> list[dict[str, object]
 
 
 def data_file(log_dir: Path) -> Path:
-    return log_dir / recording.MONITOR / "data" / "data.0.log"
+    (path,) = (log_dir / recording.MONITOR / "data").glob("data.0.*.log")  # one file a day: today's
+    return path
 
 
 def test_recorded_answers_are_stored_once_however_often_ingested(log_dir: Path, url: str) -> None:
@@ -96,7 +98,7 @@ def test_the_logs_of_several_servers_are_ingested_from_their_folders(log_dir: Pa
     """One log path per replica (``<logs>/<pod>/``, as deploy/k8s gives them): the same file names, each stored."""
     recording.write(answers(2))
     for pod in ("pod-a", "pod-b"):
-        copy = log_dir.parent / "replicas" / pod / recording.MONITOR / "data" / "data.1.log"
+        copy = log_dir.parent / "replicas" / pod / recording.MONITOR / "data" / data_file(log_dir).name
         copy.parent.mkdir(parents=True)
         copy.write_text(data_file(log_dir).read_text().replace('"v1"', f'"{pod}"'))
     report = PredictionStore(url).ingest(log_dir.parent / "replicas")
@@ -122,8 +124,8 @@ def test_a_line_cut_short_by_a_crash_waits_and_the_next_record_is_recovered(log_
 
 
 def test_ingestion_killed_midway_loses_and_repeats_nothing(log_dir: Path, url: str) -> None:
-    path = data_file(log_dir)
     recording.write(answers(1))  # the monitor's own line, then many more in its format
+    path = data_file(log_dir)
     template = json.loads(path.read_text().splitlines()[0])
     with path.open("a") as handle:
         for i in range(60_000):
