@@ -130,16 +130,3 @@ def containerfile_context(bento: Any) -> Iterator[tuple[str, str]]:
 
 #: the logger BentoML's HTTP app reports API exceptions on
 BENTOML_APP_LOGGER = "bentoml._internal.server.http_app"
-
-
-# ------------------------------------------------------------------------------------------------ request ids
-# A monitor class of one's own (bentos/json_lines.py) stamps each row with the request's id, as BentoML's default
-# monitor does; BentoML 1.4 keeps the ids on ``bentoml._internal.context.trace_context`` only (its default monitor
-# reads them there). An id is None outside a served request.
-
-
-def request_ids() -> tuple[str, str]:
-    """``(request_id, trace_id)`` of the request being answered, as text ("None" outside one)."""
-    from bentoml._internal.context import trace_context
-
-    return str(trace_context.request_id), str(trace_context.trace_id)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -85,3 +86,39 @@ def shadow_predictions(challenger: Challenger, rows: pd.DataFrame) -> tuple[np.n
         return None, str(error)
     features = np.asarray([decode_features(text) for text in rows["features"]], dtype=float)
     return runner.predict(features), ""  # type: ignore[attr-defined]
+
+
+def live_comparison(
+    model: str, challenger_tag: str, production_tag: str, database: str | None = None, snapshots: Any = None
+) -> dict[str, Any] | None:
+    """The challenger and production on the live dates production answered (the prediction store's realised rows),
+    for the retrain gate: ``{"detail", "values"}``, or None when there is nothing to compare (no store, no realised
+    answer, a model not scored in shadow)."""
+    from data.settings import DataSettings
+    from data.snapshots import SnapshotStore
+    from monitoring.outcomes import outcomes
+    from monitoring.scorecard import WINDOW_DAYS
+    from monitoring.store import PredictionStore
+    from training.registry.store import get_model
+
+    production_version, challenger_version = production_tag.partition(":")[2], challenger_tag.partition(":")[2]
+    rows = PredictionStore(database).rows(model=model, version=production_version)
+    if not rows or model_kind(model).task in ("price", "regime"):
+        return None
+    store = snapshots or SnapshotStore(DataSettings().snapshots)
+    frame = outcomes(rows, store)
+    frame = frame[frame["status"] == REALISED]
+    production, challenger = get_model(production_tag).card_or_none(), get_model(challenger_tag).card_or_none()
+    if not len(frame) or production is None or challenger is None:
+        return None
+    finder = SeriesFinder(store)
+    ours = score_version(frame, production, finder, WINDOW_DAYS, production_version)
+    (theirs,) = shadow_scores(frame, model, production_version, [Challenger(model, challenger_version, challenger)],
+                              finder, WINDOW_DAYS)  # fmt: skip
+    metric = production.primary_metric
+    if metric not in theirs.live or metric not in ours.live:
+        return {"detail": f"live dates: {theirs.statement}", "values": {}}
+    values = {"challenger": theirs.live[metric], "production": ours.live[metric], "answers": float(ours.rows)}
+    detail = (f"on {ours.rows} live answers ({ours.first}..{ours.last}): {metric} {values['challenger']:.4g} against "
+              f"production's {values['production']:.4g} (informational: the walk-forward decides)")  # fmt: skip
+    return {"detail": detail, "values": values}

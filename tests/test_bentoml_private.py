@@ -24,7 +24,6 @@ PRIVATE_NAMES = [
     ("bentoml._internal.container", "split_envs_by_stage"),
     ("bentoml._internal.container", "construct_containerfile"),
     ("_bentoml_impl.docker", "generate_dockerfile"),
-    ("bentoml._internal.context", "trace_context"),
 ]
 
 
@@ -79,10 +78,3 @@ def test_api_exceptions_are_logged_on_the_logger_the_client_error_filter_is_on()
     assert http_app.logger.name == BENTOML_APP_LOGGER, "BentoML's HTTP app logs on another logger now"
     assert service_app.log_exception is http_app.log_exception, "the service app no longer logs through log_exception"
     assert "exc_info" in inspect.signature(http_app.log_exception).parameters
-
-
-def test_request_ids_are_text_outside_a_request() -> None:
-    from bentos.bentoml_private import request_ids
-
-    request_id, trace_id = request_ids()
-    assert request_id == "None" and trace_id.isdigit()  # no request; the trace id of no span is 0

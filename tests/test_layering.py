@@ -48,7 +48,7 @@ ALLOWED: dict[str, set[str]] = {
         "training.models",
     },
     "scoring": {"cluster", "data", "features", "bentos"},
-    "training.flows": {"cluster", "data", "features", "bentos", "deploy", "training"},
+    "training.flows": {"cluster", "data", "features", "bentos", "deploy", "training", "monitoring"},
     "monitoring": {"bentos", "data", "features", "training"},
     "cli": {"cluster", "data", "features", "bentos", "deploy", "training", "scoring", "monitoring"},
 }

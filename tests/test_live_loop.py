@@ -93,7 +93,8 @@ def monitored(replay: dict[str, Any], embedded_snapshot, production_models, tmp_
     kwargs = {"logs": replay["logs"], "database": database, "snapshots": store, "production": production_models}
     first, where = run_and_publish(settings, now=now, **kwargs)
     second, _ = run_and_publish(settings, now=now.replace(day=13), **kwargs)
-    return {"first": first, "second": second, "where": where, "database": database, "output": output}
+    return {"first": first, "second": second, "where": where, "database": database, "output": output,
+            "snapshots": embedded_snapshot}  # fmt: skip
 
 
 def test_every_answer_is_stored_once_with_its_outcome(replay, monitored):
@@ -147,3 +148,20 @@ def test_the_shift_alerts_and_triggers_one_retrain_with_its_reason(monitored):
     page = Path(where["report"]).read_text()
     assert "Alert rules" in page and "retrain triggered" in page and page.count("<img") >= 10
     assert "mlops_monitor_psi" in Path(where["metrics"].removeprefix("written to ")).read_text()
+
+
+def test_shadow_scoring_reproduces_the_served_answers_and_the_gate_reads_it(replay, monitored, production_models):
+    """A challenger is scored in shadow through the service's runners on the recorded feature rows: production
+    itself, scored so, gets exactly its served figures; this is what the retrain gate's live_dates check reports."""
+    from monitoring.shadow import live_comparison
+
+    store, _ = monitored["snapshots"]
+    for model in ("return_lightgbm", "direction_lightgbm", "volatility_lightgbm"):
+        tag = production_models[model]
+        live = live_comparison(model, tag, tag, monitored["database"], store)
+        days = replay["days"]
+        assert live is not None and live["values"]["answers"] == len(days), model
+        assert live["values"]["challenger"] == pytest.approx(live["values"]["production"], rel=1e-12), model
+        first, last = (str(replay["gspc"]["date"].iloc[i].date()) for i in (days[0], days[-1]))
+        assert live["detail"].startswith(f"on {len(days)} live answers ({first}..{last})")
+    assert live_comparison("price_prophet", *[production_models["price_prophet"]] * 2, monitored["database"]) is None

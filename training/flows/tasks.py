@@ -22,10 +22,12 @@ from data.sources import EmbeddedSource, Source, YFinanceSource
 from deploy.bento import build as build_bento_from
 from deploy.smoke import smoke_test
 from features.ohlcv import OHLCVValidationError
+from monitoring.shadow import live_comparison
 from training.config import TrainingConfig
 from training.dataset import Panel, build_panel
 from training.flows.cache import TrainingKey, find_trained, record_training_key
 from training.flows.gate import Decision, RuleSet, gate
+from training.flows.gate_quant import Check
 from training.flows.summary import stored_metadata
 from training.models.execution import Execution
 from training.registry.store import get_model
@@ -172,12 +174,23 @@ def train_model(
 
 @task(name="gate", cache_policy=NO_CACHE)
 def gate_challengers(challengers: dict[str, str], production: dict[str, str], rules: RuleSet) -> dict[str, Decision]:
-    """The gate's decision on every challenger that is not already production."""
-    return {
+    """The gate's decision on every challenger that is not already production, with how it did against production
+    on the live dates production answered, when the prediction store has them (``live_dates``, informational)."""
+    decisions = {
         name: gate(tag, get_model(tag).metadata, rules, production.get(name), stored_metadata(production.get(name)))
         for name, tag in challengers.items()
         if production.get(name) != tag
     }
+    for name, decision in decisions.items():
+        if decision.production is None:
+            continue
+        try:
+            live = live_comparison(name, decision.challenger, decision.production)
+        except Exception as error:  # the prediction store is the monitor's: its trouble never blocks a retrain
+            live = {"detail": f"not compared: {type(error).__name__}: {error}", "values": {}}
+        if live is not None:
+            decision.checks.append(Check("live_dates", True, live["detail"], live["values"]))
+    return decisions
 
 
 @task(name="build-bento", cache_policy=NO_CACHE)
