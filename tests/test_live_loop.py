@@ -165,3 +165,16 @@ def test_shadow_scoring_reproduces_the_served_answers_and_the_gate_reads_it(repl
         first, last = (str(replay["gspc"]["date"].iloc[i].date()) for i in (days[0], days[-1]))
         assert live["detail"].startswith(f"on {len(days)} live answers ({first}..{last})")
     assert live_comparison("price_prophet", *[production_models["price_prophet"]] * 2, monitored["database"]) is None
+
+
+def test_monitor_status_prints_the_last_run_per_model(monitored, monkeypatch):
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    monkeypatch.setenv("MLOPS_MONITOR_OUTPUT_DIR", str(monitored["output"]))
+    result = CliRunner().invoke(app, ["monitor", "status"], env={"COLUMNS": "240"})
+    assert result.exit_code == 0, result.output
+    for model in ("direction_lightgbm", "return_lightgbm", "volatility_lightgbm", "price_prophet", "regime_hmm"):
+        assert model in result.output
+    assert "walk-forward" in result.output and "alert" in result.output and "rv_" in result.output

@@ -111,3 +111,12 @@ def test_the_metrics_are_pushed_to_a_real_pushgateway(pushgateway: str, tmp_path
         in scraped
     )
     assert not (tmp_path / "mlops_monitor.prom").exists()
+
+
+def test_the_monitor_deployment_runs_the_flow_after_the_close() -> None:
+    from monitoring.flow import CRON, monitor_deployment
+
+    deployment = monitor_deployment()
+    assert (deployment.name, deployment.flow_name) == ("daily", "monitor")
+    assert [schedule.schedule.cron for schedule in deployment.schedules] == [CRON] == ["30 22 * * 1-5"]
+    assert deployment.entrypoint == "monitoring.flow.monitor"
