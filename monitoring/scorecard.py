@@ -240,6 +240,9 @@ def _verdict(score: Score) -> None:
         score.below_band_since = str(rolling["as_of"].iloc[-run])
         score.statement = (f"live is below what walk-forward promised since {score.below_band_since}: {latest}; "
                            f"{folds}")  # fmt: skip
+    elif _worse(high if higher else low, model[-1], higher):  # better than the best fold: a reason for suspicion
+        score.statement = (f"live is above what walk-forward promised (better than every fold: suspect in-sample "
+                           f"dates or luck before trusting it): {latest}; {folds}")  # fmt: skip
     else:
         score.statement = f"live is within what walk-forward promised: {latest}; {folds}"
     score.statement += f"; best baseline {best[-1]:.4g}"
