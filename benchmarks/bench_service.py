@@ -75,22 +75,25 @@ LATENCY_TARGET = 1.5
 # models and the request ------------------------------------------------------------------------------------
 def production_models() -> dict[str, str]:
     """Quick models trained, promoted and named in a manifest (reused when MLOPS_BENCH_HOME already has models of
-    the current feature code, retrained when the feature code has changed since or the forest was stored without the
-    flat nodes the service predicts from: serving it would then import scikit-learn and time that)."""
+    the current feature code and card version, retrained when either has changed since or the forest was stored
+    without the flat nodes the service predicts from: serving it would then import scikit-learn and time that)."""
     if MANIFEST.is_file():
         import bentoml
 
         from bentos.forest_model import CUSTOM_OBJECT
         from features import DEFAULT_SPEC
+        from training.registry.card import CARD_VERSION
 
         tags = dict(json.loads(MANIFEST.read_text())["models"])
         cards = [bentoml.models.get(tag).info.metadata for tag in tags.values()]
         forest = bentoml.models.get(tags["return_random_forest"])
-        if all(card.get("feature_spec_hash") == DEFAULT_SPEC.version_hash for card in cards) and (
-            CUSTOM_OBJECT in forest.custom_objects
-        ):
+        current = all(
+            card.get("feature_spec_hash") == DEFAULT_SPEC.version_hash and card.get("card_version") == CARD_VERSION
+            for card in cards
+        )
+        if current and CUSTOM_OBJECT in forest.custom_objects:
             return tags
-        print("the stored models predate the current feature code or forest format: retraining", flush=True)
+        print("the stored models predate the current feature code, card or forest format: retraining", flush=True)
     from bentos.production import write_manifest
     from data.pull import pull
     from data.settings import DataSettings
