@@ -254,8 +254,16 @@ def main() -> None:
                 assert 0.0 < answer["probability_up"] < 1.0 and answer["as_of"] == bars["date"][-1], answer
         rates: dict[str, list[float]] = {e.label: [] for e in endpoints}
         with tempfile.TemporaryDirectory(prefix="bench-wrk-") as scripts:
+            trio = [e for e in endpoints if e.label in ("predict_direction", NOT_RECORDING, SYMBOL_NAMED)]
             for round_ in range(ROUNDS):
-                for endpoint in endpoints:
+                # the recording comparison's three servers run back to back, in reverse order every other round:
+                # a server measured right after another one is not favoured in the medians of the ratios
+                order = list(endpoints)
+                if round_ % 2:
+                    at = [order.index(e) for e in trio]
+                    for i, endpoint in zip(at, reversed(trio), strict=True):
+                        order[i] = endpoint
+                for endpoint in order:
                     rates[endpoint.label].append(wrk(endpoint, Path(scripts)))
                     print(f"wrk round {round_ + 1} {endpoint.label}: {rates[endpoint.label][-1]:.0f} req/s", flush=True)
         feature_passes = coalescing(models)
