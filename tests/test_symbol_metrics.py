@@ -16,7 +16,13 @@ from training.evaluation.audit import leakage_audit
 from training.evaluation.symbols import MIN_SCORED_ROWS, WITHOUT_SYMBOL_FIGURE, worst_decile
 from training.evaluation.walk_forward import Evaluation
 from training.models.return_lightgbm import ReturnLightGBM
-from training.registry.card import TASKS_WITHOUT_SYMBOL_FIGURE, IncompleteCardError, ModelCard, build_card
+from training.registry.card import (
+    CARD_VERSION,
+    TASKS_WITHOUT_SYMBOL_FIGURE,
+    IncompleteCardError,
+    ModelCard,
+    build_card,
+)
 from training.registry.store import get_model
 from training.run import TrainingRun, train, trainer_class
 
@@ -116,7 +122,7 @@ def test_every_card_of_the_quick_run_holds_the_spread_of_its_model(quick_run: Tr
     symbols = quick_run.snapshot.symbols
     for result in quick_run.results:
         card = result.card
-        assert card.card_version == 5 and card.synthetic is False
+        assert card.card_version == CARD_VERSION and card.synthetic is False
         if result.evaluation.task in WITHOUT_SYMBOL_FIGURE:
             assert card.by_symbol is None and "by_symbol" not in card.to_metadata()
             continue
