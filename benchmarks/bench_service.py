@@ -256,8 +256,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="bench-wrk-") as scripts:
             trio = [e for e in endpoints if e.label in ("predict_direction", NOT_RECORDING, SYMBOL_NAMED)]
             for round_ in range(ROUNDS):
-                # the recording comparison's three servers run back to back, in reverse order every other round:
-                # a server measured right after another one is not favoured in the medians of the ratios
+                # the recording comparison's three servers back to back, in reverse order every other round
                 order = list(endpoints)
                 if round_ % 2:
                     at = [order.index(e) for e in trio]

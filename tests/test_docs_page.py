@@ -145,7 +145,8 @@ class DevTools:
 def browser_page(chromium: str) -> Iterator[DevTools]:
     """A blank page in a fresh headless Chromium that resolves no host but this machine."""
     port = free_port()
-    with tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile:
+    # chromium's helper processes may still write the profile as it is removed: leftovers are not a test failure
+    with tempfile.TemporaryDirectory(prefix="chromium-profile-", ignore_cleanup_errors=True) as profile:
         process = subprocess.Popen(
             [
                 chromium,
