@@ -8,7 +8,12 @@ import pytest
 
 from monitoring.drift import psi
 from training.dataset import Panel
-from training.evaluation.drift_reference import Reference, drift_references, prediction_values
+from training.evaluation.drift_reference import (
+    Reference,
+    drift_references,
+    feature_references,
+    prediction_values,
+)
 from training.registry.card import ModelCard
 from training.run import TrainingRun
 
@@ -51,5 +56,6 @@ def test_prophet_predictions_are_referenced_as_forecast_returns() -> None:
     what, values = prediction_values("price_forecast", predictions)
     assert "log(forecast / last close)" in what
     assert values == pytest.approx(np.log([1.1, 0.9, 1.0]))
-    drift = drift_references("price_forecast", np.array([[1.0], [2.0], [3.0]]), ["x"], predictions, bins=2)
+    features = feature_references(np.array([[1.0], [2.0], [3.0]]), ["x"], bins=2)
+    drift = drift_references("price_forecast", features, predictions)
     assert drift["predictions"]["count"] == 3 and list(drift["features"]) == ["x"]

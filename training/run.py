@@ -119,12 +119,9 @@ def train_one(name: str, panel: Panel, config: TrainingConfig, execution: Execut
         horizon=trainer.horizon,
         drift_reference=drift_references(
             trainer.task,
-            panel.features,
-            panel.spec.names,
+            panel.feature_references,
             evaluation.predictions,
             n_states=getattr(fitted.model, "n_states", None),
-            dates=panel.dates,
-            symbols=panel.symbols,
         ),
     )
     labels = {"task": trainer.task, "stage": Stage.CANDIDATE, "snapshot": panel.snapshot.id}

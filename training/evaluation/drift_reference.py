@@ -95,29 +95,41 @@ def reference(
     return Reference(tuple(inner.tolist()), tuple(shares(kept, inner).tolist()), int(kept.size))
 
 
+def calibration_rows(
+    dates: np.ndarray, symbols: np.ndarray, max_symbols: int = CALIBRATION_SYMBOLS
+) -> list[np.ndarray]:
+    """The rows whose windows calibrate a reference: each symbol's row indices in date order, for at most
+    ``max_symbols`` symbols (chosen by a fixed seed). Found once per set of rows, shared by every feature."""
+    groups = pd.Series(np.arange(len(symbols))).groupby(np.asarray(symbols), sort=True).indices
+    names = np.asarray(sorted(map(str, groups)))
+    if names.size > max_symbols:
+        names = np.random.default_rng(0).choice(names, max_symbols, replace=False)
+    found = []
+    for name in names:
+        rows = np.asarray(groups[name])
+        found.append(rows[np.argsort(dates[rows], kind="stable")])
+    return found
+
+
 def window_psi_quantiles(
     values: np.ndarray,
-    dates: np.ndarray,
-    symbols: np.ndarray,
+    rows: Sequence[np.ndarray],
     ref: Reference,
     windows: Sequence[int] = CALIBRATION_DAYS,
     step: int = CALIBRATION_STEP,
-    max_symbols: int = CALIBRATION_SYMBOLS,
 ) -> dict[str, list[float]]:
-    """The 95th and 99th percentiles of the PSI of one symbol's ``w`` consecutive training rows against ``ref``, for
-    each window length ``w`` (every ``step`` rows, at most ``max_symbols`` symbols, chosen by a fixed seed):
-    how far a window of the training period itself strays from the whole, which the monitor's alert must exceed."""
+    """The 95th and 99th percentiles of the PSI of one symbol's ``w`` consecutive training values against ``ref``,
+    for each window length ``w`` (every ``step`` values; ``rows``: each symbol's rows in date order,
+    :func:`calibration_rows`): how far a window of the training period itself strays from the whole, which the
+    monitor's alert must exceed."""
     edges = np.asarray(ref.edges, dtype=float)
-    names = np.unique(symbols)
-    if names.size > max_symbols:
-        names = np.random.default_rng(0).choice(names, max_symbols, replace=False)
     found: dict[int, list[np.ndarray]] = {w: [] for w in windows}
-    for symbol in names:
-        mine = (symbols == symbol) & np.isfinite(values)
-        order = np.argsort(dates[mine], kind="stable")
-        bins = np.searchsorted(edges, values[mine][order], side="right")
+    one_hot = np.eye(edges.size + 1)
+    for symbol_rows in rows:
+        mine = values[symbol_rows]
+        bins = np.searchsorted(edges, mine[np.isfinite(mine)], side="right")
         counts = np.zeros((bins.size + 1, edges.size + 1))
-        counts[1:] = np.cumsum(np.eye(edges.size + 1)[bins], axis=0)
+        counts[1:] = np.cumsum(one_hot[bins], axis=0)
         for w in windows:
             if bins.size < w:
                 continue
@@ -137,31 +149,18 @@ def prediction_values(task: str, predictions: pd.DataFrame) -> tuple[str, np.nda
     return "walk-forward prediction", predictions["prediction"].to_numpy(float)
 
 
-def drift_references(
-    task: str,
+def feature_references(
     features: np.ndarray,
     feature_names: Sequence[str],
-    predictions: pd.DataFrame,
-    n_states: int | None = None,
-    bins: int = DEFAULT_BINS,
     dates: np.ndarray | None = None,
     symbols: np.ndarray | None = None,
+    bins: int = DEFAULT_BINS,
 ) -> dict[str, Any]:
-    """The card's ``drift_reference``: every feature's and the predictions' reference, each with the PSI its
-    training windows reached (``calibration``: window length -> [95th, 99th percentile]) when the rows' ``dates``
-    and ``symbols`` are given (the predictions': when they have their own); calendar features have none."""
-    what, values = prediction_values(task, predictions)
-    if task == "regime_detection":
-        kept = values >= 0  # rows in no test year
-        states = n_states or int(values[kept].max()) + 1
-        prediction = reference(values[kept], edges=[state + 0.5 for state in range(states - 1)]).to_dict()
-    else:
-        ref = reference(values, bins, tails=TAILS)
-        prediction = ref.to_dict()
-        if task != "price_forecast" and {"date", "symbol"} <= set(predictions.columns):
-            prediction["calibration"] = window_psi_quantiles(
-                values, predictions["date"].to_numpy(), predictions["symbol"].to_numpy(), ref
-            )
+    """The features' part of a card's ``drift_reference``: every feature's reference, with the PSI its training
+    windows reached (``calibration``: window length -> [95th, 99th percentile]) when the rows' ``dates`` and
+    ``symbols`` are given; calendar features have none. The same for every model of a panel: computed once
+    (``training.dataset.Panel.feature_references``)."""
+    rows = calibration_rows(dates, symbols) if dates is not None and symbols is not None else None
     columns = {}
     for i, name in enumerate(feature_names):
         column = features[:, i]
@@ -169,14 +168,31 @@ def drift_references(
             continue
         ref = reference(column, bins, tails=TAILS)
         columns[name] = ref.to_dict()
-        if dates is not None and symbols is not None:
-            columns[name]["calibration"] = window_psi_quantiles(column, dates, symbols, ref)
+        if rows is not None:
+            columns[name]["calibration"] = window_psi_quantiles(column, rows, ref)
     return {
         "bins": bins,
         "tails": TAILS,
         "features_from": f"the {features.shape[0]:,} rows of the training panel",
         "features": columns,
         "calendar_features": sorted(CALENDAR_FEATURES & set(feature_names)),
-        "predictions_from": what,
-        "predictions": prediction,
     }
+
+
+def drift_references(
+    task: str, features: dict[str, Any], predictions: pd.DataFrame, n_states: int | None = None
+) -> dict[str, Any]:
+    """The card's ``drift_reference``: the panel's :func:`feature_references` and the predictions' reference, with
+    the PSI their own windows reached where they have dates and symbols (not Prophet's, whose rows are horizons)."""
+    what, values = prediction_values(task, predictions)
+    if task == "regime_detection":
+        kept = values >= 0  # rows in no test year
+        states = n_states or int(values[kept].max()) + 1
+        prediction = reference(values[kept], edges=[state + 0.5 for state in range(states - 1)]).to_dict()
+    else:
+        ref = reference(values, features["bins"], tails=TAILS)
+        prediction = ref.to_dict()
+        if task != "price_forecast" and {"date", "symbol"} <= set(predictions.columns):
+            rows = calibration_rows(predictions["date"].to_numpy(), predictions["symbol"].to_numpy())
+            prediction["calibration"] = window_psi_quantiles(values, rows, ref)
+    return features | {"predictions_from": what, "predictions": prediction}
