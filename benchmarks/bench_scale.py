@@ -59,6 +59,42 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
 
 
+def process_cpu_seconds() -> float:
+    """CPU seconds of this process so far, all threads: the client, and a local cluster's scheduler and nannies."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def forest_fit(_: int) -> float:
+    """Seconds of one single-threaded forest fit on fixed random data (a CPU-bound task like the training's)."""
+    import numpy as np
+    from sklearn.ensemble import RandomForestRegressor
+
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(100_000, 40))
+    target = features[:, 0] + rng.normal(size=100_000)
+    started = time.perf_counter()
+    RandomForestRegressor(n_estimators=8, max_depth=8, min_samples_leaf=50, max_features=0.5, random_state=0).fit(
+        features, target
+    )
+    return time.perf_counter() - started
+
+
+def contention() -> float:
+    """A forest fit's time with another running at once in a second process, over its time alone: whether two
+    CPU-bound processes on this machine's two cores slow each other."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(1) as pool:
+        alone = pool.map(forest_fit, [0])[0]
+    with context.Pool(2) as pool:
+        both = pool.map(forest_fit, [0, 1], chunksize=1)
+    return sum(both) / 2 / alone
+
+
 def noop(value: int) -> int:
     return value
 
@@ -82,12 +118,12 @@ def train_on(store: SnapshotStore, info: SnapshotInfo, workers: int) -> dict[str
     """Train all six models (quick) on a local cluster of ``workers``: wall time, per-stage task costs, peak memory."""
     from distributed import get_task_stream
 
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), process_cpu_seconds()
     with connect(ClusterSettings(workers=workers)) as client:
         with get_task_stream(client) as stream:
             run = train(info.id, config=TrainingConfig.quick(), store=store, client=client)
         peaks = client.run(peak_rss_mb)
-    wall = time.perf_counter() - started
+    wall, client_cpu = time.perf_counter() - started, process_cpu_seconds() - cpu
     if not run.ok:
         raise RuntimeError(f"training on {workers} worker(s) failed: {run.failures}")
     stages: dict[str, list[float]] = defaultdict(list)
@@ -96,7 +132,13 @@ def train_on(store: SnapshotStore, info: SnapshotInfo, workers: int) -> dict[str
         if compute:
             stages[stage_of(task["key"])].append(sum(s["stop"] - s["start"] for s in compute))
     tags = {r.name: r.tag for r in run.results}
-    return {"wall": wall, "stages": dict(stages), "peak_mb": max(peaks.values()), "tags": tags}
+    return {
+        "wall": wall,
+        "stages": dict(stages),
+        "peak_mb": max(peaks.values()),
+        "tags": tags,
+        "client_cpu": client_cpu,
+    }
 
 
 def batch_on(store: SnapshotStore, info: SnapshotInfo, tags: dict[str, str], workers: int) -> dict[str, Any]:
@@ -247,6 +289,7 @@ def main() -> None:
     big, _ = pull(SyntheticSource(symbols=SYMBOLS, years=YEARS, seed=0), store)
     small, _ = pull(SyntheticSource(symbols=max(SYMBOLS // 10, 2), years=YEARS, seed=0), store)
     overhead = task_overhead_ms()
+    together = contention()
     print(f"overhead {overhead:.2f} ms a task", flush=True)
     one = train_on(store, big, 1) | {"workers": 1}
     print(f"1 worker: {one['wall']:.0f} s", flush=True)
@@ -318,10 +361,15 @@ def main() -> None:
                round(served["later_p50"]), "ms", key="serve_later_p50"),
         Figure(f"serving, resident memory after {ASKED_SYMBOLS} symbols' forecasts", f"{served['rss_after']:.0f} MB",
                round(served["rss_after"]), "MB", key="serve_memory_after"),
-        Figure("task compute summed over the training's tasks, 2 workers against 1 (two tasks at once on two cores "
-               "slow each other: the speed-up's ceiling is 2 / this ratio)",
+        Figure("task compute summed over the training's tasks, 2 workers against 1 (a task's wall time: it grows "
+               "when the client process or a Prophet fit's CmdStan process holds the core a worker would use)",
                f"{task_total(two):,.0f} s vs {task_total(one):,.0f} s ({inflation:+.0f} %)",
                round(inflation, 1), "%", key="task_inflation"),
+        Figure("CPU of the client process during the training (cards, report, the local cluster's scheduler), 1 and "
+               "2 workers", f"{one['client_cpu']:,.0f} s and {two['client_cpu']:,.0f} s", round(two["client_cpu"]),
+               "s", key="client_cpu"),
+        Figure("a single-threaded forest fit with another at once in a second process / alone (two CPU-bound "
+               "processes on the two cores)", f"{together:.2f}x", round(together, 2), "x", key="contention"),
         Figure("scheduler overhead per task (2,000 empty tasks, 2 workers)", f"{overhead:.2f} ms", round(overhead, 2),
                "ms", key="task_overhead"),
     ]  # fmt: skip

@@ -33,15 +33,12 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-KEEP = os.environ.get("MLOPS_BENCH_HOME")
-WORK = Path(KEEP) if KEEP else Path(tempfile.mkdtemp(prefix="mlops-bench-service-"))
-WORK.mkdir(parents=True, exist_ok=True)
-MANIFEST = WORK / "production.json"
-os.environ["BENTOML_HOME"] = str(WORK / "bentoml")
-os.environ["MLOPS_HOME"] = str(WORK / "home")
-os.environ["MLOPS_PRODUCTION_FILE"] = str(MANIFEST)
-os.environ["BENTOML_DO_NOT_TRACK"] = "true"
 sys.path.insert(0, str(ROOT))
+
+from benchmarks._stores import bench_home  # noqa: E402 - before the project: its stores
+
+WORK = bench_home("MLOPS_BENCH_HOME", "mlops-bench-service-")
+MANIFEST = WORK / "production.json"
 
 import numpy as np  # noqa: E402
 
@@ -392,7 +389,7 @@ def main() -> None:
     )
     path = write_results("service", ".venv/bin/python benchmarks/bench_service.py", figures, notes)
     print(path.read_text())
-    if not KEEP:
+    if "MLOPS_BENCH_HOME" not in os.environ:
         shutil.rmtree(WORK, ignore_errors=True)
 
 
