@@ -4,7 +4,8 @@ The address comes from the caller (``--scheduler tcp://HOST:8786``) or from ``ML
 a ``distributed.LocalCluster`` starts with one single-threaded worker process per core (the models' own libraries
 release the GIL only in parts, and LightGBM, Prophet's Stan and hmmlearn each use one core a task best when tasks
 run side by side), and stops with the run. Workers of an existing cluster must see the same snapshot store and
-model store paths as the client (a shared volume; ``deploy/k8s/dask.yaml``).
+model store paths as the client (a shared volume; ``deploy/k8s/dask.yaml``), and start with the nanny preload
+``cluster.worker_environ`` (the environment of their processes).
 """
 
 from __future__ import annotations
@@ -69,7 +70,9 @@ def connect(settings: ClusterSettings | None = None) -> Iterator[Client]:
         finally:
             client.close()
         return
+    # the workers' environment without Dask's malloc trimming (cluster/worker_environ.py says why)
     cluster = LocalCluster(
+        preload_nanny=["cluster.worker_environ"],
         n_workers=settings.local_workers,
         threads_per_worker=1,
         processes=True,

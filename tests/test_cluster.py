@@ -39,6 +39,10 @@ def worker_pid(_: int) -> int:
     return os.getpid()
 
 
+def worker_environ() -> dict[str, str | None]:
+    return {name: os.environ.get(name) for name in ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS")}
+
+
 @pytest.fixture(scope="module")
 def client():  # type: ignore[no-untyped-def]
     with dask.config.set({"distributed.scheduler.allowed-failures": 1}), connect(ClusterSettings(workers=2)) as c:
@@ -61,6 +65,8 @@ def test_local_cluster_runs_worker_processes(client) -> None:  # type: ignore[no
     assert all(w["nthreads"] == 1 for w in workers.values())
     pids = set(run_tasks(client, "pid", worker_pid, {str(i): (i,) for i in range(8)}).values())
     assert os.getpid() not in pids
+    # Dask's one BLAS/OpenMP thread a worker kept, its malloc trimming dropped (cluster/worker_environ.py)
+    assert list(client.run(worker_environ).values()) == [{"MALLOC_TRIM_THRESHOLD_": None, "OMP_NUM_THREADS": "1"}] * 2
 
 
 @pytest.mark.parametrize("in_process", [True, False])

@@ -61,6 +61,7 @@ def test_workers_reach_the_scheduler_service_and_share_the_data_volume() -> None
     args = container(workers)["args"]
     assert args[:2] == ["worker", address]
     assert args[args.index("--nthreads") + 1] == "1"  # as cluster/client.py runs local workers
+    assert args[args.index("--preload-nanny") + 1] == "cluster.worker_environ"  # so does their environment
     job = docs[("Job", "mlops-train-")]
     assert {"name": "MLOPS_DASK_SCHEDULER", "value": address} in container(job)["env"]
     for document in (workers, job):
@@ -124,6 +125,7 @@ def test_worker_image_runs_a_dask_worker_that_computes_the_project_s_features(tm
     try:
         address = f"tcp://127.0.0.1:{port}"
         arguments = ["worker", address, "--nthreads", "1", "--no-dashboard", "--name", "from-image"]
+        arguments += ["--preload-nanny", "cluster.worker_environ"]
         with (
             run_container(backend, result.image, arguments, tmp_path / "worker.log"),
             Client(address, timeout="60s") as client,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import subprocess
 import sys
 import time
@@ -161,6 +162,10 @@ def test_past_the_row_limit_a_pooled_fit_trains_on_a_seeded_sample(quick_panel: 
     assert unlimited.model.dump_model()["tree_info"] != fitted.model.dump_model()["tree_info"]
 
 
+#: what deploy/k8s/dask/workers.yaml gives its workers (cluster/worker_environ.py)
+WORKER_PRELOAD = ("--preload-nanny", "cluster.worker_environ")
+
+
 @pytest.fixture
 def command_line_cluster(tmp_path: Path) -> Iterator[str]:
     """``dask scheduler`` and two ``dask worker`` processes started from the command line, as on real machines."""
@@ -170,7 +175,7 @@ def command_line_cluster(tmp_path: Path) -> Iterator[str]:
     logs = [open(tmp_path / f"{name}.log", "wb") for name in ("scheduler", "worker-1", "worker-2")]  # noqa: SIM115
     commands = [
         [dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
-        *[[dask, "worker", address, "--nthreads", "1", "--nworkers", "1", "--no-dashboard"]] * 2,
+        *[[dask, "worker", address, "--nthreads", "1", "--nworkers", "1", "--no-dashboard", *WORKER_PRELOAD]] * 2,
     ]
     processes: list[subprocess.Popen[bytes]] = []
     try:
@@ -180,6 +185,9 @@ def command_line_cluster(tmp_path: Path) -> Iterator[str]:
                 time.sleep(1.0)
         with Client(address, timeout="30s") as client:
             client.wait_for_workers(2, timeout=60)
+            # the preload gave the worker processes the project's environment (cluster/worker_environ.py)
+            environ = client.run(lambda: {k: os.environ.get(k) for k in ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS")})
+            assert list(environ.values()) == [{"MALLOC_TRIM_THRESHOLD_": None, "OMP_NUM_THREADS": "1"}] * 2
         yield address
     finally:
         for process in reversed(processes):
