@@ -19,7 +19,8 @@ elsewhere (``monitoring.type: otlp`` or a class of one's own, in the BentoML con
 
 A monitor class of our own writing each record in one ``write`` call (~100 against ~150-180 us a row in process) was
 measured and dropped: ``predict_direction``'s throughput with recording kept 81 % of it without, with BentoML's
-monitor and with ours alike. What the served path felt was the window digest's copies (below).
+monitor and with ours alike. What the served path felt was the window digest's copies (now hashed in place) and
+``bentoml.monitor``'s per-call configuration lookup (now skipped after the first record: :func:`write`).
 """
 
 from __future__ import annotations
@@ -177,15 +178,28 @@ def served_rows(
 
 
 def write(rows: Sequence[dict[str, Any]], log_path: Path | None = None) -> None:
-    """Record ``rows`` through ``bentoml.monitor`` (one monitor record, one JSON line a row).
+    """Record ``rows`` through BentoML's monitoring API (one monitor record, one JSON line a row).
 
     In a served worker the monitor is BentoML's configured one: the service's ``monitoring`` settings (log path
     from ``MLOPS_MONITOR_LOG_PATH``), which BentoML's configuration may override (another ``type``, other options).
     BentoML applies them to served workers only, so in process (tests, a script using the class) the monitor gets
     ``log_path`` here; otherwise it would write to ``./monitoring`` of the working directory. A process's first
     call fixes its monitor.
+
+    The first record goes through ``bentoml.monitor``, which creates the process's monitor; the next ones go to that
+    same monitor object (``bentos/bentoml_private.opened_monitor``), opened and closed as ``bentoml.monitor`` does
+    (``start_record``, ``log_batch``, ``stop_record``), without the dependency injection the context manager runs on
+    every call: ~50 of the ~105 us a recorded answer cost in process (``benchmarks/bench_monitor.py``).
     """
     if not rows:  # never an empty record: BentoML 1.4 then leaves the record open and the next one fails an assert
+        return
+    from bentos.bentoml_private import opened_monitor
+
+    monitor = opened_monitor(MONITOR)
+    if monitor is not None:
+        monitor.start_record()
+        _log(monitor, rows)
+        monitor.stop_record()
         return
     import bentoml
 
@@ -196,5 +210,9 @@ def write(rows: Sequence[dict[str, Any]], log_path: Path | None = None) -> None:
     else:
         opened = bentoml.monitor(MONITOR)
     with opened as monitor:
-        for name, role, kind in COLUMNS:
-            monitor.log_batch([r[name] for r in rows], name, role, kind)
+        _log(monitor, rows)
+
+
+def _log(monitor: Any, rows: Sequence[dict[str, Any]]) -> None:
+    for name, role, kind in COLUMNS:
+        monitor.log_batch([r[name] for r in rows], name, role, kind)

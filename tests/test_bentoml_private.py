@@ -24,6 +24,7 @@ PRIVATE_NAMES = [
     ("bentoml._internal.container", "split_envs_by_stage"),
     ("bentoml._internal.container", "construct_containerfile"),
     ("_bentoml_impl.docker", "generate_dockerfile"),
+    ("bentoml._internal.monitoring.api", "_MONITOR_INSTANCES"),
 ]
 
 
@@ -78,3 +79,27 @@ def test_api_exceptions_are_logged_on_the_logger_the_client_error_filter_is_on()
     assert http_app.logger.name == BENTOML_APP_LOGGER, "BentoML's HTTP app logs on another logger now"
     assert service_app.log_exception is http_app.log_exception, "the service app no longer logs through log_exception"
     assert "exc_info" in inspect.signature(http_app.log_exception).parameters
+
+
+def test_the_monitor_bentoml_monitor_creates_is_found_and_records_like_it(tmp_path: Path) -> None:
+    """bentoml.monitor's first record creates the monitor; the next records, written on it directly, land in the
+    same file, one JSON line each (see bentoml/_internal/monitoring/api.py: monitor(), MonitorBase)."""
+    import json
+
+    from bentos import recording
+    from bentos.bentoml_private import opened_monitor
+
+    name = f"private-check-{tmp_path.name}"
+    assert opened_monitor(name) is None
+    import bentoml
+
+    first, second = ({column: value for column in recording.NAMES} for value in (1, 2))
+    with bentoml.monitor(name, monitor_options={"log_path": str(tmp_path)}) as created:
+        recording._log(created, [first])
+    assert opened_monitor(name) is created
+    created.start_record()
+    recording._log(created, [second])
+    created.stop_record()
+    lines = [json.loads(line) for line in (tmp_path / name / "data" / "data.0.log").read_text().splitlines()]
+    assert [line["prediction"] for line in lines] == [1, 2]
+    assert lines[0].keys() == lines[1].keys() >= {*recording.NAMES, "timestamp", "request_id"}
