@@ -27,7 +27,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from data.settings import DataSettings
 from data.snapshots import SnapshotStore
 from monitoring import drift
-from monitoring.live_drift import PREDICTION, DriftRules, ModelDrift, model_drift
+from monitoring.live_drift import DriftRules, ModelDrift, model_drift
 from monitoring.outcomes import OUTCOME_COLUMNS, PENDING, REALISED, SeriesFinder, outcomes
 from monitoring.scorecard import WINDOW_DAYS, Score, scorecard
 from monitoring.store import IngestReport, PredictionStore
@@ -172,12 +172,11 @@ def run(
 def alerts(status: ModelStatus, settings: MonitorSettings) -> list[str]:
     """The alert rules that hold for a production model, each one sentence."""
     found = []
-    # the features' drift acts; the predictions' is reported only: its reference is the walk-forward's fold models,
-    # not the served fit, whose answers differ from theirs without any drift of the market (see the README)
-    features = [name for name in status.drift.persistent if name != PREDICTION] if status.drift is not None else []
-    if features:
+    # the features' and the predictions' drift acts, but where the card cannot calibrate it (ModelDrift.reported_only)
+    acting = status.drift.acting if status.drift is not None else []
+    if acting:
         found.append(f"drift alert (PSI above its alert level) for {settings.persist_days}+ days: "
-                     f"{', '.join(features)}")  # fmt: skip
+                     f"{', '.join(acting)}")  # fmt: skip
     score = status.score
     if score is not None and score.worse_than_baseline_days >= settings.below_baseline_days:
         found.append(f"live {score.metric} worse than its best baseline on the last {score.worse_than_baseline_days}"

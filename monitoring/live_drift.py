@@ -29,6 +29,13 @@ MIN_ROWS = 100
 MIN_DAYS = 21
 PERSIST_DAYS = 5
 PREDICTION = "prediction"
+#: Why a model's predictions' drift is drawn and reported but does not trigger a retrain: the predictions reference
+#: without a calibration (``training/evaluation/drift_reference.py``), by task.
+PREDICTIONS_NOT_ACTED = {
+    "price": "Prophet's served forecasts extend one fitted trend per symbol: their spread says which horizons "
+    "were asked, not how the market moved",
+}
+UNCALIBRATED = "the card's prediction reference has no calibration (cards before version 7: the regime model's)"
 
 
 @dataclass(frozen=True)
@@ -49,6 +56,12 @@ class ModelDrift:
     daily: pd.DataFrame  # as_of, name, rows, psi, alert_at, level
     persistent: list[str] = field(default_factory=list)  # names whose alert has persisted to the last day
     skipped: dict[str, str] = field(default_factory=dict)  # name -> why it has no PSI
+    reported_only: dict[str, str] = field(default_factory=dict)  # name -> why its alert does not act
+
+    @property
+    def acting(self) -> list[str]:
+        """The persistent alerts the monitor acts on (a retrain): all but those :attr:`reported_only`."""
+        return [name for name in self.persistent if name not in self.reported_only]
 
     def latest(self) -> pd.DataFrame:
         """Each name's PSI on the last day, highest first."""
@@ -59,7 +72,7 @@ class ModelDrift:
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model, "version": self.version, "persistent": self.persistent, "skipped": self.skipped,
-                "latest": self.latest().to_dict("records")}  # fmt: skip
+                "reported_only": self.reported_only, "latest": self.latest().to_dict("records")}  # fmt: skip
 
 
 def daily_psi(
@@ -103,7 +116,10 @@ def model_drift(rows: pd.DataFrame, card: ModelCard, version: str, rules: DriftR
         result.skipped["*"] = f"card version {card.card_version} has no drift reference (version 5 on)"
         return result
     days = rows["as_of"].to_numpy(str)
-    series: dict[str, np.ndarray] = {PREDICTION: served_predictions(model_kind(card.name).task, rows)}
+    task = model_kind(card.name).task
+    if "calibration" not in reference["predictions"]:
+        result.reported_only[PREDICTION] = PREDICTIONS_NOT_ACTED.get(task, UNCALIBRATED)
+    series: dict[str, np.ndarray] = {PREDICTION: served_predictions(task, rows)}
     matrix = _features(rows, len(card.feature_names))
     if matrix is None:
         result.skipped["features"] = "the recorded rows carry no feature row of the card's length"

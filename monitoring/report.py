@@ -74,6 +74,8 @@ def _section(run: MonitorRun, status: ModelStatus) -> str:
     parts.append(f"<div class='plots'>{''.join(plots)}</div>")
     if status.drift is not None and status.drift.skipped:
         parts.append(f"<p class='meta'>no PSI: {html.escape(json.dumps(status.drift.skipped))}</p>")
+    if status.drift is not None and status.drift.reported_only:
+        parts.append(f"<p class='meta'>drawn, not acted on: {html.escape(json.dumps(status.drift.reported_only))}</p>")
     for challenger in status.challengers:
         parts.append(f"<p><b>challenger {html.escape(challenger.version)}</b> in shadow: "
                      f"{html.escape(challenger.statement)}</p>")  # fmt: skip

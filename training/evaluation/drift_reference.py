@@ -188,11 +188,13 @@ def drift_references(
     if task == "regime_detection":
         kept = values >= 0  # rows in no test year
         states = n_states or int(values[kept].max()) + 1
-        prediction = reference(values[kept], edges=[state + 0.5 for state in range(states - 1)]).to_dict()
+        ref = reference(values[kept], edges=[state + 0.5 for state in range(states - 1)])
+        values = np.where(kept, values, np.nan)  # out of the calibration's windows too
     else:
         ref = reference(values, features["bins"], tails=TAILS)
-        prediction = ref.to_dict()
-        if task != "price_forecast" and {"date", "symbol"} <= set(predictions.columns):
-            rows = calibration_rows(predictions["date"].to_numpy(), predictions["symbol"].to_numpy())
-            prediction["calibration"] = window_psi_quantiles(values, rows, ref)
+    prediction = ref.to_dict()
+    # regimes last weeks: a month of served regimes is far from their long-run mix, and so were the folds' own months
+    if task != "price_forecast" and {"date", "symbol"} <= set(predictions.columns):
+        rows = calibration_rows(predictions["date"].to_numpy(), predictions["symbol"].to_numpy())
+        prediction["calibration"] = window_psi_quantiles(values, rows, ref)
     return features | {"predictions_from": what, "predictions": prediction}

@@ -21,9 +21,10 @@ from features import FeatureSpec
 #: 5: ``drift_reference`` (bins of every feature and of the predictions, the monitor's PSI reference).
 #: 6: the drift reference's tail bins (0.5 % and 99.5 %), the PSI its training windows reached (``calibration``), and
 #:    no reference for the calendar features.
+#: 7: the regime model's prediction reference has its ``calibration`` too (the monitor acts on its drift).
 #: Cards of versions 1 and 2 still read: without ``by_symbol``, and ``synthetic`` False (no synthetic source then);
 #: cards before version 4 without ``quant``, before version 5 without ``drift_reference``.
-CARD_VERSION = 6
+CARD_VERSION = 7
 #: Tasks whose model has no baseline to show skill over (``training/evaluation/skill.py``): no ``skill`` on the card.
 TASKS_WITHOUT_SKILL = frozenset({"regime_detection"})
 #: Tasks without a per-symbol figure (``training/evaluation/symbols.py``): no ``by_symbol`` on the card.
