@@ -15,7 +15,6 @@ counterpart, and every walk-forward fold would become a distributed training ove
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -65,14 +64,6 @@ class Panel:
         for symbol, rows in rows_by_symbol(self.symbols).items():
             out[rows] = forward_log_return(self.bars[symbol]["close"].to_numpy(float), horizon)[self.positions[rows]]
         return out
-
-    @cached_property
-    def feature_references(self) -> dict[str, Any]:
-        """The features' drift references every card of this panel stores (``training/evaluation/drift_reference.py``),
-        computed once: the six models' threads share them."""
-        from training.evaluation.drift_reference import feature_references
-
-        return feature_references(self.features, self.spec.names, self.dates, self.symbols)
 
     def frame(self, rows: np.ndarray | slice | None = None) -> pd.DataFrame:
         """Features of some rows as a DataFrame (for reports and debugging)."""

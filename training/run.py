@@ -21,7 +21,9 @@ side by side, so the cluster is never idle waiting for one model's last task.
 
 from __future__ import annotations
 
+import threading
 import traceback
+import weakref
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -40,7 +42,7 @@ from features.catalog import MODEL_NAMES, model_kind
 from training.config import TrainingConfig
 from training.dataset import Panel, build_panel
 from training.evaluation.audit import leakage_audit
-from training.evaluation.drift_reference import drift_references
+from training.evaluation.drift_reference import drift_references, feature_references
 from training.evaluation.walk_forward import Evaluation
 from training.models.execution import IN_PROCESS, Execution
 from training.models.trainer import Fitted, Trainer
@@ -99,6 +101,21 @@ class TrainingRun:
 Progress = Callable[[str, str], None]
 
 
+_REFERENCES_LOCK = threading.Lock()
+#: The features' drift references of the latest panel: (a weak reference to it, its references).
+_REFERENCES: list[tuple[weakref.ref[Panel], dict[str, Any]]] = []
+
+
+def panel_feature_references(panel: Panel) -> dict[str, Any]:
+    """The features' drift references of ``panel``, computed once for all its models (the run's and the flow's model
+    threads share one panel; the panel itself is not kept alive for them)."""
+    with _REFERENCES_LOCK:
+        if not _REFERENCES or _REFERENCES[0][0]() is not panel:
+            computed = feature_references(panel.features, panel.spec.names, panel.dates, panel.symbols)
+            _REFERENCES[:] = [(weakref.ref(panel), computed)]
+        return _REFERENCES[0][1]
+
+
 def train_one(name: str, panel: Panel, config: TrainingConfig, execution: Execution = IN_PROCESS) -> ModelResult:
     """Walk-forward evaluation, final fit on the whole snapshot, leakage audit, save with its card.
 
@@ -119,7 +136,7 @@ def train_one(name: str, panel: Panel, config: TrainingConfig, execution: Execut
         horizon=trainer.horizon,
         drift_reference=drift_references(
             trainer.task,
-            panel.feature_references,
+            panel_feature_references(panel),
             evaluation.predictions,
             n_states=getattr(fitted.model, "n_states", None),
         ),
