@@ -18,3 +18,21 @@ def bench_home(keep: str, prefix: str) -> Path:
     os.environ["MLOPS_PRODUCTION_FILE"] = str(work / "production.json")
     os.environ["BENTOML_DO_NOT_TRACK"] = "true"
     return work
+
+
+def current_models(manifest: Path) -> dict[str, str] | None:
+    """The tags ``manifest`` names when every one is a model of the current feature code and card version (a
+    benchmark reuses them), else None (retrain: the stored models predate the code)."""
+    if not manifest.is_file():
+        return None
+    import json
+
+    import bentoml
+
+    from features import DEFAULT_SPEC
+    from training.registry.card import CARD_VERSION
+
+    tags = dict(json.loads(manifest.read_text())["models"])
+    cards = [bentoml.models.get(tag).info.metadata for tag in tags.values()]
+    current = (DEFAULT_SPEC.version_hash, CARD_VERSION)
+    return tags if all((c.get("feature_spec_hash"), c.get("card_version")) == current for c in cards) else None

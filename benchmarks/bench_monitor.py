@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import inspect
-import json
 import os
 import re
 import shutil
@@ -31,7 +30,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._stores import bench_home  # noqa: E402 - before the project: its stores
+from benchmarks._stores import bench_home, current_models  # noqa: E402 - before the project: its stores
 
 WORK = bench_home("MLOPS_BENCH_MONITOR_HOME", "mlops-bench-monitor-")
 MANIFEST = WORK / "production.json"
@@ -65,26 +64,19 @@ class Blocking:
 def trained_through_cut() -> dict[str, str]:
     """Quick models trained on the bars up to ``CUT`` (from 2003, four test years), promoted; their tags. Reused
     when the manifest names models of the current feature code and card version."""
-    import bentoml
-
     from bentos.production import write_manifest
     from data.pull import pull
     from data.settings import DataSettings
     from data.snapshots import SnapshotStore
     from data.sources import CsvSource, EmbeddedSource
-    from features import DEFAULT_SPEC
     from training.config import TrainingConfig
-    from training.registry.card import CARD_VERSION
     from training.registry.promotion import Registry
     from training.run import train
 
     store = SnapshotStore(DataSettings().snapshots)
-    if MANIFEST.is_file():
-        tags = dict(json.loads(MANIFEST.read_text())["models"])
-        cards = [bentoml.models.get(tag).info.metadata for tag in tags.values()]
-        if all(c.get("feature_spec_hash") == DEFAULT_SPEC.version_hash and c.get("card_version") == CARD_VERSION
-               for c in cards):  # fmt: skip
-            return tags
+    reused = current_models(MANIFEST)
+    if reused is not None:
+        return reused
     bars = EmbeddedSource().fetch()
     cut = WORK / "embedded-through-cut.csv"
     bars[bars["date"] <= CUT].to_csv(cut, index=False)

@@ -35,7 +35,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._stores import bench_home  # noqa: E402 - before the project: its stores
+from benchmarks._stores import bench_home, current_models  # noqa: E402 - before the project: its stores
 
 WORK = bench_home("MLOPS_BENCH_HOME", "mlops-bench-service-")
 MANIFEST = WORK / "production.json"
@@ -74,22 +74,15 @@ def production_models() -> dict[str, str]:
     """Quick models trained, promoted and named in a manifest (reused when MLOPS_BENCH_HOME already has models of
     the current feature code and card version, retrained when either has changed since or the forest was stored
     without the flat nodes the service predicts from: serving it would then import scikit-learn and time that)."""
-    if MANIFEST.is_file():
+    tags = current_models(MANIFEST)
+    if tags is not None:
         import bentoml
 
         from bentos.forest_model import CUSTOM_OBJECT
-        from features import DEFAULT_SPEC
-        from training.registry.card import CARD_VERSION
 
-        tags = dict(json.loads(MANIFEST.read_text())["models"])
-        cards = [bentoml.models.get(tag).info.metadata for tag in tags.values()]
-        forest = bentoml.models.get(tags["return_random_forest"])
-        current = all(
-            card.get("feature_spec_hash") == DEFAULT_SPEC.version_hash and card.get("card_version") == CARD_VERSION
-            for card in cards
-        )
-        if current and CUSTOM_OBJECT in forest.custom_objects:
+        if CUSTOM_OBJECT in bentoml.models.get(tags["return_random_forest"]).custom_objects:
             return tags
+    if MANIFEST.is_file():
         print("the stored models predate the current feature code, card or forest format: retraining", flush=True)
     from bentos.production import write_manifest
     from data.pull import pull
@@ -253,7 +246,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="bench-wrk-") as scripts:
             trio = [e for e in endpoints if e.label in ("predict_direction", NOT_RECORDING, SYMBOL_NAMED)]
             for round_ in range(ROUNDS):
-                # the recording comparison's three servers back to back, in reverse order every other round
+                # the recording comparison's three servers back to back, in reverse order every other round: a
+                # server measured right after another one is not favoured in the medians of the ratios
                 order = list(endpoints)
                 if round_ % 2:
                     at = [order.index(e) for e in trio]

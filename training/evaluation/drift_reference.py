@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from training.dataset import rows_by_symbol
+
 DEFAULT_BINS = 10
 #: Smallest share a bin counts with in a PSI (an empty bin would make it infinite); not renormalised.
 FLOOR = 1e-4
@@ -100,15 +102,11 @@ def calibration_rows(
 ) -> list[np.ndarray]:
     """The rows whose windows calibrate a reference: each symbol's row indices in date order, for at most
     ``max_symbols`` symbols (chosen by a fixed seed). Found once per set of rows, shared by every feature."""
-    groups = pd.Series(np.arange(len(symbols))).groupby(np.asarray(symbols), sort=True).indices
-    names = np.asarray(sorted(map(str, groups)))
+    groups = rows_by_symbol(np.asarray(symbols))
+    names = np.asarray(sorted(groups))
     if names.size > max_symbols:
         names = np.random.default_rng(0).choice(names, max_symbols, replace=False)
-    found = []
-    for name in names:
-        rows = np.asarray(groups[name])
-        found.append(rows[np.argsort(dates[rows], kind="stable")])
-    return found
+    return [groups[name][np.argsort(dates[groups[name]], kind="stable")] for name in names]
 
 
 def window_psi_quantiles(
@@ -159,7 +157,7 @@ def feature_references(
     """The features' part of a card's ``drift_reference``: every feature's reference, with the PSI its training
     windows reached (``calibration``: window length -> [95th, 99th percentile]) when the rows' ``dates`` and
     ``symbols`` are given; calendar features have none. The same for every model of a panel: computed once
-    (``training.dataset.Panel.feature_references``)."""
+    (``training.run.panel_feature_references``)."""
     rows = calibration_rows(dates, symbols) if dates is not None and symbols is not None else None
     columns = {}
     for i, name in enumerate(feature_names):
