@@ -92,13 +92,6 @@ def opened_monitor(name: str) -> Any | None:
     return _MONITOR_INSTANCES.get(name)
 
 
-def request_ids() -> tuple[int | None, int]:
-    """The request id and trace id of the request being answered, which BentoML's default monitor records."""
-    from bentoml._internal.context import trace_context
-
-    return trace_context.request_id, trace_context.trace_id
-
-
 # ------------------------------------------------------------------------------------------------ the OCI image
 # `bentoml containerize` (1.4.40) always apt-installs build-essential and git and takes python:3.11-slim from Docker
 # Hub, with no option for either. deploy/image.py builds the same image from BentoML's own build context and

@@ -32,7 +32,7 @@ from bentos import client_errors
 from bentos.batching import Arrivals, ArrivalsMiddleware, Coalescer
 from bentos.client_errors import ClientError
 from bentos.production import ProductionManifestError, production_tags
-from bentos.recording import MONITOR_TYPE, served_rows
+from bentos.recording import served_rows
 from bentos.schemas import (
     AllPredictions,
     BadInput,
@@ -154,7 +154,6 @@ def _as_of(bars: Bars) -> str:
     logging={"access": {"enabled": False}},
     monitoring={  # every answer recorded as JSON lines (bentos/recording.py), what monitoring/store.py ingests
         "enabled": SETTINGS.record_answers,
-        "type": MONITOR_TYPE,
         "options": {"log_path": str(SETTINGS.monitor_logs)},
     },
 )

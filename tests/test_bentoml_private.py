@@ -25,7 +25,6 @@ PRIVATE_NAMES = [
     ("bentoml._internal.container", "construct_containerfile"),
     ("_bentoml_impl.docker", "generate_dockerfile"),
     ("bentoml._internal.monitoring.api", "_MONITOR_INSTANCES"),
-    ("bentoml._internal.context", "trace_context"),
 ]
 
 

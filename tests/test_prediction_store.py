@@ -48,13 +48,12 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 @pytest.fixture
 def log_dir(tmp_path: Path) -> Iterator[Path]:
-    """A monitor log path of this test: the service's monitor, pointed at a temporary folder."""
+    """A monitor log path of this test: BentoML's default monitor, pointed at a temporary folder."""
     from bentoml._internal.monitoring import api
-
-    from bentos.json_lines_monitor import JsonLinesMonitor
+    from bentoml._internal.monitoring.default import DefaultMonitor
 
     # what bentoml.monitor caches for the name on first use, here with this test's path
-    api._MONITOR_INSTANCES[recording.MONITOR] = JsonLinesMonitor(recording.MONITOR, log_path=str(tmp_path / "logs"))
+    api._MONITOR_INSTANCES[recording.MONITOR] = DefaultMonitor(recording.MONITOR, log_path=str(tmp_path / "logs"))
     yield tmp_path / "logs"
     api._MONITOR_INSTANCES.pop(recording.MONITOR, None)
 
