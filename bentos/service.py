@@ -28,7 +28,7 @@ import bentoml
 from bentoml.models import BentoModel
 from pydantic import Field
 
-from bentos import client_errors
+from bentos import bentoml_private, client_errors
 from bentos.batching import Arrivals, ArrivalsMiddleware, Coalescer
 from bentos.client_errors import ClientError
 from bentos.production import ProductionManifestError, production_tags
@@ -62,6 +62,7 @@ if TYPE_CHECKING:  # imported by MarketModels.__init__, in the worker only (see 
 
 SETTINGS = ServiceSettings()
 PRODUCTION = production_tags(SETTINGS.production_file)
+bentoml_private.read_model_info_with_libyaml()  # before BentoML reads the models' model.yaml (bentoml_private)
 
 
 def _check_stored(production: dict[str, str]) -> None:

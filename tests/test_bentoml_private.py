@@ -103,3 +103,23 @@ def test_the_monitor_bentoml_monitor_creates_is_found_and_records_like_it(tmp_pa
     lines = [json.loads(line) for line in (tmp_path / name / "data" / "data.0.log").read_text().splitlines()]
     assert [line["prediction"] for line in lines] == [1, 2]
     assert lines[0].keys() == lines[1].keys() >= {*recording.NAMES, "timestamp", "request_id"}
+
+
+def test_model_info_is_read_with_libyaml_and_reads_the_same(production_models: dict[str, str]) -> None:
+    """BentoML's model module reads model.yaml with libyaml's safe loader once the service asked for it, and every
+    production model's info (with its card) reads the same as with PyYAML's pure-Python loader (see
+    bentoml/_internal/models/model.py: ModelInfo.from_yaml_file)."""
+    import bentoml
+    import yaml
+    from bentoml._internal.models import model
+
+    from bentos.bentoml_private import read_model_info_with_libyaml
+
+    read_model_info_with_libyaml()
+    read_model_info_with_libyaml()  # idempotent: one wrapper, not a wrapper of a wrapper
+    assert type(model.yaml).__name__ == "_LibyamlSafeLoad" and model.yaml.YAMLError is yaml.YAMLError
+    for tag in production_models.values():
+        text = (Path(bentoml.models.get(tag).path) / "model.yaml").read_text()
+        assert model.yaml.safe_load(text) == yaml.load(text, Loader=yaml.SafeLoader)
+        with open(Path(bentoml.models.get(tag).path) / "model.yaml") as stream:
+            assert model.ModelInfo.from_yaml_file(stream).metadata == bentoml.models.get(tag).info.metadata
