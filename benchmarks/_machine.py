@@ -3,7 +3,9 @@ speed-up over two workers cannot beat that)."""
 
 from __future__ import annotations
 
+import resource
 import time
+from pathlib import Path
 
 
 def forest_fit(_: int) -> float:
@@ -32,3 +34,13 @@ def contention() -> float:
     with context.Pool(2) as pool:
         both = pool.map(forest_fit, [0, 1], chunksize=1)
     return sum(both) / 2 / alone
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident set (VmHWM), MiB. Not ``ru_maxrss``: Linux keeps that across exec, so a process
+    spawned (fork and exec, as Dask's nannies start their workers) reports its parent's peak until it passes it;
+    VmHWM starts afresh at exec."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -42,6 +41,7 @@ import pyarrow.parquet as pq  # noqa: E402
 pa.set_cpu_count(1)
 pa.set_io_thread_count(1)
 
+from benchmarks._machine import peak_rss_mib  # noqa: E402
 from bentos.batch import BatchModels, RegimeFilter, ScoreProgress, score_file  # noqa: E402
 from bentos.inputs import REGIME_CONTEXT_ROWS  # noqa: E402
 from bentos.production import read_manifest  # noqa: E402
@@ -149,14 +149,6 @@ def timed_rounds(functions: dict[str, Callable[[], object]], repeats: int) -> di
             function()
             times[name][i] = (time.perf_counter() - wall, time.process_time() - cpu)
     return times
-
-
-def peak_rss_mib() -> float:
-    """The process's peak resident set (VmHWM; unlike ru_maxrss it starts afresh at exec, not at fork)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def measure(path: Path, manifest: Path, output: Path) -> dict[str, float]:

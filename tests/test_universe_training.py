@@ -162,6 +162,30 @@ def test_past_the_row_limit_a_pooled_fit_trains_on_a_seeded_sample(quick_panel: 
     assert unlimited.model.dump_model()["tree_info"] != fitted.model.dump_model()["tree_info"]
 
 
+def test_past_the_tree_rows_cap_each_tree_grows_on_that_many_rows_and_below_it_nothing_changes(
+    quick_panel: Panel,
+) -> None:
+    from training.models.return_random_forest import ReturnRandomForest
+
+    def trees(config: TrainingConfig) -> tuple[Any, list[np.ndarray]]:
+        fitted = ReturnRandomForest(config).fit(quick_panel)
+        return fitted, [t.tree_.value.ravel() for t in fitted.model.estimators_]
+
+    rows = int(np.isfinite(quick_panel.forward_return).sum())
+    default, default_trees = trees(TrainingConfig.quick(rf_tree_rows=None))  # scikit-learn's default bootstrap
+    at_rows, at_rows_trees = trees(TrainingConfig.quick(rf_tree_rows=rows))
+    assert at_rows.model.max_samples is None and "tree_rows" not in at_rows.extra
+    assert all(np.array_equal(a, b) for a, b in zip(default_trees, at_rows_trees, strict=True))
+    capped, capped_trees = trees(TrainingConfig.quick(rf_tree_rows=500))
+    assert capped.model.max_samples == 500
+    assert capped.extra["tree_rows"] == {"bootstrap_rows": 500, "cap": "TrainingConfig.rf_tree_rows"}
+    # a tree's root holds its bootstrap sample: 500 rows drawn, against every row without the cap
+    assert {int(t.tree_.n_node_samples[0]) for t in capped.model.estimators_} <= set(range(1, 501))
+    assert {int(t.tree_.weighted_n_node_samples[0]) for t in capped.model.estimators_} == {500}
+    assert {int(t.tree_.weighted_n_node_samples[0]) for t in default.model.estimators_} == {rows}
+    assert not all(np.array_equal(a, b) for a, b in zip(default_trees, capped_trees, strict=True))
+
+
 #: what deploy/k8s/dask/workers.yaml gives its workers (cluster/worker_environ.py)
 WORKER_PRELOAD = ("--preload-nanny", "cluster.worker_environ")
 

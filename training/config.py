@@ -9,6 +9,10 @@ from typing import Any
 #: sample of this many (``training/models/trainer.py``; the card records it). See ``training/dataset.py`` for the
 #: memory per row this bounds. None: no limit.
 MAX_TRAINING_ROWS = 8_000_000
+#: Most rows one tree of the random forest grows on (its bootstrap sample: scikit-learn's ``max_samples``). Below it
+#: every tree draws as many rows as it is given, as scikit-learn's default does, so no forest trained on fewer rows
+#: changes; past it a tree's cost stops growing with the rows (``training/models/return_random_forest.py``).
+RF_TREE_ROWS = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -26,6 +30,7 @@ class TrainingConfig:
     rf_trees: int = 200
     rf_max_depth: int = 8
     rf_min_samples_leaf: int = 50
+    rf_tree_rows: int | None = RF_TREE_ROWS
     calibration_fraction: float = 0.2
     #: The most regime states tried: the walk-forward keeps the most states whose independent refits serve the same
     #: regimes on at least ``hmm_min_agreement`` of shared days, trying one state fewer while they do not (down to
