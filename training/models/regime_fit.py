@@ -45,7 +45,7 @@ from bentos.regime_model import (
     default_state_names,
     observation_matrix,
 )
-from training.dataset import Panel
+from training.dataset import Panel, rows_by_symbol
 
 COVARIANCE_TYPE = "diag"
 #: EM stops when the total log-likelihood improves by less than this times the number of observations.
@@ -90,10 +90,9 @@ class RegimeData:
         keep = self.valid.copy()
         if before is not None:
             keep &= self.panel.dates < before
-        parts = []
-        for symbol in np.unique(self.panel.symbols[keep].astype(str)):
-            rows = np.flatnonzero(keep & (self.panel.symbols == symbol))  # the panel is date-ordered
-            parts.append(rows)
+        kept = np.flatnonzero(keep)
+        groups = rows_by_symbol(self.panel.symbols[kept])  # one pass: a mask per symbol costs symbols x rows
+        parts = [kept[groups[symbol]] for symbol in sorted(groups)]  # each date-ordered, as the panel is
         rows = np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
         return Sequences(self.values[rows], [int(p.size) for p in parts], rows)
 

@@ -20,7 +20,7 @@ from bentos.batch import RegimeFilter
 from bentos.inputs import REGIME_CONTEXT_ROWS
 from bentos.regime_model import RegimeModel, observation_matrix
 from features import Bars
-from training.dataset import Panel
+from training.dataset import Panel, rows_by_symbol
 from training.models.regime_fit import RETURN, HMMFit, Sequences
 
 nan = float("nan")
@@ -47,8 +47,9 @@ class ServedLabels:
         symbols, positions = self.panel.symbols[rows], self.panel.positions[rows]
         result = np.full((rows.size, model.n_states), np.nan)
         segments, placements = [], []
-        for symbol in np.unique(symbols.astype(str)):
-            mine = np.flatnonzero(symbols == symbol)
+        groups = rows_by_symbol(symbols)  # one pass: a mask per symbol costs symbols x rows
+        for symbol in sorted(groups):
+            mine = groups[symbol]
             first_emitted, last = int(positions[mine].min()), int(positions[mine].max())
             start = max(spec.lookback, first_emitted - self.context_rows + 1)  # the first row's first context row
             context = self.features(symbol)[start : last + 1]
