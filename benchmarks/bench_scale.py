@@ -37,11 +37,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._machine import contention, peak_rss_mib  # noqa: E402
 from benchmarks._report import Figure, write_results  # noqa: E402
+from benchmarks._scale_batch import batch_on, batch_rounds, rounds_of  # noqa: E402
 from cluster import ClusterSettings, connect, run_tasks  # noqa: E402
 from data.pull import pull  # noqa: E402
 from data.snapshots import SnapshotInfo, SnapshotStore  # noqa: E402
 from data.synthetic import SyntheticSource  # noqa: E402
-from scoring.universe import score_universe  # noqa: E402
 from training.config import TrainingConfig  # noqa: E402
 from training.run import train  # noqa: E402
 
@@ -53,7 +53,6 @@ SERVED_SYMBOLS = int(os.environ.get("MLOPS_SCALE_SERVED_SYMBOLS", "500"))
 #: Batch scoring's universe: larger than training's (any symbol can be scored), so the rows outweigh the fixed costs.
 BATCH_SYMBOLS = int(os.environ.get("MLOPS_SCALE_BATCH_SYMBOLS", "1000"))
 ASKED_SYMBOLS = 30  # symbols whose first and second forecasts are timed
-BATCH_ROUNDS = int(os.environ.get("MLOPS_SCALE_BATCH_ROUNDS", "3"))  # of the single-process, 1- and 2-worker batch
 
 
 def process_cpu_seconds() -> float:
@@ -108,73 +107,6 @@ def train_on(store: SnapshotStore, info: SnapshotInfo, workers: int) -> dict[str
         "tags": tags,
         "client_cpu": client_cpu,
     }
-
-
-def batch_on(store: SnapshotStore, info: SnapshotInfo, tags: dict[str, str], workers: int) -> dict[str, Any]:
-    """``mlops batch universe`` on a fresh local cluster of ``workers``, twice: cold (the workers import the
-    libraries and load the models on their first task) and warm (a standing cluster's nightly run: the models
-    stay loaded in the workers). Rows/s of each, and the workers' peak RSS."""
-    import shutil
-
-    runs = []
-    with connect(ClusterSettings(workers=workers)) as client:
-        for run in ("cold", "warm"):
-            output = WORK / f"scores-{info.id[:8]}-{workers}-{run}"
-            shutil.rmtree(output, ignore_errors=True)  # an earlier round's: not replaced inside the timing
-            started = time.perf_counter()
-            summary = score_universe(output, tags, store=store, snapshot=info.id, client=client)
-            runs.append((summary.rows_scored, time.perf_counter() - started))
-        peaks = client.run(peak_rss_mib)
-    (rows, cold), (_, warm) = runs
-    return {"rows": rows, "rate": rows / cold, "warm_rate": rows / warm, "peak_mb": max(peaks.values())}
-
-
-def single_batch(path: str, tags: dict[str, str]) -> dict[str, Any]:
-    """The single-process file batch (``mlops batch``) of ``path``, one thread (what one worker is given)."""
-    from threadpoolctl import threadpool_limits
-
-    from bentos.batch import score_file
-
-    with threadpool_limits(limits=1):
-        summary = score_file(path, WORK / "scored.parquet", manifest=tags)
-    return {"wall": summary.seconds, "rows": summary.rows_scored, "rate": summary.rows_per_second}
-
-
-def batch_rounds(
-    store: SnapshotStore, info: SnapshotInfo, tags: dict[str, str]
-) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """The single-process batch, then 1 worker, then 2, ``BATCH_ROUNDS`` times in turn; each figure the median of
-    its rounds (``rounds`` keeps every one). This VM's speed drifts by about 10 % over minutes, which one run of
-    each, minutes apart, took for a difference between them. The single-process batch runs in a new process each
-    round, as ``mlops batch`` does, not in this one, whose heap holds what the trainings before left."""
-    import multiprocessing
-    import statistics
-
-    path = WORK / "universe.parquet"
-    store.load(info.id).to_parquet(path, index=False)
-    rounds: dict[str, list[dict[str, Any]]] = {"single": [], "one": [], "two": []}
-    for _ in range(BATCH_ROUNDS):
-        with multiprocessing.get_context("spawn").Pool(1) as pool:
-            rounds["single"].append(pool.apply(single_batch, (str(path), tags)))
-        rounds["one"].append(batch_on(store, info, tags, 1))
-        rounds["two"].append(batch_on(store, info, tags, 2))
-
-    def median(runs: list[dict[str, Any]]) -> dict[str, Any]:
-        rates = {k: [r[k] for r in runs] for k in ("rate", "warm_rate") if k in runs[0]}
-        return (
-            runs[0]
-            | {k: statistics.median(v) for k, v in rates.items()}
-            | {
-                "rounds": rates["rate"],
-                "peak_mb": max(r.get("peak_mb", 0.0) for r in runs),
-            }
-        )
-
-    return median(rounds["single"]), median(rounds["one"]), median(rounds["two"])
-
-
-def rounds_of(measured: dict[str, Any]) -> str:
-    return f"median of {len(measured['rounds'])}: " + ", ".join(f"{r:,.0f}" for r in measured["rounds"])
 
 
 def serve_prophet_universe(store: SnapshotStore, tags: dict[str, str]) -> dict[str, Any]:
