@@ -143,6 +143,11 @@ def sequential(endpoints: list[Endpoint]) -> dict[str, tuple[float, float, Any]]
 
 def wrk(endpoint: Endpoint, script_dir: Path) -> float:
     """Requests per second under ``wrk -t1 -c8`` for WRK_SECONDS; every answer must be 2xx."""
+    return wrk_run(endpoint, script_dir)[0]
+
+
+def wrk_run(endpoint: Endpoint, script_dir: Path) -> tuple[float, int]:
+    """:func:`wrk`'s requests per second and the number of requests it completed."""
     body_file = script_dir / f"{endpoint.label}.json"
     body_file.write_bytes(endpoint.body)
     script = script_dir / f"{endpoint.label}.lua"
@@ -166,8 +171,9 @@ def wrk(endpoint: Endpoint, script_dir: Path) -> float:
     if bad or errors:
         raise RuntimeError(f"{endpoint.label}: wrk saw failures:\n{out}")
     match = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    assert match, out
-    return float(match.group(1))
+    count = re.search(r"(\d+) requests in ", out)
+    assert match and count, out
+    return float(match.group(1)), int(count.group(1))
 
 
 def coalescing(server: Server) -> tuple[float, float]:

@@ -6,7 +6,8 @@ response schemas, no model. Both run under a real ``bentoml serve`` with one wor
 Targets, for a 300-bar window of the S&P 500: ``predict_direction`` reaches at least 80 % of the echo's
 throughput under wrk load and its sequential p50 stays within 1.5x the echo's; the service is ready (process
 launch to ``/readyz`` 200) in under 10 s; recording every answer (``bentos/recording.py``) keeps at least 90 % of
-``predict_direction``'s throughput without it. ``predict_all`` and ``forecast_price`` are reported alongside.
+``predict_direction``'s throughput without it (``benchmarks/_recording_cost.py``: two servers of their own).
+``predict_all`` and ``forecast_price`` are reported alongside.
 
 Run: ``.venv/bin/python benchmarks/bench_service.py`` (needs ``wrk``: ``apt-get install -y wrk``). It trains
 quick models into a temporary BentoML store, never the user's. ``MLOPS_BENCH_HOME=/some/dir`` keeps that
@@ -42,6 +43,7 @@ MANIFEST = WORK / "production.json"
 
 import numpy as np  # noqa: E402
 
+from benchmarks import _recording_cost as recording_cost  # noqa: E402
 from benchmarks._http import (  # noqa: E402
     SEQUENTIAL_REQUESTS,
     SEQUENTIAL_WARMUP,
@@ -59,11 +61,7 @@ from benchmarks._report import Figure, write_results  # noqa: E402
 WINDOW_BARS = 300
 COLD_STARTS = 3
 ROUNDS = int(os.environ.get("MLOPS_BENCH_ROUNDS", "5"))
-#: predict_direction's throughput while recording every answer, at least this share of its throughput without
-RECORDING_TARGET = 0.9
 NOT_RECORDING = "predict_direction, not recording"
-#: the same request naming its symbol: no window digest is recorded then (bentos/recording.py)
-SYMBOL_NAMED = "predict_direction, symbol named"
 COLD_START_TARGET_S = 10.0
 THROUGHPUT_TARGET = 0.80
 LATENCY_TARGET = 1.5
@@ -214,7 +212,6 @@ def main() -> None:
             Endpoint("echo", echo, "/echo", bars_body),
             Endpoint("predict_direction", models, "/predict_direction", bars_body),
             Endpoint(NOT_RECORDING, pinned["models not recording"], "/predict_direction", bars_body),
-            Endpoint(SYMBOL_NAMED, models, "/predict_direction", named_body),
         ]
         if baseline_ref:
             endpoints.append(
@@ -244,22 +241,16 @@ def main() -> None:
                 assert 0.0 < answer["probability_up"] < 1.0 and answer["as_of"] == bars["date"][-1], answer
         rates: dict[str, list[float]] = {e.label: [] for e in endpoints}
         with tempfile.TemporaryDirectory(prefix="bench-wrk-") as scripts:
-            trio = [e for e in endpoints if e.label in ("predict_direction", NOT_RECORDING, SYMBOL_NAMED)]
             for round_ in range(ROUNDS):
-                # the recording comparison's three servers back to back, in reverse order every other round: a
-                # server measured right after another one is not favoured in the medians of the ratios
-                order = list(endpoints)
-                if round_ % 2:
-                    at = [order.index(e) for e in trio]
-                    for i, endpoint in zip(at, reversed(trio), strict=True):
-                        order[i] = endpoint
-                for endpoint in order:
+                for endpoint in endpoints:
                     rates[endpoint.label].append(wrk(endpoint, Path(scripts)))
                     print(f"wrk round {round_ + 1} {endpoint.label}: {rates[endpoint.label][-1]:.0f} req/s", flush=True)
         feature_passes = coalescing(models)
     finally:
         for server in [*servers.values(), *pinned.values()]:
             server.stop()
+    # what recording costs, on two servers of its own (benchmarks/_recording_cost.py)
+    recording = recording_cost.measure(models.target, bars_body, named_body)
     load_after = os.getloadavg()
 
     figures = []
@@ -318,24 +309,7 @@ def main() -> None:
                 {"predict_direction": "throughput_share", NOT_RECORDING: "throughput_share_not_recording"}.get(e.label),
             )
         )
-    for label, what, key in (
-        ("predict_direction", "window without a symbol (its digest recorded)", "recording_share"),
-        (SYMBOL_NAMED, "symbol named", "recording_share_named"),
-    ):
-        recorded = round(
-            100 * statistics.median(x / f for x, f in zip(rates[label], rates[NOT_RECORDING], strict=True))
-        )
-        figures.append(
-            Figure(
-                f"throughput, predict_direction recording every answer / not recording, {what} (median of per-round "
-                "ratios)",
-                f"{recorded}%",
-                recorded,
-                "%",
-                f">= {RECORDING_TARGET:.0%}",
-                key,
-            )
-        )
+    figures += recording_cost.figures(recording)
     passes, windows_per_pass = feature_passes
     figures += [
         Figure("feature computations of the one-window methods (all rounds)", f"{passes:.0f}", round(passes)),
@@ -368,7 +342,9 @@ def main() -> None:
             else ""
         )
         + f"`{NOT_RECORDING}`: the service with `MLOPS_RECORD_ANSWERS=false`; every other server records each answer "
-        "(bentoml.monitor, a JSON line a model answer). "
+        "(bentoml.monitor, a JSON line a model answer). `recording cost`: two more servers, recording and not, "
+        f"serving predict_direction alone, {recording_cost.ROUNDS} wrk rounds each in turn (workers "
+        f"{recording.workers}; `benchmarks/_recording_cost.py`). "
         + "Models: quick-mode training of all six on the embedded data. Sequential: "
         f"{SEQUENTIAL_REQUESTS} requests per endpoint after {SEQUENTIAL_WARMUP} warm-up, one keep-alive connection "
         "each, endpoints taking turns request by request; wrk rounds also take turns. "

@@ -1,0 +1,135 @@
+"""What recording every answer (``bentos/recording.py``) costs ``predict_direction``, for ``bench_service.py``.
+
+Two servers of the service started for this comparison alone, the same but for ``MLOPS_RECORD_ANSWERS``, each
+serving only ``predict_direction``. (Until this comparison had servers of its own, the recording side was the
+benchmark's main server, which also answers ``predict_all`` and ``forecast_price`` and keeps their Prophet cache and
+heap: a difference between the two servers that was not recording's.) After one discarded round each (the first
+record opens the log file), wrk rounds take turns between them, in reversed order every other round,
+``MLOPS_BENCH_RECORDING_ROUNDS`` (12) times; a figure is the median of the rounds' ratios.
+
+Beside the rates, each server's worker CPU time per request: its processes' utime + stime (``/proc``) over a
+round, divided by the requests wrk completed in it. Under wrk's load the worker holds its core, so its throughput
+is about the inverse of that CPU time, and the CPU time moves less than the rate with the other load of a shared
+2-core VM (wrk itself takes the other core).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmarks._http import WRK_CONNECTIONS, WRK_SECONDS, WRK_THREADS, Endpoint, Server, wrk_run
+from benchmarks._report import Figure
+
+ROUNDS = int(os.environ.get("MLOPS_BENCH_RECORDING_ROUNDS", "12"))
+#: predict_direction's throughput while recording every answer, at least this share of its throughput without
+TARGET = 0.9
+RECORDING = "recording"
+NAMED = "recording, symbol named"
+OFF = "not recording"
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """utime + stime of ``pids`` so far, in seconds (``/proc/PID/stat`` fields 14 and 15)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # fields after the command: state is field 3, utime field 14
+    return total / ticks
+
+
+@dataclass
+class RecordingCost:
+    rates: dict[str, list[float]]  # requests per second, per round
+    cpu_ms: dict[str, list[float]]  # the worker's CPU ms per request, per round
+    workers: dict[str, list[int]]
+
+
+def measure(target: str, window_body: bytes, named_body: bytes) -> RecordingCost:
+    """Serve ``target`` recording and not recording and take turns under wrk (module docstring)."""
+    recording = Server(target)
+    off = Server(target, env={"MLOPS_RECORD_ANSWERS": "false"})
+    endpoints = [
+        Endpoint(RECORDING, recording, "/predict_direction", window_body),
+        Endpoint(NAMED, recording, "/predict_direction", named_body),
+        Endpoint(OFF, off, "/predict_direction", window_body),
+    ]
+    rates: dict[str, list[float]] = {e.label: [] for e in endpoints}
+    cpu_ms: dict[str, list[float]] = {e.label: [] for e in endpoints}
+    try:
+        recording.start()
+        off.start()
+        workers = {RECORDING: recording.worker_pids(), OFF: off.worker_pids()}
+        with tempfile.TemporaryDirectory(prefix="bench-recording-") as scripts:
+            for endpoint in endpoints:  # warm-up, not counted
+                wrk_run(endpoint, Path(scripts))
+            for round_ in range(ROUNDS):
+                for endpoint in endpoints if round_ % 2 == 0 else endpoints[::-1]:
+                    pids = endpoint.server.worker_pids()
+                    before = cpu_seconds(pids)
+                    rate, requests = wrk_run(endpoint, Path(scripts))
+                    rates[endpoint.label].append(rate)
+                    cpu_ms[endpoint.label].append(1e3 * (cpu_seconds(pids) - before) / requests)
+                    print(
+                        f"recording cost round {round_ + 1} {endpoint.label}: {rate:.0f} req/s, "
+                        f"{cpu_ms[endpoint.label][-1]:.3f} CPU ms a request",
+                        flush=True,
+                    )
+    finally:
+        recording.stop()
+        off.stop()
+    return RecordingCost(rates, cpu_ms, workers)
+
+
+def figures(cost: RecordingCost) -> list[Figure]:
+    """The rates, the CPU per request, and the shares recording keeps (keys ``recording_share[_named]``)."""
+    wrk = f"wrk -t{WRK_THREADS} -c{WRK_CONNECTIONS} -d{WRK_SECONDS}s, median of {ROUNDS}"
+    out = []
+    for label in (RECORDING, NAMED, OFF):
+        rate, cpu = statistics.median(cost.rates[label]), statistics.median(cost.cpu_ms[label])
+        out += [
+            Figure(
+                f"recording cost: throughput, predict_direction, {label} ({wrk})",
+                f"{rate:.0f} req/s ({', '.join(f'{v:.0f}' for v in cost.rates[label])})",
+                round(rate),
+                "req/s",
+            ),
+            Figure(
+                f"recording cost: worker CPU per request, predict_direction, {label} (median of {ROUNDS})",
+                f"{cpu:.3f} ms",
+                round(cpu, 3),
+                "ms",
+            ),
+        ]
+    for label, what, key in (
+        (RECORDING, "window without a symbol (its digest recorded)", "recording_share"),
+        (NAMED, "symbol named", "recording_share_named"),
+    ):
+        pairs = zip(cost.rates[label], cost.rates[OFF], strict=True)
+        share = round(100 * statistics.median(x / f for x, f in pairs))
+        cpu_pairs = zip(cost.cpu_ms[OFF], cost.cpu_ms[label], strict=True)
+        cpu_share = round(100 * statistics.median(off / on for off, on in cpu_pairs))
+        out += [
+            Figure(
+                f"throughput, predict_direction recording every answer / not recording, {what} (median of per-round "
+                "ratios)",
+                f"{share}%",
+                share,
+                "%",
+                f">= {TARGET:.0%}",
+                key,
+            ),
+            Figure(
+                f"worker CPU per request, not recording / recording every answer, {what} (median of per-round "
+                "ratios: the throughput a worker holding its core keeps)",
+                f"{cpu_share}%",
+                cpu_share,
+                "%",
+                key=f"{key}_cpu",
+            ),
+        ]
+    return out
