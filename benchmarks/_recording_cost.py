@@ -7,7 +7,7 @@ heap: a difference between the two servers that was not recording's.) After one 
 record opens the log file), wrk rounds take turns between them, in reversed order every other round,
 ``MLOPS_BENCH_RECORDING_ROUNDS`` (12) times; a figure is the median of the rounds' ratios.
 
-Beside the rates, each server's worker CPU time per request: its processes' utime + stime (``/proc``) over a
+Beside the rates, each server's worker CPU time per request: its processes' user + system time (psutil) over a
 round, divided by the requests wrk completed in it. Under wrk's load the worker holds its core, so its throughput
 is about the inverse of that CPU time, and the CPU time moves less than the rate with the other load of a shared
 2-core VM (wrk itself takes the other core).
@@ -33,13 +33,10 @@ OFF = "not recording"
 
 
 def cpu_seconds(pids: list[int]) -> float:
-    """utime + stime of ``pids`` so far, in seconds (``/proc/PID/stat`` fields 14 and 15)."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])  # fields after the command: state is field 3, utime field 14
-    return total / ticks
+    """User + system CPU seconds of ``pids`` so far."""
+    import psutil
+
+    return sum(sum(psutil.Process(pid).cpu_times()[:2]) for pid in pids)
 
 
 @dataclass
