@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
@@ -11,7 +12,7 @@ import lightgbm as lgb
 import numpy as np
 import pytest
 
-from training.registry.card import ModelCard
+from training.registry.card import JSON_TEXT_FIELDS, ModelCard
 from training.registry.promotion import PromotionError, Registry, RegistryBusyError
 from training.registry.store import get_model
 from training.run import ModelResult
@@ -109,6 +110,21 @@ def test_a_second_promoter_waits_then_says_who_holds_the_lock(
 def test_card_round_trips_through_metadata(tabular_results: dict[str, ModelResult]) -> None:
     result = tabular_results["direction_lightgbm"]
     assert ModelCard.from_metadata(get_model(result.tag).metadata) == ModelCard.from_metadata(result.card.to_metadata())
+
+
+def test_the_cards_largest_fields_are_stored_as_json_text_and_read_back_the_same(
+    tabular_results: dict[str, ModelResult],
+) -> None:
+    """``quant`` and ``drift_reference`` are one JSON text each in ``model.yaml`` (cheap for BentoML's YAML loader);
+    the card reads back equal, and so does a version 7 card holding them as mappings."""
+    result = tabular_results["volatility_lightgbm"]
+    stored = get_model(result.tag).metadata
+    assert all(isinstance(stored[name], str) for name in JSON_TEXT_FIELDS)
+    assert result.card.quant is not None and result.card.drift_reference is not None
+    card = ModelCard.from_metadata(stored)
+    assert (card.quant, card.drift_reference) == (result.card.quant, result.card.drift_reference)
+    older = {**stored, "card_version": 7} | {name: json.loads(stored[name]) for name in JSON_TEXT_FIELDS}
+    assert ModelCard.from_metadata(older) == card.model_copy(update={"card_version": 7})
 
 
 def test_a_model_stored_with_a_card_older_than_version_3_is_still_promoted(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import platform
 import subprocess
 from datetime import UTC, datetime
@@ -22,9 +23,15 @@ from features import FeatureSpec
 #: 6: the drift reference's tail bins (0.5 % and 99.5 %), the PSI its training windows reached (``calibration``), and
 #:    no reference for the calendar features.
 #: 7: the regime model's prediction reference has its ``calibration`` too (the monitor acts on its drift).
+#: 8: ``quant`` and ``drift_reference`` stored as compact JSON text (:data:`JSON_TEXT_FIELDS`).
 #: Cards of versions 1 and 2 still read: without ``by_symbol``, and ``synthetic`` False (no synthetic source then);
 #: cards before version 4 without ``quant``, before version 5 without ``drift_reference``.
-CARD_VERSION = 7
+CARD_VERSION = 8
+#: Card fields kept in the metadata as one JSON text each, not as nested YAML: BentoML reads ``model.yaml`` with
+#: PyYAML's pure-Python loader whenever it gets or lists a model, and these two (~25 of a card's ~30 KB, thousands
+#: of numbers) made that ~80 ms a model against ~20 ms as text (a model load, a worker's or a server's start, and
+#: ``mlops models list`` pay it per model). Read back either way: cards before version 8 hold them as mappings.
+JSON_TEXT_FIELDS = ("quant", "drift_reference")
 #: Tasks whose model has no baseline to show skill over (``training/evaluation/skill.py``): no ``skill`` on the card.
 TASKS_WITHOUT_SKILL = frozenset({"regime_detection"})
 #: Tasks without a per-symbol figure (``training/evaluation/symbols.py``): no ``by_symbol`` on the card.
@@ -150,6 +157,11 @@ class ModelCard(BaseModel):
         "(training/evaluation/drift_reference.py); None before v5",
     )
 
+    @field_validator(*JSON_TEXT_FIELDS, mode="before")
+    @classmethod
+    def _from_json_text(cls, value: Any) -> Any:
+        return json.loads(value) if isinstance(value, str) else value
+
     @field_validator("skill")
     @classmethod
     def _skill_if_judged_against_a_baseline(cls, skill: Skill | None, info: ValidationInfo) -> Skill | None:
@@ -176,8 +188,13 @@ class ModelCard(BaseModel):
         return by_symbol
 
     def to_metadata(self) -> dict[str, Any]:
-        """The card as BentoML metadata: plain JSON types, no None (BentoML rejects it)."""
-        return _metadata_safe(self.model_dump())
+        """The card as BentoML metadata: plain JSON types, no None (BentoML rejects it), the fields of
+        :data:`JSON_TEXT_FIELDS` as JSON text."""
+        metadata: dict[str, Any] = _metadata_safe(self.model_dump())
+        for name in JSON_TEXT_FIELDS:
+            if name in metadata:
+                metadata[name] = json.dumps(metadata[name], separators=(",", ":"))
+        return metadata
 
     @classmethod
     def from_metadata(cls, metadata: dict[str, Any]) -> ModelCard:
