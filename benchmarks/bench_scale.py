@@ -9,7 +9,9 @@ stream records every task's duration under its stage name (``cluster.run_tasks``
 projection multiplies those costs out. Peak memory per worker is each worker process's peak resident set, for the
 universe and for one ten times smaller. Batch scoring (``mlops batch universe``) runs with the models of the 2-worker
 training on 1 and 2 workers and is compared with the single-process file batch (``mlops batch``, in a new process)
-on the same bars, one thread: the three in turn, ``MLOPS_SCALE_BATCH_ROUNDS`` (3) times, medians reported.
+on the same bars, one thread, and with two such file batches at once, each of half the symbols (what two
+processes scoring side by side keep on this machine, without Dask): the four in turn, ``MLOPS_SCALE_BATCH_ROUNDS``
+(3) times, medians reported.
 Serving: ``price_prophet`` alone is trained (quick, one test year, one origin a year) on 500 synthetic symbols and
 served with the other five by ``bentoml serve``: launch to ``/readyz``, resident memory, and
 ``forecast_price`` latencies the first time a symbol is asked for (its model is read) and again (from the cache).
@@ -241,7 +243,7 @@ def main() -> None:
     tags = {name: tag for name, tag in two["tags"].items() if name != "price_prophet"}
     scored, _ = pull(SyntheticSource(symbols=BATCH_SYMBOLS, years=YEARS, seed=2), store)
     scored_tenth, _ = pull(SyntheticSource(symbols=max(BATCH_SYMBOLS // 10, 2), years=YEARS, seed=2), store)
-    single, batch_one, batch_two = batch_rounds(store, scored, tags)
+    single, pair, batch_one, batch_two = batch_rounds(store, scored, tags)
     print(f"batch in a process: {single['rate']:,.0f} rows/s", flush=True)
     batch_tenth = batch_on(store, scored_tenth, tags, 2)
     print(f"batch: {batch_one['rate']:,.0f} and {batch_two['rate']:,.0f} rows/s", flush=True)
@@ -253,6 +255,7 @@ def main() -> None:
     batch_speedup = batch_two["rate"] / batch_one["rate"]
     per_worker = 100 * batch_two["rate"] / 2 / single["rate"]
     per_worker_warm = 100 * batch_two["warm_rate"] / 2 / single["rate"]
+    pair_share = 100 * pair["rate"] / single["rate"]
     batch_growth = 100 * (batch_two["peak_mb"] / batch_tenth["peak_mb"] - 1)
     projected = projection(two, tenth, overhead)
     universe = f"{SYMBOLS} synthetic symbols x {YEARS:g} years"
@@ -273,7 +276,13 @@ def main() -> None:
                f"one thread, a new process ({single['rows']:,} rows scored)",
                f"{single['rate']:,.0f} rows/s ({rounds_of(single)})", round(single["rate"]), "rows/s",
                key="batch_single"),
-        Figure("batch scoring, mlops batch universe, 1 worker, cold (worker imports and model loading included)",
+        Figure("batch scoring, two single-process file batches at once (half the symbols each, no Dask): rows/s "
+               "of each process", f"{pair['rate']:,.0f} rows/s ({rounds_of(pair)})", round(pair["rate"]), "rows/s",
+               key="batch_pair"),
+        Figure("batch throughput per process, two at once / one alone (this machine's ceiling for the per-worker "
+               "figures)", f"{pair_share:.0f} %", round(pair_share), "%", key="batch_pair_share"),
+        Figure("batch scoring, mlops batch universe, 1 worker, cold (model loading included, imports not: as the "
+               "single process)",
                f"{batch_one['rate']:,.0f} rows/s ({rounds_of(batch_one)})", round(batch_one["rate"]), "rows/s",
                key="batch_1"),
         Figure("batch scoring, same, 2 workers, cold", f"{batch_two['rate']:,.0f} rows/s ({rounds_of(batch_two)})",
