@@ -500,6 +500,42 @@ def test_in_flight_requests_finish_when_the_service_is_stopped(production_models
     assert len(recorded(symbol="GRACEFUL-STOP")) == 5 * 64 * 5  # 5 answers of 64 windows, 5 model rows each
 
 
+def test_a_graceful_stop_under_load_loses_no_record_of_a_coroutine_methods_answers(
+    production_models: dict[str, str],
+) -> None:
+    """predict_direction runs on the event loop and is recorded in the loop's turn after its answer
+    (``bentos.recording.record``): every answer 8 clients were given until a SIGTERM stopped the service has its
+    record once it has stopped."""
+    from tests.test_recording import recorded
+
+    body = json.dumps({"bars": example_window(), "symbol": "GRACEFUL-DIRECTION"}).encode()
+    answered: list[int] = []
+
+    def client(url: str) -> None:
+        while True:
+            try:
+                code, _ = post(f"{url}/predict_direction", body)
+            except Exception:  # refused or cut once the service stops: this client is done
+                return
+            if code != 200:
+                return
+            answered.append(code)
+
+    with served("bentos.service:MarketModels") as url:
+        server = serve_process(url)
+        clients = [threading.Thread(target=client, args=(url,)) for _ in range(8)]
+        for thread in clients:
+            thread.start()
+        time.sleep(3)
+        assert answered, "no answer before the stop"
+        server.send_signal(signal.SIGTERM)
+        assert psutil.wait_procs([server], timeout=60)[1] == [], "the service did not stop"
+        for thread in clients:
+            thread.join(timeout=60)
+    assert len(answered) > 50
+    assert len(recorded(symbol="GRACEFUL-DIRECTION")) == len(answered)
+
+
 # ---- a retrain killed mid-flight ---------------------------------------------------------------------------
 
 RETRAIN = """
