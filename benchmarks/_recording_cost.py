@@ -7,6 +7,10 @@ heap: a difference between the two servers that was not recording's.) After one 
 record opens the log file), wrk rounds take turns between them, in reversed order every other round,
 ``MLOPS_BENCH_RECORDING_ROUNDS`` (12) times; a figure is the median of the rounds' ratios.
 
+Two more servers split recording's cost in its parts (``benchmarks/recording_parts.py``): ``rows only`` builds
+every answer's rows as the service does and writes nothing; ``write only`` writes the same pre-built rows for every
+answer through BentoML's default monitor and builds nothing. Both serve the window without a symbol.
+
 Beside the rates, each server's worker CPU time per request: its processes' user + system time (psutil) over a
 round, divided by the requests wrk completed in it. Under wrk's load the worker holds its core, so its throughput
 is about the inverse of that CPU time, and the CPU time moves less than the rate with the other load of a shared
@@ -30,6 +34,9 @@ TARGET = 0.9
 RECORDING = "recording"
 NAMED = "recording, symbol named"
 OFF = "not recording"
+ROWS = "rows only (built, not written)"
+WRITE = "write only (pre-built rows written)"
+PARTS = "benchmarks.recording_parts:MarketModels"
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -50,17 +57,22 @@ def measure(target: str, window_body: bytes, named_body: bytes) -> RecordingCost
     """Serve ``target`` recording and not recording and take turns under wrk (module docstring)."""
     recording = Server(target)
     off = Server(target, env={"MLOPS_RECORD_ANSWERS": "false"})
+    rows = Server(PARTS, env={"MLOPS_BENCH_RECORDING_PART": "rows"})
+    write = Server(PARTS, env={"MLOPS_BENCH_RECORDING_PART": "write"})
+    servers = {RECORDING: recording, OFF: off, ROWS: rows, WRITE: write}
     endpoints = [
         Endpoint(RECORDING, recording, "/predict_direction", window_body),
         Endpoint(NAMED, recording, "/predict_direction", named_body),
         Endpoint(OFF, off, "/predict_direction", window_body),
+        Endpoint(ROWS, rows, "/predict_direction", window_body),
+        Endpoint(WRITE, write, "/predict_direction", window_body),
     ]
     rates: dict[str, list[float]] = {e.label: [] for e in endpoints}
     cpu_ms: dict[str, list[float]] = {e.label: [] for e in endpoints}
     try:
-        recording.start()
-        off.start()
-        workers = {RECORDING: recording.worker_pids(), OFF: off.worker_pids()}
+        for server in servers.values():
+            server.start()
+        workers = {label: server.worker_pids() for label, server in servers.items()}
         with tempfile.TemporaryDirectory(prefix="bench-recording-") as scripts:
             for endpoint in endpoints:  # warm-up, not counted
                 wrk_run(endpoint, Path(scripts))
@@ -77,8 +89,8 @@ def measure(target: str, window_body: bytes, named_body: bytes) -> RecordingCost
                         flush=True,
                     )
     finally:
-        recording.stop()
-        off.stop()
+        for server in servers.values():
+            server.stop()
     return RecordingCost(rates, cpu_ms, workers)
 
 
@@ -86,7 +98,7 @@ def figures(cost: RecordingCost) -> list[Figure]:
     """The rates, the CPU per request, and the shares recording keeps (keys ``recording_share[_named]``)."""
     wrk = f"wrk -t{WRK_THREADS} -c{WRK_CONNECTIONS} -d{WRK_SECONDS}s, median of {ROUNDS}"
     out = []
-    for label in (RECORDING, NAMED, OFF):
+    for label in (RECORDING, NAMED, OFF, ROWS, WRITE):
         rate, cpu = statistics.median(cost.rates[label]), statistics.median(cost.cpu_ms[label])
         out += [
             Figure(
@@ -105,7 +117,10 @@ def figures(cost: RecordingCost) -> list[Figure]:
     for label, what, key in (
         (RECORDING, "window without a symbol (its digest recorded)", "recording_share"),
         (NAMED, "symbol named", "recording_share_named"),
+        (ROWS, "one part: every answer's rows built, nothing written (window)", "recording_share_rows"),
+        (WRITE, "the other part: pre-built rows written, nothing built (window)", "recording_share_write"),
     ):
+        target = f">= {TARGET:.0%}" if label in (RECORDING, NAMED) else "-"
         pairs = zip(cost.rates[label], cost.rates[OFF], strict=True)
         share = round(100 * statistics.median(x / f for x, f in pairs))
         cpu_pairs = zip(cost.cpu_ms[OFF], cost.cpu_ms[label], strict=True)
@@ -117,7 +132,7 @@ def figures(cost: RecordingCost) -> list[Figure]:
                 f"{share}%",
                 share,
                 "%",
-                f">= {TARGET:.0%}",
+                target,
                 key,
             ),
             Figure(

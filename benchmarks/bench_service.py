@@ -249,7 +249,7 @@ def main() -> None:
     finally:
         for server in [*servers.values(), *pinned.values()]:
             server.stop()
-    # what recording costs, on two servers of its own (benchmarks/_recording_cost.py)
+    # what recording costs, and each of its parts, on servers of its own (benchmarks/_recording_cost.py)
     recording = recording_cost.measure(models.target, bars_body, named_body)
     load_after = os.getloadavg()
 
@@ -342,8 +342,9 @@ def main() -> None:
             else ""
         )
         + f"`{NOT_RECORDING}`: the service with `MLOPS_RECORD_ANSWERS=false`; every other server records each answer "
-        "(bentoml.monitor, a JSON line a model answer). `recording cost`: two more servers, recording and not, "
-        f"serving predict_direction alone, {recording_cost.ROUNDS} wrk rounds each in turn (workers "
+        "(bentoml.monitor, a JSON line a model answer). `recording cost`: four more servers, recording and not and "
+        "each of recording's two parts (`benchmarks/recording_parts.py`: the rows built and not written; pre-built "
+        f"rows written), serving predict_direction alone, {recording_cost.ROUNDS} wrk rounds each in turn (workers "
         f"{recording.workers}; `benchmarks/_recording_cost.py`). "
         + "Models: quick-mode training of all six on the embedded data. Sequential: "
         f"{SEQUENTIAL_REQUESTS} requests per endpoint after {SEQUENTIAL_WARMUP} warm-up, one keep-alive connection "
