@@ -503,9 +503,8 @@ def test_in_flight_requests_finish_when_the_service_is_stopped(production_models
 def test_a_graceful_stop_under_load_loses_no_record_of_a_coroutine_methods_answers(
     production_models: dict[str, str],
 ) -> None:
-    """predict_direction runs on the event loop and is recorded in the loop's turn after its answer
-    (``bentos.recording.record``): every answer 8 clients were given until a SIGTERM stopped the service has its
-    record once it has stopped."""
+    """predict_direction runs on the event loop and is recorded as it answers (``MarketModels._record``): every
+    answer 8 clients were given until a SIGTERM stopped the service has its record once it has stopped."""
     from tests.test_recording import recorded
 
     body = json.dumps({"bars": example_window(), "symbol": "GRACEFUL-DIRECTION"}).encode()

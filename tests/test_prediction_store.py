@@ -92,6 +92,31 @@ def test_recorded_answers_are_stored_once_however_often_ingested(log_dir: Path, 
     assert store.ingest(log_dir).new == 1 and store.count() == 6
 
 
+def test_equal_rows_of_one_answer_are_each_stored_once(log_dir: Path, url: str) -> None:
+    """A batch naming the same window and symbol twice answers twice, with equal rows, timestamp and request id:
+    their ``row`` (place in the record) keeps them two lines and two stored rows, however often ingested."""
+    same = answers(1) * 3
+    assert same[0] == same[2]
+    recording.write(same)
+    lines = [json.loads(line) for line in data_file(log_dir).read_text().splitlines()]
+    assert [line["row"] for line in lines] == [0, 1, 2]
+    assert len({(line["timestamp"], line["request_id"]) for line in lines}) == 1
+    store = PredictionStore(url)
+    assert (store.ingest(log_dir).new, store.count()) == (3, 3)
+    with store.engine.begin() as connection:
+        connection.execute(progress.delete())
+    assert (store.ingest(log_dir).new, store.count()) == (0, 3)
+
+
+def test_a_line_written_before_rows_had_a_place_is_still_read(log_dir: Path, url: str) -> None:
+    recording.write(answers(1))
+    line = json.loads(data_file(log_dir).read_text())
+    del line[recording.ROW]
+    data_file(log_dir).write_text(json.dumps(line) + "\n")
+    report = PredictionStore(url).ingest(log_dir)
+    assert (report.new, report.unreadable) == (1, [])
+
+
 def test_the_logs_of_several_servers_are_ingested_from_their_folders(log_dir: Path, url: str) -> None:
     """One log path per replica (``<logs>/<pod>/``, as deploy/k8s gives them): the same file names, each stored."""
     recording.write(answers(2))
