@@ -95,7 +95,7 @@ def measure(target: str, window_body: bytes, named_body: bytes) -> RecordingCost
 
 
 def figures(cost: RecordingCost) -> list[Figure]:
-    """The rates, the CPU per request, and the shares recording keeps (keys ``recording_share[_named]``)."""
+    """The rates, the CPU per request, and the shares kept (keys ``recording_share[_named|_rows|_write]``)."""
     wrk = f"wrk -t{WRK_THREADS} -c{WRK_CONNECTIONS} -d{WRK_SECONDS}s, median of {ROUNDS}"
     out = []
     for label in (RECORDING, NAMED, OFF, ROWS, WRITE):
