@@ -52,11 +52,15 @@ def run_command(
     ticker: Annotated[
         list[str] | None, typer.Option("--ticker", "-t", help="yfinance ticker (repeat); MLOPS_RETRAIN_TICKERS.")
     ] = None,
+    start: Annotated[str | None, typer.Option(help="First date to pull (yfinance).")] = None,
+    end: Annotated[str | None, typer.Option(help="Last date to pull, exclusive (yfinance).")] = None,
 ) -> None:
-    """Ingest, join with what happened, score, watch drift, report; retrain on evidence (the flow monitor, once)."""
+    """Ingest, join with what happened, score, watch drift, report; retrain on evidence (the flow monitor, once).
+
+    A failed pull does not stop it: it scores on the snapshots already stored and says so."""
     from monitoring.flow import monitor
 
-    result = monitor(trigger_retrain=trigger, source=source, tickers=ticker)
+    result = monitor(trigger_retrain=trigger, source=source, tickers=ticker, start=start, end=end)
     console.print(result["pull"])
     for alert in result["alerts"]:
         console.print(f"[red]alert[/red] {alert}")

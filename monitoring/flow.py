@@ -39,8 +39,8 @@ def run_and_publish(settings: MonitorSettings | None = None, logs: Path | None =
 
 
 def status_rows(status: dict[str, Any]) -> list[dict[str, str]]:
-    """One row per model of a ``status.json``: live metric, best baseline, walk-forward band, verdict, worst drifting
-    features, days since training, last realised date."""
+    """One row per model of a ``status.json``: live metric, best baseline, walk-forward band, live rank IC beside
+    the walk-forward's, verdict, worst drifting features, days since training, last realised date."""
     rows = []
     for model, s in status["models"].items():
         score = s.get("score") or {}
@@ -50,6 +50,8 @@ def status_rows(status: dict[str, Any]) -> list[dict[str, str]]:
         band = score.get("band")
         drift = s.get("drift") or {}
         worst = [f"{r['name']} {r['psi']:.2f}" for r in (drift.get("latest") or [])[:3]]
+        ic = ((score.get("signal") or {}).get("model") or {}).get("rank") or {}
+        walked = ((score.get("signal") or {}).get("walk_forward") or {}).get("rank") or {}
         rows.append({
             "model": model,
             "version": s["version"],
@@ -57,8 +59,9 @@ def status_rows(status: dict[str, Any]) -> list[dict[str, str]]:
             "live": _fmt(live),
             "baseline": ", ".join(f"{k} {_fmt(v)}" for k, v in baselines.items()),
             "walk-forward": f"{_fmt(band[0])} .. {_fmt(band[1])}" if band else "",
+            "rank IC (walk-forward)": f"{_fmt(ic.get('mean'))} ({_fmt(walked.get('mean'))})" if ic else "",
             "verdict": score.get("statement", ""),
-            "drift (PSI)": ", ".join(worst),
+            "drift (PSI)": ", ".join(worst) + ("" if drift.get("source", "served") == "served" else " (latest bars)"),
             "days since training": str(s.get("days_since_training", "")),
             "last realised": s.get("last_realised", ""),
         })  # fmt: skip
@@ -69,9 +72,10 @@ def _fmt(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, int | float) else ""
 
 
-def pull_first(source: str, tickers: list[str] | None) -> str:
-    """Pull the newest bars as ``mlops retrain run`` would (same source options); what happened, in a sentence. A
-    failed pull does not stop the monitor: it scores on the snapshots already stored, and says so."""
+def pull_first(source: str, tickers: list[str] | None, start: str | None = None, end: str | None = None) -> str:
+    """Pull the newest bars as ``mlops retrain run`` would (same source options: the source, its tickers, the first
+    and last dates); what happened, in a sentence. A failed pull does not stop the monitor: it scores on the
+    snapshots already stored and says so (``mlops retrain run --use-cached-on-failure``'s fallback, always on)."""
     from data.pull import pull
     from data.settings import DataSettings
     from data.snapshots import SnapshotStore
@@ -79,7 +83,7 @@ def pull_first(source: str, tickers: list[str] | None) -> str:
     from training.flows.tasks import make_source
 
     try:
-        info, new = pull(make_source(source, tickers or RetrainSettings().tickers, None, None), SnapshotStore(
+        info, new = pull(make_source(source, tickers or RetrainSettings().tickers, start, end), SnapshotStore(
             DataSettings().snapshots))  # fmt: skip
     except Exception as error:  # the network, the provider: reported, and the stored snapshots are scored
         return f"the {source} pull failed ({type(error).__name__}: {error}); scored on the snapshots already stored"
@@ -88,7 +92,11 @@ def pull_first(source: str, tickers: list[str] | None) -> str:
 
 @flow(name=FLOW_NAME)
 def monitor(
-    trigger_retrain: bool = True, source: str | None = None, tickers: list[str] | None = None
+    trigger_retrain: bool = True,
+    source: str | None = None,
+    tickers: list[str] | None = None,
+    start: str | None = None,
+    end: str | None = None,
 ) -> dict[str, Any]:
     """Pull (when a ``source`` is named), ingest, score, watch drift, report, and trigger the retrain deployment
     when the evidence calls for it."""
@@ -96,7 +104,7 @@ def monitor(
 
     settings = MonitorSettings()
     settings.trigger_retrain = settings.trigger_retrain and trigger_retrain
-    pulled = pull_first(source, tickers) if source else "no pull asked for"
+    pulled = pull_first(source, tickers, start, end) if source else "no pull asked for"
     get_run_logger().info(pulled)
     result, where = run_and_publish(settings)
     status = result.to_dict()

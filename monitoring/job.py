@@ -7,7 +7,8 @@ One run:
 2. joins every stored answer with its realised outcome from the newest snapshots (``monitoring/outcomes.py``);
 3. scores each served version and, in shadow, each newer unpromoted version on the same recorded (symbol, date)
    pairs (``monitoring/scorecard.py``, ``monitoring/shadow.py``);
-4. computes the daily PSI of every feature and of each production model's predictions (``monitoring/live_drift.py``);
+4. computes the daily PSI of every feature and of each production model's predictions (``monitoring/live_drift.py``)
+   over the served rows, or where they are too few for any PSI, over the latest bars of the trained symbols;
 5. applies the alert rules: a drift alert that has persisted ``persist_days`` days, or a live metric worse than its
    best baseline on the last ``below_baseline_days`` days; ``monitoring/trigger.py`` acts on them;
 6. writes ``status.json``, the HTML report and the Prometheus metrics (``monitoring/report.py``, ``metrics.py``).
@@ -15,19 +16,22 @@ One run:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from data.settings import DataSettings
 from data.snapshots import SnapshotStore
+from features.catalog import model_kind
 from monitoring import drift
-from monitoring.live_drift import DriftRules, ModelDrift, model_drift
+from monitoring.live_drift import DriftRules, ModelDrift, bars_drift, model_drift
 from monitoring.outcomes import OUTCOME_COLUMNS, PENDING, REALISED, SeriesFinder, outcomes
 from monitoring.scorecard import WINDOW_DAYS, Score, scorecard
 from monitoring.store import IngestReport, PredictionStore
@@ -95,6 +99,7 @@ class MonitorRun:
     models: dict[str, ModelStatus]
     frame: pd.DataFrame = field(repr=False)
     trigger: dict[str, Any] | None = None
+    rules: DriftRules = field(default_factory=DriftRules)
 
     @property
     def alerts(self) -> list[str]:
@@ -162,11 +167,14 @@ def run(
         if card is not None:
             (status.score,) = scorecard(frame, {(model, version): card}, finder, settings.window_days)
             status.drift = model_drift(served, card, version, settings.rules()) if len(served) else None
+            if status.drift is None or status.drift.daily.empty:  # thin traffic: the trained symbols' latest bars
+                status.drift = bars_drift(card, version, finder, settings.rules(), row_predictor(model, version),
+                                          served=len(served))  # fmt: skip
             challengers = challengers_of(model, version, card)
             status.challengers = shadow_scores(frame, model, version, challengers, finder, settings.window_days)
         status.alerts = alerts(status, settings)
         models[model] = status
-    return MonitorRun(at, report, len(rows), models, frame)
+    return MonitorRun(at, report, len(rows), models, frame, rules=settings.rules())
 
 
 def alerts(status: ModelStatus, settings: MonitorSettings) -> list[str]:
@@ -182,6 +190,22 @@ def alerts(status: ModelStatus, settings: MonitorSettings) -> list[str]:
         found.append(f"live {score.metric} worse than its best baseline on the last {score.worse_than_baseline_days}"
                      f" days (rule: {settings.below_baseline_days})")  # fmt: skip
     return found
+
+
+def row_predictor(model: str, version: str) -> Callable[[np.ndarray], np.ndarray] | None:
+    """The served runner's ``predict`` of a per-row model (feature rows in, answers out); None for Prophet and the
+    regime model (their answers need a fit on each window) or a version not in this model store."""
+    import bentoml
+
+    from bentos.runners import load_runner
+
+    if model_kind(model).task in ("price", "regime"):
+        return None
+    try:
+        runner = load_runner(model, bentoml.models.get(f"{model}:{version}"))
+    except Exception:  # not in this store, or not servable here: the features' drift is still taken
+        return None
+    return runner.predict  # type: ignore[attr-defined]
 
 
 def _production() -> dict[str, str]:

@@ -9,21 +9,33 @@ A PSI needs enough values: with ``n`` recent values in ``B`` bins its expected v
 ``(B - 1) / n`` (0.09 for 100 values in 10 bins, 0.45 for 20). So each day's PSI is taken over the recent as-of days,
 back from that day, until they hold at least ``min_rows`` values and ``min_days`` days; a day before that has none.
 An alert is acted on when it persists for ``persist_days`` days in a row (``monitoring/drift.persistent``).
+
+Where traffic is thin (the served rows give no PSI at all: too few values over too few days), the same PSI is taken
+over the latest bars of the model's trained symbols instead (:func:`bars_drift`): each symbol's newest stored bars,
+their feature rows computed as the service computes them, and the predictions a per-row model (returns, direction,
+volatility) makes on them through the service's runner. ``ModelDrift.source`` says which was used: the market the
+model would be asked about has moved either way, so both act.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from math import ceil
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from bentos.recording import decode_features
+from features import DEFAULT_SPEC
 from features.catalog import model_kind
 from monitoring import drift
 from training.evaluation.drift_reference import Reference
 from training.registry.card import ModelCard
+
+if TYPE_CHECKING:
+    from monitoring.outcomes import SeriesFinder
 
 MIN_ROWS = 100
 MIN_DAYS = 21
@@ -36,6 +48,9 @@ PREDICTIONS_NOT_ACTED = {
     "were asked, not how the market moved",
 }
 UNCALIBRATED = "the card's prediction reference has no calibration (cards before version 7: the regime model's)"
+#: Daily PSI values a thin-traffic fallback shows beyond its first (each symbol's bars: the first PSI's, then these).
+BARS_DAYS = 63
+SERVED = "served"
 
 
 @dataclass(frozen=True)
@@ -57,6 +72,7 @@ class ModelDrift:
     persistent: list[str] = field(default_factory=list)  # names whose alert has persisted to the last day
     skipped: dict[str, str] = field(default_factory=dict)  # name -> why it has no PSI
     reported_only: dict[str, str] = field(default_factory=dict)  # name -> why its alert does not act
+    source: str = SERVED  # or, where traffic was thin, which bars (see the module's docstring)
 
     @property
     def acting(self) -> list[str]:
@@ -71,8 +87,9 @@ class ModelDrift:
         return last.sort_values("psi", ascending=False, kind="stable").reset_index(drop=True)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "version": self.version, "persistent": self.persistent, "skipped": self.skipped,
-                "reported_only": self.reported_only, "latest": self.latest().to_dict("records")}  # fmt: skip
+        return {"model": self.model, "version": self.version, "source": self.source, "persistent": self.persistent,
+                "skipped": self.skipped, "reported_only": self.reported_only,
+                "latest": self.latest().to_dict("records")}  # fmt: skip
 
 
 def daily_psi(
@@ -109,22 +126,72 @@ def served_predictions(task: str, rows: pd.DataFrame) -> np.ndarray:
 
 def model_drift(rows: pd.DataFrame, card: ModelCard, version: str, rules: DriftRules | None = None) -> ModelDrift:
     """Daily PSI of the features and predictions ``rows`` (one model version's recorded rows) served."""
-    rules = rules or DriftRules()
-    reference = card.drift_reference or {}
-    result = ModelDrift(card.name, version, pd.DataFrame(columns=["as_of", "name", "rows", "psi", "alert_at", "level"]))
-    if not reference:
-        result.skipped["*"] = f"card version {card.card_version} has no drift reference (version 5 on)"
-        return result
+    result = _empty(card, version)
     days = rows["as_of"].to_numpy(str)
-    task = model_kind(card.name).task
-    if "calibration" not in reference["predictions"]:
-        result.reported_only[PREDICTION] = PREDICTIONS_NOT_ACTED.get(task, UNCALIBRATED)
-    series: dict[str, np.ndarray] = {PREDICTION: served_predictions(task, rows)}
+    series: dict[str, np.ndarray] = {PREDICTION: served_predictions(model_kind(card.name).task, rows)}
     matrix = _features(rows, len(card.feature_names))
     if matrix is None:
         result.skipped["features"] = "the recorded rows carry no feature row of the card's length"
     else:
         series |= {name: matrix[:, i] for i, name in enumerate(card.feature_names)}
+    return _psi_by_name(result, card, days, series, rules or DriftRules())
+
+
+def bars_drift(
+    card: ModelCard,
+    version: str,
+    finder: SeriesFinder,
+    rules: DriftRules | None = None,
+    predict: Callable[[np.ndarray], np.ndarray] | None = None,
+    served: int = 0,
+) -> ModelDrift:
+    """Where traffic is thin: the daily PSI of the features over the latest stored bars of ``card``'s trained
+    symbols (each bar its own as-of day), and of ``predict``'s answers on them when given (a per-row model's)."""
+    rules = rules or DriftRules()
+    result = _empty(card, version)
+    if card.feature_spec_hash != DEFAULT_SPEC.version_hash:
+        result.skipped["*"] = f"the card's features ({card.feature_spec_hash}) are not this code's: not recomputed"
+        return result
+    found = [s for s in (finder.series(symbol) for symbol in card.symbols) if s is not None]
+    span = max(rules.min_days, ceil(rules.min_rows / max(len(found), 1))) + BARS_DAYS
+    days, rows = [], []
+    for stored in found:
+        bars = stored.bars.tail(span + DEFAULT_SPEC.lookback)
+        rows.append(DEFAULT_SPEC.compute(bars, rows=min(span, len(bars.dates))))
+        days.append(bars.dates[-rows[-1].shape[0] :].astype(str))
+    ends = ", ".join(f"{s.symbol} to {s.last}" for s in found[:5]) + (", ..." if len(found) > 5 else "")
+    result.source = (f"latest bars of {len(found)} of the {len(card.symbols)} trained symbol(s) ({ends}): "
+                     f"served rows too few ({served})")  # fmt: skip
+    if not found:
+        result.skipped["*"] = "no stored snapshot holds any trained symbol"
+        return result
+    matrix = np.concatenate(rows)
+    series: dict[str, np.ndarray] = {name: matrix[:, i] for i, name in enumerate(card.feature_names)}
+    if predict is not None:
+        complete = np.isfinite(matrix).all(axis=1)
+        answers = np.full(matrix.shape[0], np.nan)
+        answers[complete] = predict(matrix[complete])
+        series = {PREDICTION: answers} | series
+    else:
+        result.skipped[PREDICTION] = f"a {model_kind(card.name).task} model's answers need its fit on each window"
+    return _psi_by_name(result, card, np.concatenate(days), series, rules)
+
+
+def _empty(card: ModelCard, version: str) -> ModelDrift:
+    return ModelDrift(card.name, version, pd.DataFrame(columns=["as_of", "name", "rows", "psi", "alert_at", "level"]))
+
+
+def _psi_by_name(
+    result: ModelDrift, card: ModelCard, days: np.ndarray, series: dict[str, np.ndarray], rules: DriftRules
+) -> ModelDrift:
+    """``result`` with the daily PSI of each of ``series`` (name -> values on ``days``) against the card's reference,
+    its persistent alerts, and why a name has none."""
+    reference = card.drift_reference or {}
+    if not reference:
+        result.skipped["*"] = f"card version {card.card_version} has no drift reference (version 5 on)"
+        return result
+    if PREDICTION in series and "calibration" not in reference["predictions"]:
+        result.reported_only[PREDICTION] = PREDICTIONS_NOT_ACTED.get(model_kind(card.name).task, UNCALIBRATED)
     frames = []
     for name, values in series.items():
         spec = reference["predictions"] if name == PREDICTION else reference["features"].get(name)

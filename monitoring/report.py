@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from monitoring.live_drift import PREDICTION, served_predictions
+from monitoring.live_drift import PREDICTION, SERVED, served_predictions
 from training.evaluation.drift_reference import Reference, shares
 from training.evaluation.report import STYLE, png_img
 from training.evaluation.walk_forward import clean_json
@@ -60,18 +60,22 @@ def _section(run: MonitorRun, status: ModelStatus) -> str:
                  f"{html.escape(json.dumps(status.unscorable)) if status.unscorable else 'none'}</p>")  # fmt: skip
     if score is not None and score.live:
         parts.append(_table(score.metric, score.live, score.baselines))
+    if score is not None and score.signal:
+        parts.append(_signal_table(score.signal))
     plots = []
     if score is not None and score.rolling is not None and not score.rolling.empty:
         plots.append(_rolling_plot(score.rolling, score.metric, score.band, status.model))
     if score is not None and score.regimes is not None:
         parts.append(f"<p>{html.escape(score.regimes['statement'])}</p>")
     if status.drift is not None and not status.drift.daily.empty:
-        plots.append(_psi_plot(status.drift.daily, status.model))
+        plots.append(_psi_plot(status.drift.daily, status.model, run.rules.warn, run.rules.alert))
     served = run.frame[(run.frame["model"] == status.model) & (run.frame["version"] == status.version)]
     reference = (status.card.drift_reference or {}).get("predictions")
     if reference and len(served):
         plots.append(_distribution_plot(status, served, Reference.from_dict(reference)))
     parts.append(f"<div class='plots'>{''.join(plots)}</div>")
+    if status.drift is not None and status.drift.source != SERVED:
+        parts.append(f"<p class='meta'>drift taken over the {html.escape(status.drift.source)}</p>")
     if status.drift is not None and status.drift.skipped:
         parts.append(f"<p class='meta'>no PSI: {html.escape(json.dumps(status.drift.skipped))}</p>")
     if status.drift is not None and status.drift.reported_only:
@@ -91,8 +95,24 @@ def _table(metric: str, live: dict[str, float], baselines: dict[str, dict[str, f
     return f"<table><tr>{head}</tr>{body}</table><p class='meta'>primary metric: {html.escape(metric)}</p>"
 
 
+def _signal_table(signal: dict[str, Any]) -> str:
+    """The live IC (Pearson and rank, with the rank IC's 95 % HAC interval) beside the walk-forward's."""
+    head = "<tr><th></th><th>IC</th><th>rank IC</th><th>rank IC 95 %</th><th>rank ICIR</th><th>evidence</th></tr>"
+    body = ""
+    for name, ic in signal.items():
+        if name == "kind" or not isinstance(ic, dict) or "rank" not in ic:
+            continue
+        rank = ic["rank"]
+        label = "walk-forward (card)" if name == "walk_forward" else f"live: {name}"
+        body += (f"<tr><td>{html.escape(label)}</td><td>{_number(ic['pearson'].get('mean'))}</td>"
+                 f"<td>{_number(rank.get('mean'))}</td><td>{_number(rank.get('ci_low'))} .. "
+                 f"{_number(rank.get('ci_high'))}</td><td>{_number(rank.get('ir'))}</td>"
+                 f"<td>{html.escape(str(rank.get('evidence', '')))}</td></tr>")  # fmt: skip
+    return f"<table>{head}{body}</table><p class='meta'>signal: information coefficient of the served answers</p>"
+
+
 def _number(value: Any) -> str:
-    return "" if value is None or not np.isfinite(value) else f"{value:.4g}"
+    return "" if not isinstance(value, int | float) or not np.isfinite(value) else f"{value:.4g}"
 
 
 def _rolling_plot(rolling: pd.DataFrame, metric: str, band: tuple[float, float] | None, model: str) -> str:
@@ -109,15 +129,20 @@ def _rolling_plot(rolling: pd.DataFrame, metric: str, band: tuple[float, float] 
     return png_img(figure)
 
 
-def _psi_plot(daily: pd.DataFrame, model: str) -> str:
+def _psi_plot(daily: pd.DataFrame, model: str, warn: float, alert: float) -> str:
+    """Each plotted name's daily PSI, the rules' warn and alert levels, and a name's own alert level where its
+    card's calibration raised it."""
     figure, axis = plt.subplots(figsize=(6.4, 3.4))
     last = daily[daily["as_of"] == daily["as_of"].max()].sort_values("psi", ascending=False)
     names = [PREDICTION, *[n for n in last["name"] if n != PREDICTION][:PLOTTED_FEATURES]]
     for name in names:
         part = daily[daily["name"] == name]
-        axis.plot(pd.to_datetime(part["as_of"]), part["psi"], lw=2 if name == PREDICTION else 1, label=name)
-    axis.axhline(0.1, color="orange", lw=0.8, ls=":")
-    axis.axhline(0.25, color="red", lw=0.8, ls=":")
+        days = pd.to_datetime(part["as_of"])
+        (line,) = axis.plot(days, part["psi"], lw=2 if name == PREDICTION else 1, label=name)
+        if not np.allclose(part["alert_at"], alert):  # a calibrated card's own level (monitoring/drift.thresholds)
+            axis.plot(days, part["alert_at"], lw=0.8, ls="--", color=line.get_color(), label=f"{name}: alert level")
+    axis.axhline(warn, color="orange", lw=0.8, ls=":", label=f"warn {warn:g}")
+    axis.axhline(alert, color="red", lw=0.8, ls=":", label=f"alert {alert:g}")
     axis.set_yscale("symlog", linthresh=0.1)
     axis.set_title(f"{model}: PSI by day (predictions and most drifted features)")
     axis.legend(fontsize=7)

@@ -15,6 +15,11 @@ rows:
 * regime: no target; the check is that the realised volatility of the days each regime was served on rises from
   calm to turbulent, as the walk-forward's out-of-sample years did.
 
+The signal metrics of the card's ``quant`` record (``training/evaluation/signal.py``) where the task has them: the
+IC and rank IC of the served predictions against what they forecast (return and direction: the forward log return at
+the card's horizon; volatility: the realised volatility), their ICIR and HAC interval, computed by the same function
+over the realised rows, beside the walk-forward's; for volatility also the EWMA baseline's IC.
+
 The walk-forward band is the lowest and highest fold value of the card's primary metric (one fold a test year).
 A rolling window shorter than a year is noisier than a fold, so "below the band" is a signal to look, which the
 monitor's alert rules require to persist before they act.
@@ -41,6 +46,7 @@ from training.evaluation.metrics import (
     regression_metrics,
     volatility_metrics,
 )
+from training.evaluation.signal import information_coefficient
 from training.registry.card import ModelCard
 
 #: As-of dates in the rolling window (half a year of sessions).
@@ -71,6 +77,7 @@ class Score:
     worse_than_baseline_days: int = 0  # latest consecutive as-of dates the window's model trails its best baseline
     statement: str = ""
     regimes: dict[str, Any] | None = None
+    signal: dict[str, Any] | None = None  # live IC beside the walk-forward's (see the module's docstring)
 
     def to_dict(self) -> dict[str, Any]:
         out = {k: v for k, v in self.__dict__.items() if k != "rolling"}
@@ -118,6 +125,7 @@ def score_version(rows: pd.DataFrame, card: ModelCard, finder: SeriesFinder, win
     base = baseline_forecasts(task, rows, card, finder)
     score.live, score.baselines = task_metrics(task, y, p, base, rows)
     score.rolling = _rolling(task, rows, y, p, base, card.primary_metric, window_days)
+    score.signal = live_signal(task, rows, p, base, card, finder)
     _verdict(score)
     return score
 
@@ -180,6 +188,47 @@ def task_metrics(
         for k, v in base.items():
             theirs[k][f"mape_h{h}"] = mape(y[at], v[at])
     return ours, theirs
+
+
+#: IC summary keys kept in a score's ``signal`` (of ``signal.information_coefficient``'s ``pearson`` and ``rank``).
+IC_KEYS = ("mean", "std", "ir", "t_stat", "ci_low", "ci_high", "periods", "evidence")
+
+
+def live_signal(
+    task: str, rows: pd.DataFrame, p: np.ndarray, base: Mapping[str, np.ndarray], card: ModelCard, finder: SeriesFinder
+) -> dict[str, Any] | None:
+    """The live IC of the model (and of the volatility's EWMA baseline) beside the walk-forward's, or None for a task
+    whose card has no IC (price, regime)."""
+    if task not in ("return", "direction", "volatility"):
+        return None
+    realised = rows["realised"].to_numpy(float)
+    if task == "direction":  # P(up) against the forward return, as the card's quant record takes it
+        realised = forward_returns(rows, card.horizon, finder)
+    frame = pd.DataFrame({"date": rows["as_of"].to_numpy(str), "symbol": rows["scored_symbol"].to_numpy(str),
+                          "realised": realised})  # fmt: skip
+    forecasts = {"model": p} | ({"ewma": base["ewma"]} if task == "volatility" else {})
+    out: dict[str, Any] = {}
+    for name, values in forecasts.items():
+        ic = information_coefficient(frame.assign(prediction=values).dropna(), card.horizon)
+        out[name] = {"kind": ic["kind"]} | {k: {key: ic[k][key] for key in IC_KEYS} for k in ("pearson", "rank")}
+    quant = card.quant if isinstance(card.quant, Mapping) else {}
+    walked = quant.get("ic")
+    if isinstance(walked, Mapping) and "rank" in walked:
+        out["walk_forward"] = {k: {key: walked[k].get(key) for key in IC_KEYS} for k in ("pearson", "rank")}
+    return out
+
+
+def forward_returns(rows: pd.DataFrame, horizon: int, finder: SeriesFinder) -> np.ndarray:
+    """The forward log return over ``horizon`` bars from each row's as-of bar, on its stored series."""
+    out = np.full(len(rows), np.nan)
+    for symbol, index in rows.groupby("scored_symbol").groups.items():
+        series = finder.series(str(symbol))
+        if series is None:
+            continue
+        target = forward_log_return(series.bars.close, horizon)
+        positions = [series.position(d) for d in rows.loc[index, "as_of"]]
+        out[np.asarray(index)] = [np.nan if i is None else target[i] for i in positions]
+    return out
 
 
 def _rolling(

@@ -14,6 +14,7 @@ import pytest
 from bentos import recording
 from bentos.runners import load_runner
 from features import DEFAULT_SPEC, Bars
+from monitoring.live_drift import PREDICTION as PREDICTION_NAME
 from monitoring.live_drift import DriftRules, daily_psi, model_drift
 from training.evaluation.drift_reference import Reference
 
@@ -92,3 +93,65 @@ def test_prediction_drift_acts_where_the_card_calibrates_it(quick_run):
     rows["prediction"] = np.linspace(-0.5, 0.5, days.size)  # expected log returns of +-50 % over five days
     drift = model_drift(rows, cards["return_lightgbm"], "v", DriftRules(persist_days=2))
     assert drift.acting == ["prediction"] and drift.reported_only == {}
+
+
+def test_thin_traffic_takes_the_psi_over_the_trained_symbols_latest_bars(embedded_snapshot, quick_run):
+    """No served rows: the last day's PSI is over both indices' last 50 bars (100 values, the rule's minimum),
+    their features as the service computes them on the whole series."""
+    from monitoring import drift
+    from monitoring.live_drift import bars_drift
+    from monitoring.outcomes import SeriesFinder
+
+    store, info = embedded_snapshot
+    card = next(r.card for r in quick_run.results if r.name == "volatility_lightgbm")
+    result = bars_drift(card, "v", SeriesFinder(store), DriftRules(min_rows=100, min_days=21))
+    assert result.source.startswith("latest bars of 2 of the 2 trained symbol(s) (^GSPC to 2018-12-31")
+    assert result.skipped[PREDICTION_NAME].startswith("a volatility model's answers")
+    last = result.latest().set_index("name")
+    column = card.feature_names.index("rv_21")
+    values = []
+    for symbol in ("^GSPC", "^IXIC"):
+        frame = store.load(info.id, symbols=[symbol]).sort_values("date")
+        values.append(DEFAULT_SPEC.compute(Bars.from_frame(frame))[-50:, column])
+    reference = Reference.from_dict(card.drift_reference["features"]["rv_21"])
+    assert last.loc["rv_21", "rows"] == 100 and last.loc["rv_21", "as_of"] == "2018-12-31"
+    assert last.loc["rv_21", "psi"] == pytest.approx(drift.psi(reference, np.concatenate(values)), rel=1e-12)
+    assert result.daily["as_of"].nunique() == 64  # the first PSI's day and BARS_DAYS after it
+
+
+def test_a_monitor_run_without_traffic_alerts_on_a_shift_in_the_latest_bars(
+    embedded_snapshot, production_models, tmp_path
+):
+    """The monitor with nothing served, over a snapshot whose last half year moves four times as much: every
+    model's drift is taken over the latest bars, the per-row models' predictions on them too, and the alert acts."""
+    from data.snapshots import SnapshotStore
+    from monitoring.job import MonitorSettings, run
+
+    store, info = embedded_snapshot
+    frame = store.load(info.id)
+    parts = []
+    for _, bars in frame.groupby("symbol"):
+        bars = bars.sort_values("date").reset_index(drop=True)
+        log_close = np.log(bars["close"].to_numpy())
+        start = len(bars) - 126
+        moved = log_close.copy()
+        moved[start:] = log_close[start - 1] + 4.0 * (log_close[start:] - log_close[start - 1])
+        ratio = np.exp(moved - log_close)
+        for column in ("open", "high", "low", "close"):
+            bars[column] = bars[column] * ratio
+        bars["high"] = bars[["open", "high", "low", "close"]].max(axis=1)
+        bars["low"] = bars[["open", "high", "low", "close"]].min(axis=1)
+        parts.append(bars)
+    shifted = SnapshotStore(tmp_path / "snapshots")
+    shifted.write(pd.concat(parts, ignore_index=True), source="embedded, last half year shifted")
+    (tmp_path / "logs").mkdir()
+    settings = MonitorSettings(output_dir=tmp_path / "out")
+    result = run(settings, logs=tmp_path / "logs", database=f"sqlite:///{tmp_path / 'store.sqlite'}",
+                 snapshots=shifted, production=production_models)  # fmt: skip
+    assert result.rows == 0
+    volatility = result.models["volatility_lightgbm"].drift
+    assert volatility.source.startswith("latest bars of 2 of the 2 trained symbol(s)")
+    assert {"rv_5", "rv_21", PREDICTION_NAME} <= set(volatility.persistent)
+    assert any("drift alert" in a and "rv_5" in a for a in result.models["volatility_lightgbm"].alerts)
+    assert PREDICTION_NAME in result.models["direction_lightgbm"].drift.daily["name"].to_numpy()
+    assert result.models["regime_hmm"].drift.skipped[PREDICTION_NAME].startswith("a regime model's answers")

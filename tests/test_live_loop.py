@@ -119,6 +119,8 @@ def test_the_scorecard_equals_a_direct_computation(replay, monitored):
     p_up = np.array([a["direction"]["probability_up"] for a in answers])
     status = monitored["first"].models["direction_lightgbm"]
     assert status.score.live == pytest.approx(classification_metrics(up, p_up), rel=1e-9)
+    next_day = np.log(close[days + 1] / close[days])
+    assert status.score.signal["model"]["pearson"]["mean"] == pytest.approx(np.corrcoef(p_up, next_day)[0, 1])
     horizon = answers[0]["return_lightgbm"]["horizon_days"]
     realised = np.log(close[days + horizon] / close[days])
     predicted = np.array([a["return_lightgbm"]["expected_log_return"] for a in answers])
@@ -147,6 +149,7 @@ def test_the_shift_alerts_and_triggers_one_retrain_with_its_reason(monitored):
     where = monitored["where"]
     page = Path(where["report"]).read_text()
     assert "Alert rules" in page and "retrain triggered" in page and page.count("<img") >= 10
+    assert page.count("walk-forward (card)") == 4  # the signal tables: both return models, direction, volatility
     assert "mlops_monitor_psi" in Path(where["metrics"].removeprefix("written to ")).read_text()
 
 

@@ -179,3 +179,92 @@ def test_a_model_worse_than_its_folds_is_flagged_since_the_day_it_fell(embedded_
     best = score.rolling[["zero", "historical_mean"]].max(axis=1).to_numpy()
     trailing = (score.rolling["model"].to_numpy() < best)[::-1]
     assert score.worse_than_baseline_days == (trailing.size if trailing.all() else int(np.argmin(trailing))) > 0
+
+
+def test_live_signal_metrics_are_the_ic_of_the_served_predictions(embedded_snapshot, gspc, quick_run):
+    """One symbol: the time-series IC is the correlation over the served days (Pearson of the values; Spearman's of
+    their ranks), the direction's taken against the next day's return as its card's is; the card's beside it."""
+    from scipy.stats import spearmanr
+
+    store, _ = embedded_snapshot
+    cards = {r.name: r.card for r in quick_run.results}
+    close = gspc["close"].to_numpy()
+    start = len(gspc) - 300
+    realised = np.log(close[start + 5 : start + 255] / close[start : start + 250])
+    next_day = np.log(close[start + 1 : start + 251] / close[start : start + 250])
+    rng = np.random.default_rng(1)
+    guess = 0.3 * realised + rng.normal(0, 0.01, realised.size)
+    p_up = np.clip(0.5 + 3 * next_day + rng.normal(0, 0.05, next_day.size), 0.01, 0.99)
+    rows = _year_of_answers(gspc, "return_lightgbm", "v1", 5, guess) + _year_of_answers(
+        gspc, "direction_lightgbm", "v1", 1, p_up
+    )
+    for i, r in enumerate(rows):
+        r["key"] = f"k{i:04d}"
+    frame = outcomes(rows, store)
+    keys = {(m, "v1"): cards[m] for m in ("return_lightgbm", "direction_lightgbm")}
+    scores = {s.model: s for s in scorecard(frame, keys, SeriesFinder(store), window_days=60)}
+    for model, p, y in (("return_lightgbm", guess, realised), ("direction_lightgbm", p_up, next_day)):
+        signal = scores[model].signal
+        assert signal["model"]["kind"] == "time_series"
+        assert signal["model"]["pearson"]["mean"] == pytest.approx(np.corrcoef(p, y)[0, 1], rel=1e-9), model
+        assert signal["model"]["rank"]["mean"] == pytest.approx(spearmanr(p, y).statistic, rel=1e-9), model
+        assert signal["model"]["rank"]["evidence"] == "positive"
+        walked = cards[model].quant["ic"]["rank"]
+        assert signal["walk_forward"]["rank"]["mean"] == walked["mean"]
+
+
+def test_volatility_price_and_regime_scores_equal_a_direct_computation(embedded_snapshot, gspc, quick_run):
+    """Volatility against RiskMetrics' EWMA worked out here, Prophet's MAPE against the random walk (forecasts past
+    the card's horizon left out), and the regimes' realised volatility."""
+    store, _ = embedded_snapshot
+    cards = {r.name: r.card for r in quick_run.results}
+    close = gspc["close"].to_numpy()
+    start = len(gspc) - 300
+    r = np.concatenate(([np.nan], np.diff(np.log(close))))
+    variance, ewma = np.mean(r[1:31] ** 2), np.full(close.size, np.nan)
+    for t in range(31, close.size):
+        variance = 0.94 * variance + 0.06 * r[t] ** 2
+        ewma[t] = variance
+    days = np.arange(start, start + 250)
+    realised_vol = np.array([np.sqrt(np.mean(r[i + 1 : i + 6] ** 2) * 252) for i in days])
+    forecast = np.sqrt(ewma[days] * 252) * np.exp(np.random.default_rng(2).normal(0, 0.2, days.size))
+    horizon = cards["price_prophet"].horizon
+    steps = np.array([1 + k % (horizon + 2) for k in range(days.size)])  # some past the card's horizon
+    price = close[days] * (1 + np.random.default_rng(3).normal(0, 0.02, days.size))
+    states = (realised_vol > np.median(realised_vol)).astype(int)  # served "turbulent" on the wilder days
+    rows = _year_of_answers(gspc, "volatility_lightgbm", "v1", 5, forecast)
+    for k, i in enumerate(days):
+        rows += _rows(recording.row("forecast_price", "price_prophet", "v1", _day(gspc, i), int(steps[k]),
+                                    float(price[k]), symbol="^GSPC", label=repr(float(close[i])),
+                                    target_date=_day(gspc, i + steps[k])))  # fmt: skip
+    rows += _year_of_answers(gspc, "regime_hmm", "v1", 0, states)
+    for i, row in enumerate(rows):
+        row["key"] = f"k{i:04d}"
+    frame = outcomes(rows, store)
+    keys = {(m, "v1"): cards[m] for m in ("volatility_lightgbm", "price_prophet", "regime_hmm")}
+    scores = {s.model: s for s in scorecard(frame, keys, SeriesFinder(store), window_days=60)}
+
+    vol = scores["volatility_lightgbm"]
+    baseline = np.sqrt(ewma[days] * 252)
+    for got, f in ((vol.live, forecast), (vol.baselines["ewma"], baseline)):
+        assert got["mse"] == pytest.approx(np.mean((realised_vol - f) ** 2), rel=1e-9)
+        q = realised_vol**2 / f**2
+        assert got["qlike"] == pytest.approx(np.mean(q - np.log(q) - 1), rel=1e-9)
+        assert got["n"] == days.size
+    assert vol.signal["ewma"]["pearson"]["mean"] == pytest.approx(np.corrcoef(baseline, realised_vol)[0, 1])
+
+    prophet, kept = scores["price_prophet"], steps <= horizon
+    target = close[days + steps]
+    assert prophet.rows == kept.sum()
+    assert prophet.live["mape"] == pytest.approx(np.mean(np.abs(price[kept] / target[kept] - 1)) * 100, rel=1e-9)
+    assert prophet.baselines["random_walk"]["mape"] == pytest.approx(
+        np.mean(np.abs(close[days][kept] / target[kept] - 1)) * 100, rel=1e-9
+    )
+    assert prophet.signal is None
+
+    regimes = scores["regime_hmm"].regimes
+    next_day = r[days + 1]
+    for state in (0, 1):
+        expected = np.sqrt(np.mean(next_day[states == state] ** 2) * 252)
+        assert regimes["states"][state]["volatility"] == pytest.approx(expected, rel=1e-12)
+    assert regimes["ordered"] is True
