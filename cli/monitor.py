@@ -58,9 +58,14 @@ def run_command(
     """Ingest, join with what happened, score, watch drift, report; retrain on evidence (the flow monitor, once).
 
     A failed pull does not stop it: it scores on the snapshots already stored and says so."""
+    from bentos.production import ProductionManifestError
     from monitoring.flow import monitor
 
-    result = monitor(trigger_retrain=trigger, source=source, tickers=ticker, start=start, end=end)
+    try:
+        result = monitor(trigger_retrain=trigger, source=source, tickers=ticker, start=start, end=end)
+    except ProductionManifestError as error:  # nothing served to monitor: say what to do
+        console.print(f"[red]error[/red] {error}")
+        raise typer.Exit(1) from None
     console.print(result["pull"])
     for alert in result["alerts"]:
         console.print(f"[red]alert[/red] {alert}")

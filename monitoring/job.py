@@ -141,7 +141,8 @@ def run(
     production: dict[str, str] | None = None,
     now: datetime | None = None,
 ) -> MonitorRun:
-    """One monitor run (see the module's docstring); ``production``: model -> tag (default: the registry's)."""
+    """One monitor run (see the module's docstring); ``production``: model -> tag (default: what the service
+    serves)."""
     from bentos.settings import ServiceSettings
     from monitoring.shadow import challengers_of, shadow_scores
 
@@ -209,6 +210,9 @@ def row_predictor(model: str, version: str) -> Callable[[np.ndarray], np.ndarray
 
 
 def _production() -> dict[str, str]:
-    from training.registry.promotion import Registry
+    """What the service serves (``bentos/production.py``: ``MLOPS_PRODUCTION_FILE``'s manifest, else the registry's
+    production), as batch scoring reads it."""
+    from bentos.production import production_tags
+    from bentos.settings import ServiceSettings
 
-    return Registry().production()
+    return production_tags(ServiceSettings().production_file)

@@ -42,6 +42,18 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return home
 
 
+@pytest.fixture(scope="session")
+def prefect_api() -> Iterator[str]:
+    """One temporary Prefect API (SQLite) for the whole session: its start costs ~15 s. Yields its URL, for a
+    process of its own (``prefect flow-run execute``) to reach it."""
+    import training.flows.retrain  # noqa: F401, I001 - Prefect's quiet, offline defaults, set before Prefect is imported
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield str(PREFECT_API_URL.value())
+
+
 @pytest.fixture
 def store(tmp_path: Path) -> SnapshotStore:
     return SnapshotStore(tmp_path / "snapshots")

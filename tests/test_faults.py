@@ -500,14 +500,15 @@ def test_in_flight_requests_finish_when_the_service_is_stopped(production_models
     assert len(recorded(symbol="GRACEFUL-STOP")) == 5 * 64 * 5  # 5 answers of 64 windows, 5 model rows each
 
 
-def test_a_graceful_stop_under_load_loses_no_record_of_a_coroutine_methods_answers(
-    production_models: dict[str, str],
-) -> None:
-    """predict_direction runs on the event loop and is recorded as it answers (``MarketModels._record``): every
-    answer 8 clients were given until a SIGTERM stopped the service has its record once it has stopped."""
-    from tests.test_recording import recorded
+#: Clients asking at once in the stop-under-load tests.
+CLIENTS = 8
 
-    body = json.dumps({"bars": example_window(), "symbol": "GRACEFUL-DIRECTION"}).encode()
+
+def answers_until_stopped(
+    body: bytes, stop: Callable[[psutil.Process], None], env: dict[str, str] | None = None
+) -> int:
+    """Serve the service, let :data:`CLIENTS` clients POST ``body`` to predict_direction for 3 s, then ``stop``
+    the server; how many answers the clients were given."""
     answered: list[int] = []
 
     def client(url: str) -> None:
@@ -520,19 +521,59 @@ def test_a_graceful_stop_under_load_loses_no_record_of_a_coroutine_methods_answe
                 return
             answered.append(code)
 
-    with served("bentos.service:MarketModels") as url:
+    with served("bentos.service:MarketModels", env=env) as url:
         server = serve_process(url)
-        clients = [threading.Thread(target=client, args=(url,)) for _ in range(8)]
+        clients = [threading.Thread(target=client, args=(url,)) for _ in range(CLIENTS)]
         for thread in clients:
             thread.start()
         time.sleep(3)
         assert answered, "no answer before the stop"
-        server.send_signal(signal.SIGTERM)
-        assert psutil.wait_procs([server], timeout=60)[1] == [], "the service did not stop"
+        stop(server)
         for thread in clients:
             thread.join(timeout=60)
     assert len(answered) > 50
-    assert len(recorded(symbol="GRACEFUL-DIRECTION")) == len(answered)
+    return len(answered)
+
+
+def test_a_graceful_stop_under_load_loses_no_record_of_a_coroutine_methods_answers(
+    production_models: dict[str, str],
+) -> None:
+    """predict_direction runs on the event loop and is recorded as it answers (``MarketModels._record``): every
+    answer 8 clients were given until a SIGTERM stopped the service has its record once it has stopped."""
+    from tests.test_recording import recorded
+
+    def terminate(server: psutil.Process) -> None:
+        server.send_signal(signal.SIGTERM)
+        assert psutil.wait_procs([server], timeout=60)[1] == [], "the service did not stop"
+
+    body = json.dumps({"bars": example_window(), "symbol": "GRACEFUL-DIRECTION"}).encode()
+    answered = answers_until_stopped(body, terminate)
+    assert len(recorded(symbol="GRACEFUL-DIRECTION")) == answered
+
+
+def test_a_killed_server_loses_no_record_of_an_answer_it_gave(
+    production_models: dict[str, str], tmp_path: Path
+) -> None:
+    """SIGKILL of ``bentoml serve`` and its workers under load: every answer a client was given has its record (the
+    line is written and flushed before the answer leaves, and a killed process's writes are in the kernel's page
+    cache), at most one more per client (answered but not delivered), and every line is whole: the prediction
+    store ingests them all."""
+    from monitoring.store import PredictionStore
+
+    def kill(server: psutil.Process) -> None:
+        victims = [*server.children(recursive=True), server]
+        for victim in victims:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                victim.send_signal(signal.SIGKILL)
+        assert psutil.wait_procs(victims, timeout=30)[1] == [], "the service survived SIGKILL"
+
+    body = json.dumps({"bars": example_window(), "symbol": "KILLED-SERVER"}).encode()
+    answered = answers_until_stopped(body, kill, env={"MLOPS_MONITOR_LOG_PATH": str(tmp_path / "logs")})
+    store = PredictionStore(f"sqlite:///{tmp_path / 'store.sqlite'}")
+    report = store.ingest(tmp_path / "logs")
+    assert report.unreadable == [] and report.new == report.lines
+    stored = [row for row in store.rows() if row["symbol"] == "KILLED-SERVER"]
+    assert answered <= len(stored) <= answered + CLIENTS
 
 
 # ---- a retrain killed mid-flight ---------------------------------------------------------------------------

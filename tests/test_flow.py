@@ -21,7 +21,7 @@ import dataclasses
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,6 @@ import pytest
 from distributed import Client, get_task_stream
 from prefect.artifacts import Artifact
 from prefect.states import State
-from prefect.testing.utilities import prefect_test_harness
 from rich.console import Console
 from typer.testing import CliRunner
 
@@ -54,13 +53,6 @@ pytestmark = pytest.mark.integration
 
 QUICK = TrainingConfig.quick()
 Run = Callable[..., tuple[State, dict[str, Any]]]
-
-
-@pytest.fixture(scope="session")
-def prefect_api() -> Iterator[None]:
-    """One temporary Prefect API (SQLite) for the whole session: its start costs ~15 s."""
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
 
 
 def save_copy(run: TrainingRun, name: str, labels: dict[str, str], **card_changes: Any) -> str:

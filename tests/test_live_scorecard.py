@@ -268,3 +268,24 @@ def test_volatility_price_and_regime_scores_equal_a_direct_computation(embedded_
         expected = np.sqrt(np.mean(next_day[states == state] ** 2) * 252)
         assert regimes["states"][state]["volatility"] == pytest.approx(expected, rel=1e-12)
     assert regimes["ordered"] is True
+
+
+def test_a_live_metric_trailing_its_baseline_for_n_days_is_an_alert_rule(embedded_snapshot, gspc, quick_run):
+    """The monitor's second rule (``monitoring/job.alerts``): the rolling metric worse than its best baseline on the
+    last ``below_baseline_days`` as-of dates in a row holds; one day fewer than the rule asks for does not."""
+    from monitoring.job import ModelStatus, MonitorSettings, alerts
+
+    store, _ = embedded_snapshot
+    card = next(r.card for r in quick_run.results if r.name == "return_lightgbm")
+    close = gspc["close"].to_numpy()
+    start = len(gspc) - 300
+    realised = np.log(close[start + 5 : start + 255] / close[start : start + 250])
+    guess = np.where(np.arange(realised.size) < 200, realised, -realised)  # right, then wrong for 50 days
+    frame = outcomes(_year_of_answers(gspc, "return_lightgbm", "v1", 5, guess), store)
+    (score,) = scorecard(frame, {("return_lightgbm", "v1"): card}, SeriesFinder(store), window_days=20)
+    days = score.worse_than_baseline_days
+    assert 20 <= days <= 50
+    status = ModelStatus("return_lightgbm", "v1", card, score=score)
+    (found,) = alerts(status, MonitorSettings(below_baseline_days=days))
+    assert found == f"live {score.metric} worse than its best baseline on the last {days} days (rule: {days})"
+    assert alerts(status, MonitorSettings(below_baseline_days=days + 1)) == []
