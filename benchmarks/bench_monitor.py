@@ -182,6 +182,18 @@ def main() -> None:
     if first:
         (RESULTS / "monitor_report.png").write_bytes(base64.b64decode(first.group(1)))
     statements = {m: s.score.statement for m, s in result.models.items() if s.score is not None}
+    signals = {m: s.score.signal for m, s in result.models.items() if s.score is not None and s.score.signal}
+
+    # where traffic is thin: each model's drift over the latest bars of its trained symbols instead
+    from monitoring.job import row_predictor
+    from monitoring.live_drift import bars_drift
+    from monitoring.outcomes import SeriesFinder
+
+    finder = SeriesFinder(store)
+    started = time.perf_counter()
+    thin = {m: bars_drift(s.card, s.version, finder, settings.rules(), row_predictor(m, s.version))
+            for m, s in result.models.items() if s.card is not None}  # fmt: skip
+    thin_s = time.perf_counter() - started
 
     figures = [
         Figure("recording one predict_direction answer in process (answer_rows + bentoml.monitor, default monitor)",
@@ -194,15 +206,31 @@ def main() -> None:
                round(report.new / ingest_s), "rows/s", key="ingest_rate"),
         Figure(f"monitor run over {result.rows:,} stored rows (outcomes, scorecard, shadow, drift, report, metrics)",
                f"{run_s:.1f} s", round(run_s, 1), "s", key="run_s"),
+        Figure(f"thin traffic: drift of {len(thin)} models over their trained symbols' latest bars, no served rows",
+               f"{thin_s:.1f} s", round(thin_s, 2), "s", key="thin_drift_s"),
     ]  # fmt: skip
     notes = f"Verdicts of this run (models trained on bars up to {CUT}, {YEARS[0][:4]}-{YEARS[1][:4]} replayed out of "
     notes += "sample):\n\n" + "\n".join(f"- {m}: {s}" for m, s in statements.items())
+    notes += "\n\nSignal of the served answers (rank IC, its 95 % HAC interval; live, then the walk-forward):\n\n"
+    notes += "\n".join(f"- {m}: {_ic(s['model'])} live, {_ic(s.get('walk_forward'))} walk-forward"
+                       for m, s in signals.items())  # fmt: skip
     notes += f"\n\nAlerts: {result.alerts or 'none'}\n\nDrift over the replay (rule: {settings.persist_days} days):\n\n"
     drifted = {m: s.drift.daily for m, s in result.models.items() if s.drift is not None and not s.drift.daily.empty}
     notes += "\n".join(f"- {m}: {drift_over_replay(d, settings.persist_days)}" for m, d in drifted.items())
+    notes += "\n\nThin traffic (no served rows), the same PSI over the latest bars of the trained symbols:\n\n"
+    notes += "\n".join(f"- {m}: persistent alerts {d.persistent or 'none'}; latest "
+                       + ", ".join(f"{r['name']} {r['psi']:.2f}" for r in d.latest().head(3).to_dict("records"))
+                       for m, d in thin.items())  # fmt: skip
     write_results("monitor", ".venv/bin/python benchmarks/bench_monitor.py", figures, notes)
     for figure in figures:
         print(f"{figure.what}: {figure.shown}")
+
+
+def _ic(ic: dict[str, Any] | None) -> str:
+    rank = (ic or {}).get("rank") or {}
+    if rank.get("mean") is None:
+        return "-"
+    return f"{rank['mean']:.3f} [{rank['ci_low']:.3f}, {rank['ci_high']:.3f}] ({rank.get('evidence', '')})"
 
 
 if __name__ == "__main__":

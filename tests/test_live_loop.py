@@ -13,6 +13,7 @@ against a direct computation, not the models' skill (their walk-forward cards ho
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -213,15 +214,20 @@ def test_the_shift_alerts_and_triggers_one_retrain_with_its_reason(monitored):
     assert second["pull"].startswith("pulled embedded: snapshot ") and "(unchanged)" in second["pull"]
     assert second["trigger"]["triggered"] is False and second["trigger"]["why"].startswith("rate limit")
     assert second["alerts"] == first.alerts
+    status = json.loads(Path(second["status"]).read_text())  # the store MLOPS_MONITOR_DATABASE_URL names: all in
+    assert status["ingest"]["new"] == 0
+    assert status["rows"] == first.rows == PredictionStore(monitored["database"]).count()
     flow_run_id = state.state_details.flow_run_id
     table, alerts = (_artifact(key, flow_run_id) for key in ("monitor-status", "monitor-alerts"))
     assert "volatility_lightgbm" in str(table.data) and "walk-forward" in str(table.data)
     assert "drift alert" in str(alerts.data) and "no retrain: rate limit" in str(alerts.data)
 
 
-def test_the_triggered_retrain_runs_and_its_summary_names_the_evidence(monitored):
-    """The flow run the monitor created is executed as a worker would, in a process of its own."""
+def test_the_triggered_retrain_runs_and_its_summary_names_the_evidence(replay, monitored, tmp_path):
+    """The flow run the monitor created is executed as a worker would, in a process of its own; its gate compares
+    the retrained model with production on the live dates too."""
     import os
+    import shutil
     import subprocess
     import sys
 
@@ -230,8 +236,15 @@ def test_the_triggered_retrain_runs_and_its_summary_names_the_evidence(monitored
     from training.flows.summary import SUMMARY_KEY
 
     flow_run_id = monitored["first"].trigger["flow_run_id"]
+    store, _ = monitored["snapshots"]
+    # a copy of the session's model store: the run promotes, and a promotion retires production's labels there
+    home = tmp_path / "bentoml"
+    shutil.copytree(Path(os.environ["BENTOML_HOME"]) / "models", home / "models")
+    # the gate reads the same prediction store and snapshots as the monitor, as a deployment beside it would
+    environment = {"PREFECT_API_URL": monitored["api"], "MLOPS_MONITOR_DATABASE_URL": monitored["database"],
+                   "MLOPS_SNAPSHOT_DIR": str(store.root), "BENTOML_HOME": str(home)}  # fmt: skip
     done = subprocess.run([sys.executable, "-m", "prefect", "flow-run", "execute", flow_run_id], capture_output=True,
-                          text=True, timeout=900, env=os.environ | {"PREFECT_API_URL": monitored["api"]})  # fmt: skip
+                          text=True, timeout=900, env=os.environ | environment)  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
     async def read() -> Any:
@@ -242,6 +255,9 @@ def test_the_triggered_retrain_runs_and_its_summary_names_the_evidence(monitored
     assert run.state.is_completed() and run.parameters["reason"].startswith("monitor: ")
     summary = str(_artifact(SUMMARY_KEY, flow_run_id).data)
     assert f"Triggered by: {run.parameters['reason']}" in summary and "drift alert" in summary and "rv_5" in summary
+    # the retrained volatility model against production on the live dates production answered (the gate's check)
+    answers = len(replay["days"]) + len(replay["unnamed_days"])
+    assert f"ok live_dates: on {answers} live answers (" in summary, summary
 
 
 def _artifact(key: str, flow_run_id: Any) -> Any:
