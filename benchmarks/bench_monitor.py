@@ -183,6 +183,7 @@ def main() -> None:
         (RESULTS / "monitor_report.png").write_bytes(base64.b64decode(first.group(1)))
     statements = {m: s.score.statement for m, s in result.models.items() if s.score is not None}
     signals = {m: s.score.signal for m, s in result.models.items() if s.score is not None and s.score.signal}
+    volatility = signals.get("volatility_lightgbm", {})
 
     # where traffic is thin: each model's drift over the latest bars of its trained symbols instead
     from monitoring.job import row_predictor
@@ -206,6 +207,10 @@ def main() -> None:
                round(report.new / ingest_s), "rows/s", key="ingest_rate"),
         Figure(f"monitor run over {result.rows:,} stored rows (outcomes, scorecard, shadow, drift, report, metrics)",
                f"{run_s:.1f} s", round(run_s, 1), "s", key="run_s"),
+        *(Figure(f"volatility_lightgbm's rank IC over the replay, {which}", _ic(ic), round(ic["rank"]["mean"], 3),
+                 key=f"volatility_rank_ic_{which.replace('-', '_')}")
+          for which, ic in (("live", volatility.get("model")), ("walk-forward", volatility.get("walk_forward")))
+          if ic is not None),
         Figure(f"thin traffic: drift of {len(thin)} models over their trained symbols' latest bars, no served rows",
                f"{thin_s:.1f} s", round(thin_s, 2), "s", key="thin_drift_s"),
     ]  # fmt: skip
@@ -219,7 +224,8 @@ def main() -> None:
     notes += "\n".join(f"- {m}: {drift_over_replay(d, settings.persist_days)}" for m, d in drifted.items())
     notes += "\n\nThin traffic (no served rows), the same PSI over the latest bars of the trained symbols:\n\n"
     notes += "\n".join(f"- {m}: persistent alerts {d.persistent or 'none'}; latest "
-                       + ", ".join(f"{r['name']} {r['psi']:.2f}" for r in d.latest().head(3).to_dict("records"))
+                       + ", ".join(f"{r['name']} {r['psi']:.2f} (alert at {r['alert_at']:.2f})"
+                                   for r in d.latest().head(3).to_dict("records"))
                        for m, d in thin.items())  # fmt: skip
     write_results("monitor", ".venv/bin/python benchmarks/bench_monitor.py", figures, notes)
     for figure in figures:

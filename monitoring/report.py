@@ -1,8 +1,9 @@
 """The monitoring report: one self-contained HTML page (plots inline, drawn as the training report draws them).
 
-Per production model: the live metric over time against the walk-forward folds' range and the baselines, the PSI of
-its predictions and most-drifted features over time, the distribution of its served predictions against the
-training reference; the challengers in shadow; the alert rules that hold and what the monitor did about them.
+Per production model: the live metric over time against the walk-forward folds' range and the baselines, the signal
+(IC) beside the walk-forward's, the PSI of its predictions and most-drifted features over time, every checked name's
+PSI by day against its own alert level, the distribution of its served predictions against the training reference;
+the challengers in shadow; the alert rules that hold and what the monitor did about them.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ def _section(run: MonitorRun, status: ModelStatus) -> str:
         parts.append(f"<p>{html.escape(score.regimes['statement'])}</p>")
     if status.drift is not None and not status.drift.daily.empty:
         plots.append(_psi_plot(status.drift.daily, status.model, run.rules.warn, run.rules.alert))
+        plots.append(_psi_map(status.drift.daily, status.model))
     served = run.frame[(run.frame["model"] == status.model) & (run.frame["version"] == status.version)]
     reference = (status.card.drift_reference or {}).get("predictions")
     if reference and len(served):
@@ -147,6 +149,20 @@ def _psi_plot(daily: pd.DataFrame, model: str, warn: float, alert: float) -> str
     axis.set_title(f"{model}: PSI by day (predictions and most drifted features)")
     axis.legend(fontsize=7)
     figure.autofmt_xdate()
+    return png_img(figure)
+
+
+def _psi_map(daily: pd.DataFrame, model: str) -> str:
+    """Every checked name's PSI by day as a share of its own alert level (1: at the level), one row a name."""
+    table = daily.assign(share=daily["psi"] / daily["alert_at"]).pivot_table("share", "name", "as_of", sort=True)
+    figure, axis = plt.subplots(figsize=(6.4, max(2.4, 0.16 * len(table) + 1.2)))
+    image = axis.imshow(table.to_numpy(float), aspect="auto", cmap="RdYlGn_r", vmin=0.0, vmax=2.0,
+                        interpolation="nearest")  # fmt: skip
+    axis.set_yticks(range(len(table)), table.index, fontsize=6)
+    ticks = np.linspace(0, table.shape[1] - 1, min(6, table.shape[1])).astype(int)
+    axis.set_xticks(ticks, table.columns[ticks], fontsize=7)
+    figure.colorbar(image, ax=axis, label="PSI / alert level")
+    axis.set_title(f"{model}: PSI of every feature and the predictions by day")
     return png_img(figure)
 
 

@@ -156,6 +156,12 @@ def test_scorecard_equals_the_metrics_computed_directly(embedded_snapshot, gspc,
     assert last["model"] == pytest.approx(regression_metrics(realised[-60:], guess[-60:], mean[-60:])["r2_vs_mean"])
     direction = scores["direction_lightgbm"]
     assert direction.live == pytest.approx(classification_metrics(up, p_up), rel=1e-9)
+    # the majority baseline: a constant P(up) at the training period's up-rate, on the stored bars
+    card = cards["direction_lightgbm"]
+    rose = (close[1:] > close[:-1]).astype(float)
+    inside = (dates[:-1] >= card.date_start[:10]) & (dates[:-1] <= card.date_end[:10])
+    majority = np.full(up.size, rose[inside].mean())
+    assert direction.baselines["majority"] == pytest.approx(classification_metrics(up, majority), rel=1e-9)
     assert direction.rolling["rows"].min() >= MIN_ROWS
 
 
