@@ -128,12 +128,19 @@ def model_drift(rows: pd.DataFrame, card: ModelCard, version: str, rules: DriftR
     """Daily PSI of the features and predictions ``rows`` (one model version's recorded rows) served."""
     result = _empty(card, version)
     days = rows["as_of"].to_numpy(str)
-    series: dict[str, np.ndarray] = {PREDICTION: served_predictions(model_kind(card.name).task, rows)}
-    matrix = _features(rows, len(card.feature_names))
-    if matrix is None:
-        result.skipped["features"] = "the recorded rows carry no feature row of the card's length"
+    task = model_kind(card.name).task
+    series: dict[str, np.ndarray] = {PREDICTION: served_predictions(task, rows)}
+    matrix, missing = _features(rows, len(card.feature_names))
+    if missing == len(rows):
+        result.skipped["features"] = "the recorded rows carry no feature row of the card's length" + (
+            " (a price forecast records none: Prophet fits on the bars)" if task == "price" else ""
+        )
     else:
         series |= {name: matrix[:, i] for i, name in enumerate(card.feature_names)}
+        if missing:
+            result.skipped["features (some rows)"] = (
+                f"{missing} of {len(rows)} recorded rows carry no feature row of the card's length: left out"
+            )
     return _psi_by_name(result, card, days, series, rules or DriftRules())
 
 
@@ -213,8 +220,15 @@ def _psi_by_name(
     return result
 
 
-def _features(rows: pd.DataFrame, width: int) -> np.ndarray | None:
-    decoded = [decode_features(text) for text in rows["features"]]
-    if not decoded or any(len(row) != width for row in decoded):
-        return None
-    return np.asarray(decoded, dtype=float).reshape(len(decoded), width)
+def _features(rows: pd.DataFrame, width: int) -> tuple[np.ndarray, int]:
+    """The recorded feature rows (rows x ``width``; NaN where a row's is not of the card's length) and how many
+    were not."""
+    matrix = np.full((len(rows), width), np.nan)
+    missing = 0
+    for i, text in enumerate(rows["features"]):
+        values = decode_features(text)
+        if len(values) == width:
+            matrix[i] = values
+        else:
+            missing += 1
+    return matrix, missing

@@ -146,6 +146,7 @@ def _psi_plot(daily: pd.DataFrame, model: str, warn: float, alert: float) -> str
     axis.axhline(warn, color="orange", lw=0.8, ls=":", label=f"warn {warn:g}")
     axis.axhline(alert, color="red", lw=0.8, ls=":", label=f"alert {alert:g}")
     axis.set_yscale("symlog", linthresh=0.1)
+    axis.set_ylim(bottom=0.0)
     axis.set_title(f"{model}: PSI by day (predictions and most drifted features)")
     axis.legend(fontsize=7)
     figure.autofmt_xdate()

@@ -155,3 +155,21 @@ def test_a_monitor_run_without_traffic_alerts_on_a_shift_in_the_latest_bars(
     assert any("drift alert" in a and "rv_5" in a for a in result.models["volatility_lightgbm"].alerts)
     assert PREDICTION_NAME in result.models["direction_lightgbm"].drift.daily["name"].to_numpy()
     assert result.models["regime_hmm"].drift.skipped[PREDICTION_NAME].startswith("a regime model's answers")
+
+
+def test_rows_without_a_feature_row_of_the_cards_length_are_left_out_of_the_features_only(embedded_snapshot, quick_run):
+    store, info = embedded_snapshot
+    result = next(r for r in quick_run.results if r.name == "direction_lightgbm")
+    runner = load_runner(result.name, bentoml.models.get(result.tag))
+    gspc = store.load(info.id, symbols=["^GSPC"]).sort_values("date").reset_index(drop=True)
+    rows = _served_rows(gspc[gspc["date"] >= "2017-01-01"].reset_index(drop=True), runner)
+    odd = rows.iloc[:3].assign(features=recording.encode_features([0.5] * 7))  # another spec's rows
+    alone, mixed = model_drift(rows, result.card, "v"), model_drift(pd.concat([rows, odd]), result.card, "v")
+    assert mixed.skipped["features (some rows)"].startswith(f"3 of {len(rows) + 3} recorded rows carry no feature")
+    features = [n for n in result.card.feature_names if n in set(alone.daily["name"])]
+    assert len(features) > 20
+    pick = alone.daily[alone.daily["name"].isin(features)].reset_index(drop=True)
+    assert mixed.daily[mixed.daily["name"].isin(features)].reset_index(drop=True).equals(pick)
+    # the predictions keep every row
+    assert (mixed.daily.loc[mixed.daily["name"] == PREDICTION_NAME, "rows"].sum()
+            > alone.daily.loc[alone.daily["name"] == PREDICTION_NAME, "rows"].sum())  # fmt: skip
