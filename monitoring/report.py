@@ -132,8 +132,8 @@ def _rolling_plot(rolling: pd.DataFrame, metric: str, band: tuple[float, float] 
 
 
 def _psi_plot(daily: pd.DataFrame, model: str, warn: float, alert: float) -> str:
-    """Each plotted name's daily PSI, the rules' warn and alert levels, and a name's own alert level where its
-    card's calibration raised it."""
+    """The predictions' and the most drifted features' daily PSI, the rules' warn and alert levels, and the
+    predictions' own alert level where the card's calibration set it (every name's own level: :func:`_psi_map`)."""
     figure, axis = plt.subplots(figsize=(6.4, 3.4))
     last = daily[daily["as_of"] == daily["as_of"].max()].sort_values("psi", ascending=False)
     names = [PREDICTION, *[n for n in last["name"] if n != PREDICTION][:PLOTTED_FEATURES]]
@@ -141,14 +141,14 @@ def _psi_plot(daily: pd.DataFrame, model: str, warn: float, alert: float) -> str
         part = daily[daily["name"] == name]
         days = pd.to_datetime(part["as_of"])
         (line,) = axis.plot(days, part["psi"], lw=2 if name == PREDICTION else 1, label=name)
-        if not np.allclose(part["alert_at"], alert):  # a calibrated card's own level (monitoring/drift.thresholds)
-            axis.plot(days, part["alert_at"], lw=0.8, ls="--", color=line.get_color(), label=f"{name}: alert level")
+        if name == PREDICTION and not np.allclose(part["alert_at"], alert):  # calibrated (monitoring/drift.py)
+            axis.plot(days, part["alert_at"], lw=0.8, ls="--", color=line.get_color(), label="its alert level")
     axis.axhline(warn, color="orange", lw=0.8, ls=":", label=f"warn {warn:g}")
     axis.axhline(alert, color="red", lw=0.8, ls=":", label=f"alert {alert:g}")
     axis.set_yscale("symlog", linthresh=0.1)
     axis.set_ylim(bottom=0.0)
     axis.set_title(f"{model}: PSI by day (predictions and most drifted features)")
-    axis.legend(fontsize=7)
+    axis.legend(fontsize=6, ncol=2, loc="lower right")
     figure.autofmt_xdate()
     return png_img(figure)
 
