@@ -205,7 +205,12 @@ class AllPredictions(BaseModel):
 
 #: The optional symbol a client names its window with: recorded with the answer, so the live loop can score it.
 Symbol = Annotated[
-    str | None, Field(max_length=32, description="The window's symbol (recorded for the live scorecard).")
+    str | None,
+    Field(
+        max_length=32,
+        pattern=r"^[^\x00-\x1f\x7f]*$",
+        description="The window's symbol (recorded for the live scorecard; no control characters).",
+    ),
 ]
 
 

@@ -354,7 +354,7 @@ class MarketModels:
         return self._record("predict_all", self._all(window, rows), window, rows, symbol)
 
     @bentoml.api
-    def predict_all_batch(self, windows: list[Window], symbols: list[str | None] | None = None) -> list[AllPredictions]:
+    def predict_all_batch(self, windows: list[Window], symbols: list[Symbol] | None = None) -> list[AllPredictions]:
         """``predict_all`` for many windows (e.g. many symbols) in one call; ``symbols`` names each window's."""
         if len(windows) > SETTINGS.max_windows:
             message = f"{len(windows)} given, at most {SETTINGS.max_windows} per call"

@@ -58,13 +58,21 @@ def shadow_scores(
         return scores
     rows = frame[(frame["model"] == model) & (frame["version"] == version) & (frame["status"] == REALISED)]
     for challenger in challengers:
-        predicted, why = shadow_predictions(challenger, rows)
+        width = len(challenger.card.feature_names)
+        fits = np.array([len(decode_features(text)) == width for text in rows["features"]], dtype=bool)
+        try:
+            predicted, why = shadow_predictions(challenger, rows[fits])
+        except Exception as error:  # one challenger's trouble never stops the monitor run
+            predicted, why = None, f"{type(error).__name__}: {error}"
         if predicted is None:
             score = Score(model, challenger.version, challenger.card.primary_metric, challenger.card.higher_is_better,
                           0, "", "", statement=f"not scored in shadow: {why}")  # fmt: skip
         else:
-            score = score_version(rows.assign(prediction=predicted, version=challenger.version), challenger.card,
-                                  finder, window_days, challenger.version)  # fmt: skip
+            score = score_version(rows[fits].assign(prediction=predicted, version=challenger.version),
+                                  challenger.card, finder, window_days, challenger.version)  # fmt: skip
+            if not fits.all():
+                score.statement += (f"; {int((~fits).sum())} of {fits.size} answers left out: their recorded feature "
+                                    f"row is not of the challenger's length")  # fmt: skip
         scores.append(score)
     return scores
 

@@ -201,4 +201,26 @@ def _parse(line: bytes) -> dict[str, Any] | str:
     row["recorded_at"] = str(record.get("timestamp", ""))
     row["request_id"] = str(record.get("request_id", ""))
     row["key"] = hashlib.sha256(text.encode("utf-8")).hexdigest()
-    return row
+    wrong = _unstorable(row)
+    return wrong or row
+
+
+def _unstorable(row: dict[str, Any]) -> str:
+    """Why a parsed row cannot be stored as it is in every backend (PostgreSQL refuses a NUL in text and a string
+    over its column's length, and would fail the whole chunk with it), or ``""``."""
+    for column in predictions.columns:
+        if column.name not in row:
+            continue
+        value = row[column.name]
+        if isinstance(column.type, sa.String):
+            if not isinstance(value, str):
+                return f"{column.name} is not text"
+            if "\x00" in value:
+                return f"{column.name} holds a NUL character"
+            if column.type.length is not None and len(value) > column.type.length:
+                return f"{column.name} longer than {column.type.length} characters"
+        elif isinstance(column.type, sa.Integer) and (not isinstance(value, int) or isinstance(value, bool)):
+            return f"{column.name} is not an integer"
+        elif isinstance(column.type, sa.Float) and (not isinstance(value, int | float) or isinstance(value, bool)):
+            return f"{column.name} is not a number"
+    return ""

@@ -187,6 +187,15 @@ ROWS: list[tuple[Any, ...]] = [
     ("zero periods", "forecast_price", lambda: {"periods": 0}, 400, "periods|greater_than_equal"),
     ("too many periods", "forecast_price", lambda: {"periods": 261}, 400, "periods|less_than_equal"),
     ("unknown symbol", "forecast_price", lambda: {"symbol": "AAPL"}, 404, "AAPL|^GSPC|^IXIC"),
+    ("a symbol too long", "predict_direction", lambda: {**good(), "symbol": "X" * 33}, 400, "symbol|string_too_long"),
+    ("a NUL in a symbol", "predict_all", lambda: {**good(), "symbol": "A\x00B"}, 400, "symbol|string_pattern"),
+    (
+        "a batch's symbol too long",
+        "predict_all_batch",
+        lambda: windows(good()) | {"symbols": ["X" * 65]},
+        400,
+        '"symbols", 0|string_too_long',
+    ),
     # windows as a list of bar objects: the same rules, the same messages
     ("records: negative price", "predict_volatility", lambda: as_records(bad("low", 9, -5.0)), 422, "row 9|low=-5.0"),
     ("records: unsorted dates", "detect_regime", lambda: as_records(swapped_dates()), 422, "row 11|date_unsorted"),

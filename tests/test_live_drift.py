@@ -173,3 +173,28 @@ def test_rows_without_a_feature_row_of_the_cards_length_are_left_out_of_the_feat
     # the predictions keep every row
     assert (mixed.daily.loc[mixed.daily["name"] == PREDICTION_NAME, "rows"].sum()
             > alone.daily.loc[alone.daily["name"] == PREDICTION_NAME, "rows"].sum())  # fmt: skip
+
+
+def test_a_challenger_in_shadow_leaves_out_rows_it_cannot_read_and_scores_the_rest(embedded_snapshot, quick_run):
+    """A stored version scored in shadow on production's recorded rows, some of which carry another spec's feature
+    row: those are left out (said), the rest scored exactly as production's own answers are (the same fit)."""
+    from monitoring.outcomes import SeriesFinder, outcomes
+    from monitoring.scorecard import scorecard
+    from monitoring.shadow import Challenger, shadow_scores
+
+    store, info = embedded_snapshot
+    result = next(r for r in quick_run.results if r.name == "direction_lightgbm")
+    runner = load_runner(result.name, bentoml.models.get(result.tag))
+    gspc = store.load(info.id, symbols=["^GSPC"]).sort_values("date").reset_index(drop=True)
+    rows = _served_rows(gspc[gspc["date"] >= "2017-01-01"].reset_index(drop=True), runner)
+    odd = rows.iloc[:3].assign(features=recording.encode_features([0.5] * 7))
+    served = pd.concat([rows, odd], ignore_index=True).assign(key=lambda f: [f"k{i}" for i in range(len(f))])
+    frame = outcomes(served.to_dict("records"), store)
+    finder = SeriesFinder(store)
+    challenger = Challenger("direction_lightgbm", result.tag.partition(":")[2], result.card)
+    (shadow,) = shadow_scores(frame, "direction_lightgbm", "v", [challenger], finder, 60)
+    (production,) = scorecard(frame.iloc[: len(rows)], {("direction_lightgbm", "v"): result.card}, finder, 60)
+    assert shadow.version == result.tag.partition(":")[2] and shadow.rows == production.rows
+    assert shadow.live == pytest.approx(production.live, rel=1e-12)
+    assert shadow.statement.endswith(f"3 of {len(frame[frame['status'] == 'realised'])} answers left out: their "
+                                     "recorded feature row is not of the challenger's length")  # fmt: skip

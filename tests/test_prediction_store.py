@@ -117,6 +117,21 @@ def test_a_line_written_before_rows_had_a_place_is_still_read(log_dir: Path, url
     assert (report.new, report.unreadable) == (1, [])
 
 
+def test_a_row_no_backend_can_store_is_reported_and_the_rest_of_its_chunk_stored(log_dir: Path, url: str) -> None:
+    """PostgreSQL refuses a NUL in text and a string over its column's length, and would roll the whole chunk back
+    with it (and fail every later run on it): such a line is unreadable, said why, and its neighbours are stored."""
+    good = answers(4)
+    bad = [good[1] | {"symbol": "X" * 65}, good[2] | {"symbol": "NUL\x00"}, good[3] | {"horizon_days": "five"}]
+    recording.write([good[0], *bad, good[3]])
+    store = PredictionStore(url)
+    report = store.ingest(log_dir)
+    assert (report.lines, report.new) == (5, 2)
+    reasons = [line.split(": ", 1)[1] for line in report.unreadable]
+    assert reasons == ["symbol longer than 64 characters", "symbol holds a NUL character",
+                       "horizon_days is not an integer"]  # fmt: skip
+    assert store.ingest(log_dir).new == 0 and store.count() == 2
+
+
 def test_the_logs_of_several_servers_are_ingested_from_their_folders(log_dir: Path, url: str) -> None:
     """One log path per replica (``<logs>/<pod>/``, as deploy/k8s gives them): the same file names, each stored."""
     recording.write(answers(2))
