@@ -15,6 +15,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from monitoring.job import MonitorRun, MonitorSettings, run
+from monitoring.live_drift import SERVED
 from monitoring.metrics import publish
 from monitoring.report import write_report
 from monitoring.trigger import maybe_trigger
@@ -49,7 +50,7 @@ def status_rows(status: dict[str, Any]) -> list[dict[str, str]]:
         baselines = {k: v.get(metric) for k, v in (score.get("baselines") or {}).items()}
         band = score.get("band")
         drift = s.get("drift") or {}
-        worst = [f"{r['name']} {r['psi']:.2f}" for r in (drift.get("latest") or [])[:3]]
+        worst = [f"{r['name']} {r['psi']:.2f}/{r['alert_at']:.2f}" for r in (drift.get("latest") or [])[:3]]
         ic = ((score.get("signal") or {}).get("model") or {}).get("rank") or {}
         walked = ((score.get("signal") or {}).get("walk_forward") or {}).get("rank") or {}
         rows.append({
@@ -61,7 +62,7 @@ def status_rows(status: dict[str, Any]) -> list[dict[str, str]]:
             "walk-forward": f"{_fmt(band[0])} .. {_fmt(band[1])}" if band else "",
             "rank IC (walk-forward)": f"{_fmt(ic.get('mean'))} ({_fmt(walked.get('mean'))})" if ic else "",
             "verdict": score.get("statement", ""),
-            "drift (PSI)": ", ".join(worst) + ("" if drift.get("source", "served") == "served" else " (latest bars)"),
+            "drift (PSI/alert level)": ", ".join(worst) + ("" if drift.get("source", SERVED) == SERVED else " (bars)"),
             "days since training": str(s.get("days_since_training", "")),
             "last realised": s.get("last_realised", ""),
         })  # fmt: skip

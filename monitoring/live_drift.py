@@ -80,11 +80,13 @@ class ModelDrift:
         return [name for name in self.persistent if name not in self.reported_only]
 
     def latest(self) -> pd.DataFrame:
-        """Each name's PSI on the last day, highest first."""
+        """Each name's PSI on the last day, the most drifted first: highest as a share of its own alert level
+        (a calibrated card raises a name's level, so the raw PSI alone would rank names the monitor finds quiet)."""
         if self.daily.empty:
             return self.daily
         last = self.daily[self.daily["as_of"] == self.daily["as_of"].max()]
-        return last.sort_values("psi", ascending=False, kind="stable").reset_index(drop=True)
+        order = (last["psi"] / last["alert_at"]).sort_values(ascending=False, kind="stable").index
+        return last.loc[order].reset_index(drop=True)
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model, "version": self.version, "source": self.source, "persistent": self.persistent,

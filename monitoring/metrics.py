@@ -36,6 +36,8 @@ def registry_of(run: MonitorRun) -> CollectorRegistry:
     below = gauge("below_walk_forward", "1 when the rolling metric is outside the folds' range", ("model",))
     trailing = gauge("days_worse_than_baseline", "Latest days in a row the model trails its baseline", ("model",))
     psi = gauge("psi", "Latest daily PSI against the training reference", ("model", "name"))
+    psi_alert = gauge("psi_alert_level", "The PSI at which that name alerts (calibrated)", ("model", "name"))
+    ic = gauge("live_rank_ic", "Rank IC of the served answers, and the card's", ("model", "window"))
     persistent = gauge("drift_alerts_persistent", "Features or predictions whose drift alert persisted", ("model",))
     pending = gauge("pending_answers", "Recorded answers whose horizon has not passed", ("model",))
     alerts = gauge("alerts", "Alert rules holding")
@@ -54,12 +56,16 @@ def registry_of(run: MonitorRun) -> CollectorRegistry:
                 _set(live.labels(model, status.version, score.metric, "rolling"), score.rolling["model"].iloc[-1])
             below.labels(model).set(1 if score.below_band_since else 0)
             trailing.labels(model).set(score.worse_than_baseline_days)
+        for window, key in (("since_served", "model"), ("walk_forward", "walk_forward")):
+            rank = ((score.signal or {}).get(key) or {}).get("rank") or {} if score is not None else {}
+            _set(ic.labels(model, window), rank.get("mean"))
         if score is not None and score.band is not None:
             band.labels(model, score.metric, "low").set(score.band[0])
             band.labels(model, score.metric, "high").set(score.band[1])
         if status.drift is not None:
             for record in status.drift.latest().to_dict("records"):
                 _set(psi.labels(model, record["name"]), record["psi"])
+                _set(psi_alert.labels(model, record["name"]), record["alert_at"])
             persistent.labels(model).set(len(status.drift.persistent))
     alerts.set(len(run.alerts))
     triggered.set(1 if run.trigger and run.trigger.get("triggered") else 0)

@@ -78,6 +78,7 @@ class Score:
     statement: str = ""
     regimes: dict[str, Any] | None = None
     signal: dict[str, Any] | None = None  # live IC beside the walk-forward's (see the module's docstring)
+    repeats: int = 0  # answers left out as repeats of an earlier one for the same symbol, date and horizon
 
     def to_dict(self) -> dict[str, Any]:
         out = {k: v for k, v in self.__dict__.items() if k != "rolling"}
@@ -114,9 +115,13 @@ def score_version(rows: pd.DataFrame, card: ModelCard, finder: SeriesFinder, win
     if len(rows) == 0:
         return Score(card.name, version, card.primary_metric, card.higher_is_better, 0, "", "",
                      band=band(card), statement="no realised rows yet")  # fmt: skip
-    rows = rows.sort_values(["as_of", "key"], kind="stable").reset_index(drop=True)
+    # one answer per (symbol, as-of date, horizon, target date): a client asking twice is one forecast, not two
+    order = [c for c in ("as_of", "recorded_at", "key") if c in rows.columns]
+    rows = rows.sort_values(order, kind="stable")
+    unique = rows.drop_duplicates(subset=["scored_symbol", "as_of", "horizon_days", "target_date"], keep="first")
+    rows, repeats = unique.reset_index(drop=True), len(rows) - len(unique)
     score = Score(card.name, version, card.primary_metric, card.higher_is_better, len(rows), str(rows["as_of"].iloc[0]),
-                  str(rows["as_of"].iloc[-1]), band=band(card))  # fmt: skip
+                  str(rows["as_of"].iloc[-1]), band=band(card), repeats=repeats)  # fmt: skip
     if task == "regime":
         score.regimes = regime_check(rows)
         score.statement = score.regimes["statement"]
@@ -127,6 +132,8 @@ def score_version(rows: pd.DataFrame, card: ModelCard, finder: SeriesFinder, win
     score.rolling = _rolling(task, rows, y, p, base, card.primary_metric, window_days)
     score.signal = live_signal(task, rows, p, base, card, finder)
     _verdict(score)
+    if repeats:
+        score.statement += f"; {repeats} repeated answer(s) for a symbol and date already scored: counted once"
     return score
 
 

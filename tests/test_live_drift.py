@@ -198,3 +198,25 @@ def test_a_challenger_in_shadow_leaves_out_rows_it_cannot_read_and_scores_the_re
     assert shadow.live == pytest.approx(production.live, rel=1e-12)
     assert shadow.statement.endswith(f"3 of {len(frame[frame['status'] == 'realised'])} answers left out: their "
                                      "recorded feature row is not of the challenger's length")  # fmt: skip
+
+
+def test_the_most_drifted_name_is_the_highest_against_its_own_alert_level(tmp_path, monkeypatch):
+    """A calibrated feature with a large PSI but a larger level ranks below one past its own level; the metrics
+    export both the PSI and each name's level, so a Prometheus rule can reproduce the monitor's verdict."""
+    from monitoring.job import ModelStatus, MonitorRun
+    from monitoring.live_drift import ModelDrift
+    from monitoring.metrics import PUSHGATEWAY_VARIABLE, publish
+    from monitoring.store import IngestReport
+
+    daily = pd.DataFrame({"as_of": ["2018-06-01"] * 3, "name": ["sma_10_50", "rv_5", "prediction"],
+                          "rows": [100] * 3, "psi": [6.3, 0.4, 0.1], "alert_at": [8.9, 0.25, 0.3],
+                          "level": ["warn", "alert", "ok"]})  # fmt: skip
+    drift = ModelDrift("volatility_lightgbm", "v", daily)
+    assert drift.latest()["name"].tolist() == ["rv_5", "sma_10_50", "prediction"]
+    status = ModelStatus("volatility_lightgbm", "v", None, drift=drift)
+    monkeypatch.delenv(PUSHGATEWAY_VARIABLE, raising=False)
+    publish(MonitorRun("2018-06-02T00:00:00+00:00", IngestReport(), 3, {"volatility_lightgbm": status},
+                       pd.DataFrame()), tmp_path)  # fmt: skip
+    text = (tmp_path / "mlops_monitor.prom").read_text()
+    assert 'mlops_monitor_psi_alert_level{model="volatility_lightgbm",name="sma_10_50"} 8.9' in text
+    assert 'mlops_monitor_psi{model="volatility_lightgbm",name="rv_5"} 0.4' in text

@@ -194,6 +194,11 @@ def test_the_scorecard_equals_a_direct_computation(replay, monitored):
     assert ret.live["r2_vs_zero"] == pytest.approx(1 - np.sum((realised - predicted) ** 2) / np.sum(realised**2))
     assert ret.live["hit_rate"] == pytest.approx(np.mean(np.sign(predicted) == np.sign(realised)))
     assert ret.rows == len(days)
+    # asked twice on SINGLE days (predict_all, then predict_return): one forecast each, scored once
+    forest = monitored["first"].models["return_random_forest"].score
+    predicted = np.array([a["return_random_forest"]["expected_log_return"] for a in answers])
+    assert (forest.rows, forest.repeats) == (len(days), SINGLE) and "counted once" in forest.statement
+    assert forest.live["r2_vs_zero"] == pytest.approx(1 - np.sum((realised - predicted) ** 2) / np.sum(realised**2))
 
 
 def test_the_shift_alerts_and_triggers_one_retrain_with_its_reason(monitored):
