@@ -8,7 +8,8 @@ One run:
 3. scores each served version and, in shadow, each newer unpromoted version on the same recorded (symbol, date)
    pairs (``monitoring/scorecard.py``, ``monitoring/shadow.py``);
 4. computes the daily PSI of every feature and of each production model's predictions (``monitoring/live_drift.py``)
-   over the served rows, or where they are too few for any PSI, over the latest bars of the trained symbols;
+   over the served rows, or where they are too few for any PSI or end too long before the stored bars, over the
+   latest bars of the trained symbols;
 5. applies the alert rules: a drift alert that has persisted ``persist_days`` days, or a live metric worse than its
    best baseline on the last ``below_baseline_days`` days; ``monitoring/trigger.py`` acts on them;
 6. writes ``status.json``, the HTML report and the Prometheus metrics (``monitoring/report.py``, ``metrics.py``).
@@ -31,7 +32,7 @@ from data.settings import DataSettings
 from data.snapshots import SnapshotStore
 from features.catalog import model_kind
 from monitoring import drift
-from monitoring.live_drift import DriftRules, ModelDrift, bars_drift, model_drift
+from monitoring.live_drift import DriftRules, ModelDrift, bars_drift, model_drift, stale
 from monitoring.outcomes import OUTCOME_COLUMNS, PENDING, REALISED, SeriesFinder, outcomes
 from monitoring.scorecard import WINDOW_DAYS, Score, scorecard
 from monitoring.store import IngestReport, PredictionStore
@@ -51,6 +52,8 @@ class MonitorSettings(BaseSettings):
     drift_min_rows: int = Field(100, ge=10, description="Values a daily PSI needs (taken over recent days).")
     drift_min_days: int = Field(21, ge=1, description="As-of days a daily PSI is taken over, at least.")
     persist_days: int = Field(5, ge=1, description="Days in a row a drift alert must hold before it acts.")
+    drift_stale_sessions: int = Field(10, ge=1, description="Sessions the served rows may lag the stored bars before "
+                                      "drift is taken over the latest bars instead.")  # fmt: skip
     below_baseline_days: int = Field(20, ge=1, description="Days in a row a live metric trails its baseline to act.")
     retrain_period_hours: float = Field(168.0, ge=0, description="At most one triggered retrain per period.")
     retrain_deployment: str = Field("retrain/daily", description="The Prefect deployment a trigger runs.")
@@ -168,9 +171,11 @@ def run(
         if card is not None:
             (status.score,) = scorecard(frame, {(model, version): card}, finder, settings.window_days)
             status.drift = model_drift(served, card, version, settings.rules()) if len(served) else None
-            if status.drift is None or status.drift.daily.empty:  # thin traffic: the trained symbols' latest bars
-                status.drift = bars_drift(card, version, finder, settings.rules(), row_predictor(model, version),
-                                          served=len(served))  # fmt: skip
+            why = f"served rows too few ({len(served)})"
+            if status.drift is not None and not status.drift.daily.empty:
+                why = stale(status.drift, served, finder, settings.drift_stale_sessions)
+            if why:  # thin or stopped traffic: the trained symbols' latest bars
+                status.drift = bars_drift(card, version, finder, settings.rules(), row_predictor(model, version), why)
             challengers = challengers_of(model, version, card)
             status.challengers = shadow_scores(frame, model, version, challengers, finder, settings.window_days)
         status.alerts = alerts(status, settings)

@@ -10,11 +10,13 @@ A PSI needs enough values: with ``n`` recent values in ``B`` bins its expected v
 back from that day, until they hold at least ``min_rows`` values and ``min_days`` days; a day before that has none.
 An alert is acted on when it persists for ``persist_days`` days in a row (``monitoring/drift.persistent``).
 
-Where traffic is thin (the served rows give no PSI at all: too few values over too few days), the same PSI is taken
-over the latest bars of the model's trained symbols instead (:func:`bars_drift`): each symbol's newest stored bars,
-their feature rows computed as the service computes them, and the predictions a per-row model (returns, direction,
-volatility) makes on them through the service's runner. ``ModelDrift.source`` says which was used: the market the
-model would be asked about has moved either way, so both act.
+Where traffic is thin (the served rows give no PSI at all: too few values over too few days) or has stopped (the last
+served day is over ``MLOPS_MONITOR_DRIFT_STALE_SESSIONS`` business days before the newest bar: :func:`stale`), the PSI
+is taken over the latest bars of the model's trained symbols instead (:func:`bars_drift`): each symbol's newest
+stored bars, their feature rows computed as the service computes them, and the predictions a per-row model
+(returns, direction, volatility) makes on them through the service's runner. ``ModelDrift.source`` says which was
+used: the market the model would be asked about has moved either way, so both act. Persistence counts the days
+that have a PSI: served as-of days, or the stored bars' days.
 """
 
 from __future__ import annotations
@@ -152,7 +154,7 @@ def bars_drift(
     finder: SeriesFinder,
     rules: DriftRules | None = None,
     predict: Callable[[np.ndarray], np.ndarray] | None = None,
-    served: int = 0,
+    why: str = "served rows too few",
 ) -> ModelDrift:
     """Where traffic is thin: the daily PSI of the features over the latest stored bars of ``card``'s trained
     symbols (each bar its own as-of day), and of ``predict``'s answers on them when given (a per-row model's)."""
@@ -170,7 +172,7 @@ def bars_drift(
         days.append(bars.dates[-rows[-1].shape[0] :].astype(str))
     ends = ", ".join(f"{s.symbol} to {s.last}" for s in found[:5]) + (", ..." if len(found) > 5 else "")
     result.source = (f"latest bars of {len(found)} of the {len(card.symbols)} trained symbol(s) ({ends}): "
-                     f"served rows too few ({served})")  # fmt: skip
+                     f"{why}")  # fmt: skip
     if not found:
         result.skipped["*"] = "no stored snapshot holds any trained symbol"
         return result
@@ -184,6 +186,20 @@ def bars_drift(
     else:
         result.skipped[PREDICTION] = f"a {model_kind(card.name).task} model's answers need its fit on each window"
     return _psi_by_name(result, card, np.concatenate(days), series, rules)
+
+
+def stale(drift: ModelDrift, rows: pd.DataFrame, finder: SeriesFinder, sessions: int) -> str:
+    """Why the served drift no longer describes the market, or ``""``: its last as-of day is more than ``sessions``
+    business days before the newest stored bar of the symbols it was served for (traffic stopped or thinned, and the
+    old days' alerts would keep acting)."""
+    if drift.daily.empty or "scored_symbol" not in rows.columns:
+        return ""
+    ends = [s.last for s in (finder.series(str(x)) for x in set(rows["scored_symbol"]) if x) if s is not None]
+    if not ends:
+        return ""
+    last, market = str(drift.daily["as_of"].max()), max(ends)
+    behind = int(np.busday_count(last, market))
+    return f"served rows end {last}, {behind} sessions before the stored bars ({market})" if behind > sessions else ""
 
 
 def _empty(card: ModelCard, version: str) -> ModelDrift:

@@ -220,3 +220,19 @@ def test_the_most_drifted_name_is_the_highest_against_its_own_alert_level(tmp_pa
     text = (tmp_path / "mlops_monitor.prom").read_text()
     assert 'mlops_monitor_psi_alert_level{model="volatility_lightgbm",name="sma_10_50"} 8.9' in text
     assert 'mlops_monitor_psi{model="volatility_lightgbm",name="rv_5"} 0.4' in text
+
+
+def test_served_drift_that_stopped_long_before_the_stored_bars_is_stale(embedded_snapshot):
+    """Served rows ending 2018-06-01 against bars to 2018-12-31: the old days' alerts no longer describe the market
+    (the monitor takes the drift over the latest bars instead); ten sessions behind is still current."""
+    from monitoring.live_drift import ModelDrift, stale
+    from monitoring.outcomes import SeriesFinder
+
+    store, _ = embedded_snapshot
+    finder = SeriesFinder(store)
+    rows = pd.DataFrame({"scored_symbol": ["^GSPC", ""]})
+    for last, expected in (("2018-06-01", "served rows end 2018-06-01, 151 sessions before the stored bars "
+                            "(2018-12-31)"), ("2018-12-17", "")):  # fmt: skip
+        daily = pd.DataFrame({"as_of": ["2018-05-01", last], "name": "rv_5", "rows": 100, "psi": 0.5,
+                              "alert_at": 0.25, "level": "alert"})  # fmt: skip
+        assert stale(ModelDrift("volatility_lightgbm", "v", daily), rows, finder, 10) == expected

@@ -4,7 +4,8 @@ half a year of deliberately shifted windows (the index's daily moves four times 
 monitor ingests what the worker recorded, joins it with the bars that followed, scores it (a challenger in shadow
 beside production), flags the shift and triggers the retrain deployment on a real Prefect API; that retrain runs in
 a process of its own (``prefect flow-run execute``) and its summary names the evidence. The second monitor run is the
-Prefect flow ``monitor`` itself, configured by the environment as ``mlops monitor run`` is, with a pull first.
+Prefect flow ``monitor`` itself, configured by the environment as ``mlops monitor run`` is (its pull:
+tests/test_monitor_actions.py). The monitor sees the bars as they stood on its day, 2018-08-10.
 
 The replayed year, 2017, is inside the demo models' training period: this checks the loop's mechanics and figures
 against a direct computation, not the models' skill (their walk-forward cards hold that).
@@ -34,6 +35,7 @@ from training.evaluation.metrics import classification_metrics
 pytestmark = pytest.mark.integration
 
 WINDOW = 300
+MONITOR_DAY = "2018-08-10"  # the monitor runs after the replay's last (shifted) day, 2018-07-31
 SINGLE = 30  # days of the replay also asked through predict_return and detect_regime
 SHIFT = 4.0  # the shifted period's daily log returns, times this
 
@@ -104,8 +106,13 @@ def monitored(
     from monitoring.flow import monitor
     from training.registry.promotion import Registry
 
-    store, _ = embedded_snapshot
+    embedded, info = embedded_snapshot
     output = tmp_path_factory.mktemp("monitor")
+    # the bars as they stood on the monitor's day: the replay's answers have their outcomes, and the shifted
+    # windows' served days are recent
+    store = SnapshotStore(output / "snapshots")
+    bars = embedded.load(info.id)
+    cut_info, _ = store.write(bars[bars["date"] <= MONITOR_DAY], source=f"embedded, bars to {MONITOR_DAY}")
     registry = Registry(output / "registry")  # production as served, for the triggered retrain to gate against
     registry.promote(list(production_models.values()), reason="loop test")
     parameters = {"quick": True, "models": ["volatility_lightgbm"], "snapshot_dir": str(store.root),
@@ -124,9 +131,9 @@ def monitored(
     with pytest.MonkeyPatch.context() as patch:
         for key, value in environment.items():
             patch.setenv(key, value)
-        state = monitor(source="embedded", return_state=True)
+        state = monitor(return_state=True)
     return {"first": first, "second": state, "where": where, "database": database, "output": output,
-            "snapshots": embedded_snapshot, "challenger": challenger, "registry": registry,
+            "snapshots": (store, cut_info), "challenger": challenger, "registry": registry,
             "api": prefect_api}  # fmt: skip
 
 
@@ -217,10 +224,10 @@ def test_the_shift_alerts_and_triggers_one_retrain_with_its_reason(monitored):
     assert page.count("walk-forward (card)") == 4  # the signal tables: both return models, direction, volatility
     assert "mlops_monitor_psi" in Path(where["metrics"].removeprefix("written to ")).read_text()
 
-    # the second run: the Prefect flow, a pull first, the same alert held back by the rate limit
+    # the second run: the Prefect flow, configured by the environment, the same alert held back by the rate limit
     assert state.is_completed(), state.message
     second = state.result()
-    assert second["pull"].startswith("pulled embedded: snapshot ") and "(unchanged)" in second["pull"]
+    assert second["pull"] == "no pull asked for"
     assert second["trigger"]["triggered"] is False and second["trigger"]["why"].startswith("rate limit")
     assert second["alerts"] == first.alerts
     status = json.loads(Path(second["status"]).read_text())  # the store MLOPS_MONITOR_DATABASE_URL names: all in

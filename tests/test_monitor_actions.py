@@ -120,3 +120,19 @@ def test_the_monitor_deployment_runs_the_flow_after_the_close() -> None:
     assert (deployment.name, deployment.flow_name) == ("daily", "monitor")
     assert [schedule.schedule.cron for schedule in deployment.schedules] == [CRON] == ["30 22 * * 1-5"]
     assert deployment.entrypoint == "monitoring.flow.monitor"
+
+
+def test_the_monitor_pulls_first_as_a_retrain_run_would_and_a_failed_pull_scores_what_is_stored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from data.snapshots import SnapshotStore
+    from monitoring.flow import pull_first
+
+    monkeypatch.setenv("MLOPS_SNAPSHOT_DIR", str(tmp_path / "snapshots"))
+    pulled = pull_first("embedded", None)
+    (info,) = SnapshotStore(tmp_path / "snapshots").snapshots()
+    assert pulled == f"pulled embedded: snapshot {info.id} (new), bars to {info.end}"
+    assert pull_first("embedded", None) == f"pulled embedded: snapshot {info.id} (unchanged), bars to {info.end}"
+    failed = pull_first("nowhere", None)
+    assert failed.startswith("the nowhere pull failed (ValueError: unknown source 'nowhere'")
+    assert failed.endswith("scored on the snapshots already stored")
