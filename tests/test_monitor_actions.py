@@ -136,3 +136,26 @@ def test_the_monitor_pulls_first_as_a_retrain_run_would_and_a_failed_pull_scores
     failed = pull_first("nowhere", None)
     assert failed.startswith("the nowhere pull failed (ValueError: unknown source 'nowhere'")
     assert failed.endswith("scored on the snapshots already stored")
+
+
+def test_monitor_run_from_the_command_line(prefect_api, production_models, embedded_snapshot, tmp_path, monkeypatch):
+    """`mlops monitor run` with nothing recorded yet: drift over the latest bars, no retrain asked for, where the
+    report went; with nothing in production it says so and exits 1."""
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    store, _ = embedded_snapshot
+    for key, value in {"MLOPS_MONITOR_LOG_PATH": tmp_path / "logs", "MLOPS_MONITOR_OUTPUT_DIR": tmp_path / "out",
+                       "MLOPS_SNAPSHOT_DIR": store.root}.items():  # fmt: skip
+        monkeypatch.setenv(key, str(value))
+    (tmp_path / "logs").mkdir()
+    result = CliRunner().invoke(app, ["monitor", "run", "--no-trigger"], env={"COLUMNS": "240"})
+    assert result.exit_code == 0, result.output
+    assert (
+        "no pull asked for" in result.output and f"report {tmp_path / 'out' / 'report' / 'index.html'}" in result.output
+    )
+    assert "(bars)" in result.output  # every model's drift over the trained symbols' latest bars
+    monkeypatch.setenv("MLOPS_PRODUCTION_FILE", str(tmp_path / "none.json"))
+    missing = CliRunner().invoke(app, ["monitor", "run"], env={"COLUMNS": "240"})
+    assert missing.exit_code == 1 and f"no production manifest at {tmp_path / 'none.json'}" in missing.output
