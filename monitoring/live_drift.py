@@ -134,7 +134,8 @@ def model_drift(rows: pd.DataFrame, card: ModelCard, version: str, rules: DriftR
     days = rows["as_of"].to_numpy(str)
     task = model_kind(card.name).task
     series: dict[str, np.ndarray] = {PREDICTION: served_predictions(task, rows)}
-    matrix, missing = _features(rows, len(card.feature_names))
+    matrix, fits = feature_matrix(rows, len(card.feature_names))
+    missing = int((~fits).sum())
     if missing == len(rows):
         result.skipped["features"] = "the recorded rows carry no feature row of the card's length" + (
             " (a price forecast records none: Prophet fits on the bars)" if task == "price" else ""
@@ -238,15 +239,13 @@ def _psi_by_name(
     return result
 
 
-def _features(rows: pd.DataFrame, width: int) -> tuple[np.ndarray, int]:
-    """The recorded feature rows (rows x ``width``; NaN where a row's is not of the card's length) and how many
-    were not."""
+def feature_matrix(rows: pd.DataFrame, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """The recorded feature rows, decoded once (rows x ``width``; NaN where a row's is not of that length), and which
+    rows were of that length."""
     matrix = np.full((len(rows), width), np.nan)
-    missing = 0
+    fits = np.zeros(len(rows), dtype=bool)
     for i, text in enumerate(rows["features"]):
         values = decode_features(text)
         if len(values) == width:
-            matrix[i] = values
-        else:
-            missing += 1
-    return matrix, missing
+            matrix[i], fits[i] = values, True
+    return matrix, fits

@@ -56,9 +56,9 @@ def registry_of(run: MonitorRun) -> CollectorRegistry:
                 _set(live.labels(model, status.version, score.metric, "rolling"), score.rolling["model"].iloc[-1])
             below.labels(model).set(1 if score.below_band_since else 0)
             trailing.labels(model).set(score.worse_than_baseline_days)
+        signal = (score.signal if score is not None else None) or {}
         for window, key in (("since_served", "model"), ("walk_forward", "walk_forward")):
-            rank = ((score.signal or {}).get(key) or {}).get("rank") or {} if score is not None else {}
-            _set(ic.labels(model, window), rank.get("mean"))
+            _set(ic.labels(model, window), ((signal.get(key) or {}).get("rank") or {}).get("mean"))
         if score is not None and score.band is not None:
             band.labels(model, score.metric, "low").set(score.band[0])
             band.labels(model, score.metric, "high").set(score.band[1])

@@ -27,7 +27,7 @@ monitor's alert rules require to persist before they act.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any
@@ -143,15 +143,7 @@ def baseline_forecasts(task: str, rows: pd.DataFrame, card: ModelCard, finder: S
     if task == "price":
         return {"random_walk": rows["label"].astype(float).to_numpy()}
     if task == "volatility":
-        ewma = np.full(n, np.nan)
-        for symbol, index in rows.groupby("scored_symbol").groups.items():
-            series = finder.series(str(symbol))
-            if series is None:
-                continue
-            variance = close_variance(series.bars.close)
-            positions = [series.position(d) for d in rows.loc[index, "as_of"]]
-            ewma[np.asarray(index)] = [np.nan if i is None else np.sqrt(variance[i] * TRADING_DAYS) for i in positions]
-        return {"ewma": ewma}
+        return {"ewma": at_rows(rows, finder, lambda close: np.sqrt(close_variance(close) * TRADING_DAYS))}
     history = training_target_mean(task, sorted(set(rows["scored_symbol"])), card, finder)
     if task == "direction":
         return {"majority": np.full(n, history)}
@@ -210,7 +202,7 @@ def live_signal(
         return None
     realised = rows["realised"].to_numpy(float)
     if task == "direction":  # P(up) against the forward return, as the card's quant record takes it
-        realised = forward_returns(rows, card.horizon, finder)
+        realised = at_rows(rows, finder, lambda close: forward_log_return(close, card.horizon))
     frame = pd.DataFrame({"date": rows["as_of"].to_numpy(str), "symbol": rows["scored_symbol"].to_numpy(str),
                           "realised": realised})  # fmt: skip
     forecasts = {"model": p} | ({"ewma": base["ewma"]} if task == "volatility" else {})
@@ -225,16 +217,16 @@ def live_signal(
     return out
 
 
-def forward_returns(rows: pd.DataFrame, horizon: int, finder: SeriesFinder) -> np.ndarray:
-    """The forward log return over ``horizon`` bars from each row's as-of bar, on its stored series."""
+def at_rows(rows: pd.DataFrame, finder: SeriesFinder, per_bar: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """``per_bar`` of each row's stored closes, taken at the row's as-of bar (NaN where there is none)."""
     out = np.full(len(rows), np.nan)
     for symbol, index in rows.groupby("scored_symbol").groups.items():
         series = finder.series(str(symbol))
         if series is None:
             continue
-        target = forward_log_return(series.bars.close, horizon)
+        values = per_bar(series.bars.close)
         positions = [series.position(d) for d in rows.loc[index, "as_of"]]
-        out[np.asarray(index)] = [np.nan if i is None else target[i] for i in positions]
+        out[np.asarray(index)] = [np.nan if i is None else values[i] for i in positions]
     return out
 
 

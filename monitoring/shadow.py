@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bentos.recording import decode_features
 from features.catalog import model_kind
+from monitoring.live_drift import feature_matrix
 from monitoring.outcomes import REALISED, SeriesFinder
 from monitoring.scorecard import Score, score_version
 from training.registry.card import ModelCard
@@ -58,10 +58,9 @@ def shadow_scores(
         return scores
     rows = frame[(frame["model"] == model) & (frame["version"] == version) & (frame["status"] == REALISED)]
     for challenger in challengers:
-        width = len(challenger.card.feature_names)
-        fits = np.array([len(decode_features(text)) == width for text in rows["features"]], dtype=bool)
+        features, fits = feature_matrix(rows, len(challenger.card.feature_names))
         try:
-            predicted, why = shadow_predictions(challenger, rows[fits])
+            predicted, why = shadow_predictions(challenger, features[fits])
         except Exception as error:  # one challenger's trouble never stops the monitor run
             predicted, why = None, f"{type(error).__name__}: {error}"
         if predicted is None:
@@ -77,8 +76,8 @@ def shadow_scores(
     return scores
 
 
-def shadow_predictions(challenger: Challenger, rows: pd.DataFrame) -> tuple[np.ndarray | None, str]:
-    """The challenger's predictions for the recorded feature rows, or None and why it has none."""
+def shadow_predictions(challenger: Challenger, features: np.ndarray) -> tuple[np.ndarray | None, str]:
+    """The challenger's predictions for the recorded feature rows (decoded), or None and why it has none."""
     import bentoml
 
     from bentos.runners import ModelMismatchError, load_runner
@@ -86,13 +85,12 @@ def shadow_predictions(challenger: Challenger, rows: pd.DataFrame) -> tuple[np.n
     kind = model_kind(challenger.model)
     if kind.task in ("price", "regime"):
         return None, f"a {kind.task} model needs each window's bars, which the record does not keep"
-    if not len(rows):
+    if not len(features):
         return np.array([]), ""
     try:
         runner = load_runner(challenger.model, bentoml.models.get(f"{challenger.model}:{challenger.version}"))
     except ModelMismatchError as error:
         return None, str(error)
-    features = np.asarray([decode_features(text) for text in rows["features"]], dtype=float)
     return runner.predict(features), ""  # type: ignore[attr-defined]
 
 
